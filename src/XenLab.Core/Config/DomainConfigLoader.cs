@@ -1,0 +1,324 @@
+// Reads a domain from YAML with YamlDotNet's node model, so that every error can name the
+// file, line and column of the node at fault. Unknown keys get the closest valid key as a
+// suggestion. A file either yields a whole valid configuration or an exception: never half.
+using System;
+using System.Collections.Generic;
+using System.Globalization;
+using System.IO;
+using XenLab.E820;
+using XenLab.P2m;
+using YamlDotNet.Core;
+using YamlDotNet.RepresentationModel;
+
+namespace XenLab.Config;
+
+public static class DomainConfigLoader
+{
+    public static readonly string[] TopLevelKeys =
+    {
+        "name", "memory", "maxmem", "vcpus", "shadow_memory", "videoram", "paging", "mmio_hole",
+        "e820", "identity", "identity_strategy", "framebuffers", "kernel_pt_pages", "tlb_entries",
+    };
+    private static readonly string[] E820Keys = { "start", "size", "end", "type" };
+    private static readonly string[] IdentityKeys = { "start", "size", "end" };
+    private static readonly string[] FramebufferKeys = { "name", "address", "gfn", "width", "height", "bpp", "stride" };
+
+    public static DomainConfig LoadFile(string path)
+    {
+        string text;
+        try { text = File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigFileException(path, 0, 0, $"cannot read the file: {e.Message}");
+        }
+        return Load(text, path);
+    }
+
+    public static DomainConfig Load(string yaml, string fileName = "<yaml>")
+    {
+        var stream = new YamlStream();
+        try
+        {
+            stream.Load(new StringReader(yaml));
+        }
+        catch (YamlException e)
+        {
+            throw new ConfigFileException(fileName, e.Start.Line, e.Start.Column, "YAML syntax error: " + Inner(e));
+        }
+        if (stream.Documents.Count != 1)
+            throw new ConfigFileException(fileName, 1, 1, $"expected one YAML document, found {stream.Documents.Count}");
+        var reader = new Reader(fileName);
+        var config = reader.ReadDomain(stream.Documents[0].RootNode);
+        var problems = config.Problems();
+        if (problems.Count > 0)
+        {
+            // Semantic problems are about the document as a whole; point at its root.
+            var root = stream.Documents[0].RootNode;
+            throw new ConfigFileException(fileName, root.Start.Line, root.Start.Column, string.Join("; ", problems));
+        }
+        return config;
+    }
+
+    private static string Inner(Exception e)
+    {
+        while (e.InnerException is not null) e = e.InnerException;
+        return e.Message;
+    }
+
+    /// <summary>The valid key nearest to <paramref name="key"/> by edit distance, if close enough.</summary>
+    public static string? Suggest(string key, IReadOnlyList<string> valid)
+    {
+        string? best = null;
+        int bestDistance = int.MaxValue;
+        foreach (var v in valid)
+        {
+            int d = Distance(key.ToLowerInvariant(), v);
+            if (d < bestDistance) { bestDistance = d; best = v; }
+        }
+        return bestDistance <= Math.Max(2, key.Length / 3) ? best : null;
+    }
+
+    private static int Distance(string a, string b)
+    {
+        var row = new int[b.Length + 1];
+        for (int j = 0; j <= b.Length; j++) row[j] = j;
+        for (int i = 1; i <= a.Length; i++)
+        {
+            int diag = row[0];
+            row[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int up = row[j];
+                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diag + (a[i - 1] == b[j - 1] ? 0 : 1));
+                diag = up;
+            }
+        }
+        return row[b.Length];
+    }
+
+    private sealed class Reader
+    {
+        private readonly string _file;
+        public Reader(string file) => _file = file;
+
+        private ConfigFileException Error(YamlNode node, string message) =>
+            new(_file, node.Start.Line, node.Start.Column, message);
+
+        public DomainConfig ReadDomain(YamlNode root)
+        {
+            var map = AsMapping(root, "the domain");
+            var c = new DomainConfig();
+            bool sawName = false;
+            foreach (var (keyNode, value) in Entries(map, TopLevelKeys, "domain"))
+            {
+                switch (keyNode.Value)
+                {
+                    case "name": c.Name = Text(value, "name"); sawName = true; break;
+                    case "memory": c.MemoryMiB = MiB(value, "memory"); break;
+                    case "maxmem": c.MaxMemMiB = MiB(value, "maxmem"); break;
+                    case "vcpus": c.Vcpus = Int(value, "vcpus", 1, DomainConfig.MaxVcpus); break;
+                    case "shadow_memory": c.ShadowMemoryMiB = MiB(value, "shadow_memory"); break;
+                    case "videoram": c.VideoRamMiB = MiB(value, "videoram"); break;
+                    case "mmio_hole": c.MmioHoleMiB = MiB(value, "mmio_hole"); break;
+                    case "paging": c.Paging = Enum<PagingModeKind>(value, "paging", ("hap", PagingModeKind.Hap), ("shadow", PagingModeKind.Shadow), ("arm", PagingModeKind.Arm)); break;
+                    case "identity_strategy":
+                        c.IdentityStrategy = Enum<IdentityStrategy>(value, "identity_strategy", ("edges-first", IdentityStrategy.EdgesFirst), ("coarse", IdentityStrategy.Coarse));
+                        break;
+                    case "kernel_pt_pages": c.KernelPtPages = Int(value, "kernel_pt_pages", 8, 65536); break;
+                    case "tlb_entries": c.TlbEntries = Int(value, "tlb_entries", 1, 65536); break;
+                    case "e820": c.E820 = ReadE820(value); break;
+                    case "identity": c.Identity = ReadIdentity(value); break;
+                    case "framebuffers": c.Framebuffers = ReadFramebuffers(value); break;
+                }
+            }
+            if (!sawName) throw Error(root, "the domain has no 'name'");
+            return c;
+        }
+
+        private List<E820Entry> ReadE820(YamlNode node)
+        {
+            var list = new List<E820Entry>();
+            var seq = AsSequence(node, "e820");
+            for (int i = 0; i < seq.Children.Count; i++)
+            {
+                var item = seq.Children[i];
+                var m = AsMapping(item, $"e820 entry {i}");
+                var (start, end) = ReadRange(m, E820Keys, $"e820 entry {i}");
+                E820Type type = E820Type.Ram;
+                bool sawType = false;
+                foreach (var (k, v) in Entries(m, E820Keys, $"e820 entry {i}"))
+                    if (k.Value == "type")
+                    {
+                        type = Enum<E820Type>(v, "type", ("ram", E820Type.Ram), ("reserved", E820Type.Reserved), ("acpi", E820Type.Acpi), ("nvs", E820Type.Nvs), ("unusable", E820Type.Unusable));
+                        sawType = true;
+                    }
+                if (!sawType) throw Error(item, $"e820 entry {i} has no 'type' (ram, reserved, acpi, nvs or unusable)");
+                if (end <= start) throw Error(item, $"e820 entry {i} is empty: it ends at 0x{end:x}, not after its start 0x{start:x}");
+                if (type == E820Type.Ram && ((start | end) & 0xFFF) != 0)
+                    throw Error(item, $"e820 RAM entry {i} [0x{start:x}, 0x{end:x}) is not 4 KiB aligned");
+                for (int j = 0; j < list.Count; j++)
+                    if (start < list[j].End && list[j].Start < end)
+                        throw Error(item, $"e820 entry {i} [0x{start:x}, 0x{end:x}) overlaps entry {j} {list[j]}");
+                list.Add(new E820Entry(start, end - start, type));
+            }
+            return list;
+        }
+
+        private List<IdentityHoleConfig> ReadIdentity(YamlNode node)
+        {
+            var list = new List<IdentityHoleConfig>();
+            var seq = AsSequence(node, "identity");
+            for (int i = 0; i < seq.Children.Count; i++)
+            {
+                var m = AsMapping(seq.Children[i], $"identity hole {i}");
+                foreach (var _ in Entries(m, IdentityKeys, $"identity hole {i}")) { }
+                var (start, end) = ReadRange(m, IdentityKeys, $"identity hole {i}");
+                if (end <= start) throw Error(m, $"identity hole {i} is empty: it ends at 0x{end:x}, not after its start 0x{start:x}");
+                list.Add(new IdentityHoleConfig(start, end));
+            }
+            return list;
+        }
+
+        private List<FramebufferConfig> ReadFramebuffers(YamlNode node)
+        {
+            var list = new List<FramebufferConfig>();
+            var seq = AsSequence(node, "framebuffers");
+            for (int i = 0; i < seq.Children.Count; i++)
+            {
+                string what = $"framebuffer {i}";
+                var m = AsMapping(seq.Children[i], what);
+                string? name = null;
+                ulong? address = null;
+                int width = 0, height = 0, bpp = 32, stride = 0;
+                YamlNode? addressNode = null;
+                foreach (var (k, v) in Entries(m, FramebufferKeys, what))
+                {
+                    switch (k.Value)
+                    {
+                        case "name": name = Text(v, "name"); break;
+                        case "address":
+                        case "gfn":
+                            if (addressNode is not null) throw Error(k, $"{what} gives both 'address' and 'gfn'; give one");
+                            addressNode = k;
+                            ulong n = Number(v, k.Value, 1);
+                            if (k.Value == "gfn" && n > (ulong.MaxValue >> 12)) throw Error(v, $"gfn 0x{n:x} is too large");
+                            address = k.Value == "gfn" ? n << 12 : n;
+                            if ((address.Value & 0xFFF) != 0) throw Error(v, $"{what} address 0x{address:x} is not 4 KiB aligned");
+                            break;
+                        case "width": width = Int(v, "width", 1, 16384); break;
+                        case "height": height = Int(v, "height", 1, 16384); break;
+                        case "bpp":
+                            bpp = Int(v, "bpp", 8, 32);
+                            if (bpp is not (8 or 16 or 24 or 32)) throw Error(v, $"bpp {bpp} must be 8, 16, 24 or 32");
+                            break;
+                        case "stride": stride = Int(v, "stride", 1, 1 << 20); break;
+                    }
+                }
+                if (name is null) throw Error(m, $"{what} has no 'name'");
+                if (address is null) throw Error(m, $"{what} '{name}' has no 'address' (or 'gfn')");
+                if (width == 0 || height == 0) throw Error(m, $"{what} '{name}' needs 'width' and 'height'");
+                if (stride != 0 && stride < width * (bpp / 8)) throw Error(m, $"{what} '{name}': stride {stride} is shorter than a scanline ({width * (bpp / 8)} bytes)");
+                list.Add(new FramebufferConfig(name, address.Value, width, height, bpp, stride));
+            }
+            return list;
+        }
+
+        /// <summary>start plus one of size/end.</summary>
+        private (ulong Start, ulong End) ReadRange(YamlMappingNode m, string[] keys, string what)
+        {
+            ulong? start = null, size = null, end = null;
+            YamlNode? endNode = null;
+            foreach (var (k, v) in Entries(m, keys, what))
+            {
+                if (k.Value == "start") start = Number(v, "start", 1);
+                else if (k.Value == "size") { size = Number(v, "size", 1); endNode = v; }
+                else if (k.Value == "end") { end = Number(v, "end", 1); endNode = v; }
+            }
+            if (start is null) throw Error(m, $"{what} has no 'start'");
+            if (size is not null && end is not null) throw Error(m, $"{what} gives both 'size' and 'end'; give one");
+            if (size is null && end is null) throw Error(m, $"{what} needs 'size' or 'end'");
+            if (size is not null)
+            {
+                if (start.Value + size.Value < start.Value) throw Error(endNode!, $"{what}: start 0x{start:x} + size 0x{size:x} wraps past the end of the address space");
+                return (start.Value, start.Value + size.Value);
+            }
+            return (start.Value, end!.Value);
+        }
+
+        private IEnumerable<(YamlScalarNode Key, YamlNode Value)> Entries(YamlMappingNode map, IReadOnlyList<string> valid, string what)
+        {
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var pair in map.Children)
+            {
+                if (pair.Key is not YamlScalarNode key || key.Value is null)
+                    throw Error(pair.Key, $"{what}: keys must be plain words");
+                if (!seen.Add(key.Value)) throw Error(key, $"{what}: key '{key.Value}' appears twice");
+                bool known = false;
+                foreach (var v in valid) if (v == key.Value) { known = true; break; }
+                if (!known)
+                {
+                    string? hint = Suggest(key.Value, valid);
+                    throw Error(key, $"unknown key '{key.Value}' in {what}" + (hint is null ? $"; valid keys: {string.Join(", ", valid)}" : $"; did you mean '{hint}'?"));
+                }
+                yield return (key, pair.Value);
+            }
+        }
+
+        private YamlMappingNode AsMapping(YamlNode node, string what) =>
+            node as YamlMappingNode ?? throw Error(node, $"{what} must be a mapping of key: value pairs, not {Describe(node)}");
+
+        private YamlSequenceNode AsSequence(YamlNode node, string what) =>
+            node as YamlSequenceNode ?? throw Error(node, $"'{what}' must be a list (items starting with '-'), not {Describe(node)}");
+
+        private static string Describe(YamlNode node) => node switch
+        {
+            YamlScalarNode s => $"the value '{s.Value}'",
+            YamlSequenceNode => "a list",
+            YamlMappingNode => "a mapping",
+            _ => "an alias",
+        };
+
+        private string Text(YamlNode node, string key)
+        {
+            if (node is not YamlScalarNode s || string.IsNullOrEmpty(s.Value))
+                throw Error(node, $"'{key}' must be a text value, not {Describe(node)}");
+            return s.Value;
+        }
+
+        private ulong Number(YamlNode node, string key, ulong bareUnit)
+        {
+            if (node is not YamlScalarNode s || s.Value is null)
+                throw Error(node, $"'{key}' must be a number, not {Describe(node)}");
+            if (!SizeParser.TryParse(s.Value, bareUnit, out ulong v, out string error))
+                throw Error(node, $"'{key}': {error}");
+            return v;
+        }
+
+        /// <summary>A size in MiB: a bare number is MiB (as in xl.cfg), a suffixed one is converted.</summary>
+        private ulong MiB(YamlNode node, string key)
+        {
+            ulong bytes = Number(node, key, 1UL << 20);
+            if (bytes % (1UL << 20) != 0)
+                throw Error(node, $"'{key}' must be a whole number of MiB; {bytes} bytes is not");
+            return bytes >> 20;
+        }
+
+        private int Int(YamlNode node, string key, int min, int max)
+        {
+            ulong v = Number(node, key, 1);
+            if (v < (ulong)min || v > (ulong)max)
+                throw Error(node, $"'{key}' is {v}, outside the range {min} to {max}");
+            return (int)v;
+        }
+
+        private T Enum<T>(YamlNode node, string key, params (string Word, T Value)[] words)
+        {
+            if (node is YamlScalarNode s && s.Value is not null)
+                foreach (var (word, value) in words)
+                    if (string.Equals(word, s.Value, StringComparison.OrdinalIgnoreCase)) return value;
+            var names = new List<string>();
+            foreach (var (word, _) in words) names.Add(word);
+            throw Error(node, $"'{key}' must be one of {string.Join(", ", names)}, not {Describe(node)}");
+        }
+    }
+}

@@ -1,0 +1,52 @@
+// Writes a configuration back as YAML that DomainConfigLoader reads to the same domain.
+using System.Globalization;
+using System.Text;
+using XenLab.E820;
+using XenLab.P2m;
+
+namespace XenLab.Config;
+
+public static class DomainConfigWriter
+{
+    public static string ToYaml(DomainConfig c)
+    {
+        var sb = new StringBuilder();
+        var inv = CultureInfo.InvariantCulture;
+        sb.Append("name: ").Append(Quote(c.Name)).Append('\n');
+        sb.Append(inv, $"memory: {c.MemoryMiB}\n");
+        if (c.MaxMemMiB is { } max) sb.Append(inv, $"maxmem: {max}\n");
+        sb.Append(inv, $"vcpus: {c.Vcpus}\n");
+        if (c.ShadowMemoryMiB is { } sh) sb.Append(inv, $"shadow_memory: {sh}\n");
+        if (c.VideoRamMiB is { } vr) sb.Append(inv, $"videoram: {vr}\n");
+        sb.Append("paging: ").Append(c.Paging.ToString().ToLowerInvariant()).Append('\n');
+        if (c.MmioHoleMiB != DomainConfig.DefaultMmioHoleMiB) sb.Append(inv, $"mmio_hole: {c.MmioHoleMiB}\n");
+        sb.Append("identity_strategy: ").Append(c.IdentityStrategy == IdentityStrategy.Coarse ? "coarse" : "edges-first").Append('\n');
+        if (c.KernelPtPages != DomainConfig.DefaultKernelPtPages) sb.Append(inv, $"kernel_pt_pages: {c.KernelPtPages}\n");
+        if (c.TlbEntries != Paging.Tlb.DefaultEntries) sb.Append(inv, $"tlb_entries: {c.TlbEntries}\n");
+        if (c.E820 is not null)
+        {
+            sb.Append("e820:\n");
+            foreach (var e in c.E820)
+                sb.Append(inv, $"  - {{ start: 0x{e.Start:x}, size: 0x{e.Size:x}, type: {e.Type.ToString().ToLowerInvariant()} }}\n");
+        }
+        if (c.Identity.Count > 0)
+        {
+            sb.Append("identity:\n");
+            foreach (var h in c.Identity) sb.Append(inv, $"  - {{ start: 0x{h.Start:x}, end: 0x{h.End:x} }}\n");
+        }
+        if (c.Framebuffers.Count > 0)
+        {
+            sb.Append("framebuffers:\n");
+            foreach (var f in c.Framebuffers)
+            {
+                sb.Append("  - { name: ").Append(Quote(f.Name));
+                sb.Append(inv, $", address: 0x{f.Address:x}, width: {f.Width}, height: {f.Height}, bpp: {f.Bpp}");
+                if (f.Stride != 0) sb.Append(inv, $", stride: {f.Stride}");
+                sb.Append(" }\n");
+            }
+        }
+        return sb.ToString();
+    }
+
+    private static string Quote(string s) => "'" + s.Replace("'", "''", System.StringComparison.Ordinal) + "'";
+}

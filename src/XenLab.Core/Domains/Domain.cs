@@ -1,0 +1,311 @@
+// A guest domain: its E820, its pfn -> mfn tree, its vCPUs, its built-in guest kernel, and
+// guest-physical access. Built by XenHost; every failure during build leaves nothing behind.
+using System;
+using System.Buffers.Binary;
+using System.Collections.Generic;
+using XenLab.Config;
+using XenLab.Diagnostics;
+using XenLab.E820;
+using XenLab.Guest;
+using XenLab.Memory;
+using XenLab.P2m;
+
+namespace XenLab.Domains;
+
+/// <summary>Outcome of a guest-physical access.</summary>
+public enum PhysAccessStatus
+{
+    Ok,
+    /// <summary>At least one page has no p2m entry (INVALID): nothing was read or written.</summary>
+    Missing,
+    /// <summary>Identity (MMIO) frames were touched: reads there see 0xFF, writes are dropped.</summary>
+    Mmio,
+}
+
+public readonly record struct PhysAccessResult(PhysAccessStatus Status, ulong FirstBadGfn)
+{
+    public bool IsOk => Status != PhysAccessStatus.Missing;
+}
+
+public sealed class Domain
+{
+    private readonly MachineMemory _machine;
+    private readonly Vcpu[] _vcpus;
+    private ulong _populatedPages;
+
+    internal Domain(int id, DomainConfig config, MachineMemory machine)
+    {
+        Id = id;
+        Config = config;
+        _machine = machine;
+        E820 = config.BuildE820();
+        P2m = new P2mTree();
+        Counters = new PerfCounters();
+        _vcpus = new Vcpu[config.Vcpus];
+        for (int i = 0; i < _vcpus.Length; i++) _vcpus[i] = new Vcpu(this, i, config.TlbEntries);
+        Kernel = new GuestKernel(this, E820Map.OneMiB >> Page.Shift, config.KernelPtPages);
+    }
+
+    public int Id { get; }
+    public string Name => Config.Name;
+    public DomainConfig Config { get; }
+    public E820Map E820 { get; }
+    public P2mTree P2m { get; }
+    public PerfCounters Counters { get; }
+    public GuestKernel Kernel { get; }
+    public IReadOnlyList<Vcpu> Vcpus => _vcpus;
+    public MachineMemory Machine => _machine;
+    public IdentityStrategy IdentityStrategy => Config.IdentityStrategy;
+    public bool IsDestroyed { get; private set; }
+
+    public XenLab.Config.PagingModeKind PagingMode => Config.Paging;
+    public int VcpuCount => _vcpus.Length;
+    public ulong MemoryMiB => _populatedPages >> (20 - Page.Shift);
+    public ulong MaxMemMiB => MaxPages >> (20 - Page.Shift);
+
+    /// <summary>Pages of RAM the domain holds (xl's current memory).</summary>
+    public ulong PopulatedPages => _populatedPages;
+    public ulong MaxPages => E820.RamBytes >> Page.Shift;
+
+    /// <summary>Build: populate the first <c>memory</c> RAM pfns with descending mfns, then install identity.</summary>
+    internal void Build()
+    {
+        ulong want = Math.Min(Config.MemoryMiB << (20 - Page.Shift), MaxPages);
+        var mfns = new Mfn[want];
+        _machine.Allocate(mfns);                          // all or nothing
+        ulong i = 0;
+        foreach (ulong pfn in E820.RamPfns())
+        {
+            if (i == want) break;
+            P2m.SetMfn(pfn, mfns[i++]);
+        }
+        _populatedPages = want;
+        Counters.Add(PerfCounter.P2mSet, (long)want);
+        foreach (var region in E820.NonRamRegions())
+            SetIdentityRange(region.Start >> Page.Shift, region.End >> Page.Shift, Config.IdentityStrategy);
+        foreach (var hole in Config.Identity)
+            SetIdentityRange(hole.Start >> Page.Shift, (hole.End + Page.OffsetMask) >> Page.Shift, Config.IdentityStrategy);
+        Kernel.Initialise();
+    }
+
+    /// <summary>Releases every machine frame the domain holds.</summary>
+    internal void Destroy()
+    {
+        if (IsDestroyed) return;
+        foreach (var (_, mfn) in P2m.EnumerateRam()) _machine.Free(mfn);
+        _populatedPages = 0;
+        IsDestroyed = true;
+    }
+
+    /// <summary>Installs an identity range; returns the pfns newly answering identity.</summary>
+    public ulong SetIdentityRange(ulong startPfn, ulong endPfn, IdentityStrategy strategy)
+    {
+        // Identity over populated RAM would leak its frames: refuse before touching anything.
+        for (ulong pfn = startPfn; pfn < endPfn; pfn++)
+        {
+            ulong e = P2m.Get(pfn);
+            if (P2mTree.Classify(e) == P2mEntryKind.Ram)
+                throw new InvalidConfigurationException(
+                    $"Identity range [gfn 0x{startPfn:x}, 0x{endPfn:x}) covers populated RAM at gfn 0x{pfn:x} (mfn 0x{e:x}); balloon it out first.");
+            if (pfn >= P2mTree.MaxPfn) break;
+            // Skip whole shared pages quickly.
+            var look = P2m.Lookup(pfn);
+            if (look.LeafPage != P2mPageKind.Allocated) pfn |= P2mTree.PfnsPerLeaf - 1;
+        }
+        Counters.Inc(PerfCounter.P2mIdentitySwitch);
+        ulong changed = P2m.SetIdentityRange(startPfn, endPfn, strategy);
+        FlushAllTlbs();
+        return changed;
+    }
+
+    // ---- guest-physical access -------------------------------------------------------
+
+    /// <summary>Resolves a gfn to RAM; false for missing and identity (MMIO) frames.</summary>
+    public bool TryGetRam(ulong gfn, out Mfn mfn)
+    {
+        ulong e = P2m.Get(gfn);
+        if ((e & (P2mTree.IdentityFrameBit | P2mTree.ForeignFrameBit)) == 0)   // excludes INVALID too
+        {
+            mfn = new Mfn(e);
+            return true;
+        }
+        mfn = Mfn.Invalid;
+        return false;
+    }
+
+    public bool TryReadPhysU64(ulong gpa, out ulong value)
+    {
+        if (!TryGetRam(gpa >> Page.Shift, out var mfn)) { value = 0; return false; }
+        value = BinaryPrimitives.ReadUInt64LittleEndian(_machine.Read(mfn).Slice((int)(gpa & Page.OffsetMask), 8));
+        return true;
+    }
+
+    public bool TryWritePhysU64(ulong gpa, ulong value)
+    {
+        if (!TryGetRam(gpa >> Page.Shift, out var mfn)) return false;
+        BinaryPrimitives.WriteUInt64LittleEndian(_machine.Write(mfn).Slice((int)(gpa & Page.OffsetMask), 8), value);
+        return true;
+    }
+
+    /// <summary>Reads guest-physical memory; checks every page first, so a Missing result reads nothing.</summary>
+    public PhysAccessResult ReadPhysical(ulong gpa, Span<byte> destination)
+    {
+        var check = CheckRange(gpa, (ulong)destination.Length);
+        if (check.Status == PhysAccessStatus.Missing) return check;
+        int done = 0;
+        while (done < destination.Length)
+        {
+            ulong addr = gpa + (ulong)done;
+            int off = (int)(addr & Page.OffsetMask);
+            int n = Math.Min(Page.Size - off, destination.Length - done);
+            var dst = destination.Slice(done, n);
+            if (TryGetRam(addr >> Page.Shift, out var mfn)) _machine.Read(mfn).Slice(off, n).CopyTo(dst);
+            else dst.Fill(0xFF);                                          // unclaimed MMIO reads all ones
+            Counters.Inc(PerfCounter.GuestPhysRead);
+            done += n;
+        }
+        return check;
+    }
+
+    /// <summary>Writes guest-physical memory; checks every page first, so a Missing result writes nothing.</summary>
+    public PhysAccessResult WritePhysical(ulong gpa, ReadOnlySpan<byte> source)
+    {
+        var check = CheckRange(gpa, (ulong)source.Length);
+        if (check.Status == PhysAccessStatus.Missing) return check;
+        int done = 0;
+        while (done < source.Length)
+        {
+            ulong addr = gpa + (ulong)done;
+            int off = (int)(addr & Page.OffsetMask);
+            int n = Math.Min(Page.Size - off, source.Length - done);
+            if (TryGetRam(addr >> Page.Shift, out var mfn)) source.Slice(done, n).CopyTo(_machine.Write(mfn).Slice(off, n));
+            Counters.Inc(PerfCounter.GuestPhysWrite);
+            done += n;
+        }
+        return check;
+    }
+
+    /// <summary>What a gfn is to an access: RAM (Ok), identity (Mmio) or nothing (Missing).</summary>
+    public PhysAccessStatus Classify(ulong gfn) => P2mTree.Classify(P2m.Get(gfn)) switch
+    {
+        P2mEntryKind.Ram => PhysAccessStatus.Ok,
+        P2mEntryKind.Identity => PhysAccessStatus.Mmio,
+        _ => PhysAccessStatus.Missing,
+    };
+
+    private PhysAccessResult CheckRange(ulong gpa, ulong length)
+    {
+        if (length == 0) return new PhysAccessResult(PhysAccessStatus.Ok, 0);
+        if (gpa + length < gpa) return new PhysAccessResult(PhysAccessStatus.Missing, gpa >> Page.Shift);
+        var status = PhysAccessStatus.Ok;
+        for (ulong g = gpa >> Page.Shift; g <= (gpa + length - 1) >> Page.Shift; g++)
+        {
+            var kind = P2mTree.Classify(P2m.Get(g));
+            if (kind == P2mEntryKind.Missing || kind == P2mEntryKind.Foreign)
+            {
+                Counters.Inc(PerfCounter.GuestPhysMissing);
+                return new PhysAccessResult(PhysAccessStatus.Missing, g);
+            }
+            if (kind == P2mEntryKind.Identity)
+            {
+                status = PhysAccessStatus.Mmio;
+                Counters.Inc(PerfCounter.GuestPhysMmio);
+            }
+        }
+        return new PhysAccessResult(status, 0);
+    }
+
+    // ---- balloon ------------------------------------------------------------------------
+
+    /// <summary>
+    /// Moves the domain's reservation to <paramref name="targetPages"/>, as the guest's balloon
+    /// driver does. Going up takes the lowest E820 RAM pfns not populated; the driver's
+    /// BUG_ON(phys_to_machine_mapping_valid(pfn)) fires (and nothing changes) if any of them
+    /// already has a valid entry, which is how the seed's "nasty condition" shows. Going down
+    /// releases the highest populated RAM pfns outside the guest kernel's page-table area.
+    /// </summary>
+    public BalloonResult Balloon(ulong targetPages)
+    {
+        if (targetPages > MaxPages)
+            throw new InvalidConfigurationException($"Balloon target {targetPages} pages exceeds the E820's {MaxPages} RAM pages (maxmem).");
+        if (targetPages < (ulong)Config.KernelPtPages + 256)
+            throw new InvalidConfigurationException($"Balloon target {targetPages} pages is below what the guest kernel keeps ({Config.KernelPtPages + 256} pages).");
+        if (targetPages == _populatedPages) return new BalloonResult(BalloonOutcome.Unchanged, 0, P2mTree.InvalidEntry, 0);
+        return targetPages > _populatedPages ? BalloonUp(targetPages - _populatedPages) : BalloonDown(_populatedPages - targetPages);
+    }
+
+    private BalloonResult BalloonUp(ulong pages)
+    {
+        var pfns = new List<ulong>();
+        foreach (ulong pfn in E820.RamPfns())
+        {
+            if ((ulong)pfns.Count == pages) break;
+            if (P2mTree.Classify(P2m.Get(pfn)) != P2mEntryKind.Ram) pfns.Add(pfn);
+        }
+        foreach (ulong pfn in pfns)
+        {
+            ulong e = P2m.Get(pfn);
+            if (e != P2mTree.InvalidEntry)
+            {
+                Counters.Inc(PerfCounter.BalloonRefused);
+                return new BalloonResult(BalloonOutcome.RefusedMappingValid, pfn, e, 0);
+            }
+        }
+        var mfns = new Mfn[pfns.Count];
+        _machine.Allocate(mfns);
+        for (int i = 0; i < pfns.Count; i++) P2m.SetMfn(pfns[i], mfns[i]);
+        _populatedPages += (ulong)pfns.Count;
+        Counters.Add(PerfCounter.BalloonUp, pfns.Count);
+        Counters.Add(PerfCounter.P2mSet, pfns.Count);
+        return new BalloonResult(BalloonOutcome.Done, 0, P2mTree.InvalidEntry, pfns.Count);
+    }
+
+    private BalloonResult BalloonDown(ulong pages)
+    {
+        var pfns = new List<ulong>();
+        foreach (var (pfn, _) in P2m.EnumerateRamDescending())
+        {
+            if ((ulong)pfns.Count == pages) break;
+            if (Kernel.OwnsPfn(pfn) || !E820.IsRam(pfn)) continue;
+            pfns.Add(pfn);
+        }
+        foreach (ulong pfn in pfns)
+        {
+            TryGetRam(pfn, out var mfn);
+            P2m.Set(pfn, P2mTree.InvalidEntry);
+            _machine.Free(mfn);
+        }
+        _populatedPages -= (ulong)pfns.Count;
+        Counters.Add(PerfCounter.BalloonDown, pfns.Count);
+        FlushAllTlbs();
+        return new BalloonResult(BalloonOutcome.Done, 0, P2mTree.InvalidEntry, -pfns.Count);
+    }
+
+    public void FlushAllTlbs()
+    {
+        foreach (var v in _vcpus) v.FlushTlb();
+    }
+
+    public override string ToString() => $"{Name} (domid {Id})";
+}
+
+public enum BalloonOutcome
+{
+    Done,
+    Unchanged,
+    /// <summary>The guest's balloon driver hit BUG_ON(phys_to_machine_mapping_valid(pfn)); nothing changed.</summary>
+    RefusedMappingValid,
+}
+
+/// <summary>What a balloon request did: pages added (positive) or released (negative), or why it was refused.</summary>
+public readonly record struct BalloonResult(BalloonOutcome Outcome, ulong OffendingPfn, ulong OffendingEntry, long PagesChanged)
+{
+    public string Describe() => Outcome switch
+    {
+        BalloonOutcome.RefusedMappingValid =>
+            $"balloon driver BUG_ON(phys_to_machine_mapping_valid(0x{OffendingPfn:x})): the p2m answers 0x{OffendingEntry:x} " +
+            $"({P2mTree.Classify(OffendingEntry)}) for a pfn the E820 calls RAM and that was never populated",
+        BalloonOutcome.Unchanged => "already at target",
+        _ => PagesChanged >= 0 ? $"populated {PagesChanged} page(s)" : $"released {-PagesChanged} page(s)",
+    };
+}

@@ -1,0 +1,131 @@
+// Host machine memory: a fixed number of 4 KiB machine frames whose bytes exist only once
+// written (reads of a never-written frame see zeros), and an allocator that hands frames
+// out from the top down, as Xen's allocator does at domain build (seed 004: "descending
+// MFN values"). Freed frames are reused highest first, so a domain built after others come
+// and go gets a scattered set: nothing may assume a domain's frames are contiguous (seed 003).
+using System;
+using System.Numerics;
+
+namespace XenLab.Memory;
+
+public sealed class MachineMemory
+{
+    private const int ChunkShift = 9;               // 512 frames per lazily created chunk
+    private const int ChunkFrames = 1 << ChunkShift;
+
+    private readonly byte[]?[]?[] _chunks;          // [mfn >> 9][mfn & 511] -> 4 KiB, or null (zeros)
+    private readonly ulong[] _freeBits;             // bit set = frame free
+    private ulong _freeCount;
+    private ulong _backedFrames;
+
+    public MachineMemory(ulong sizeBytes)
+    {
+        if (sizeBytes < Page.Size || !Page.IsAligned(sizeBytes))
+            throw new InvalidConfigurationException($"Host memory size 0x{sizeBytes:x} must be a non-zero multiple of 4 KiB.");
+        if (sizeBytes > (1UL << 46))
+            throw new InvalidConfigurationException($"Host memory size 0x{sizeBytes:x} exceeds the 64 TiB the model supports.");
+        FrameCount = sizeBytes >> Page.Shift;
+        _chunks = new byte[]?[(int)((FrameCount + ChunkFrames - 1) >> ChunkShift)][];
+        _freeBits = new ulong[(FrameCount + 63) / 64];
+        for (ulong i = 0; i < FrameCount; i++) _freeBits[i >> 6] |= 1UL << (int)(i & 63);
+        _freeCount = FrameCount;
+    }
+
+    public ulong FrameCount { get; }
+    public ulong SizeBytes => FrameCount << Page.Shift;
+    public ulong FreeFrames => _freeCount;
+    public ulong AllocatedFrames => FrameCount - _freeCount;
+    /// <summary>Frames whose bytes have been materialised by a write.</summary>
+    public ulong BackedFrames => _backedFrames;
+
+    public bool IsAllocated(Mfn mfn) =>
+        mfn.Value < FrameCount && (_freeBits[mfn.Value >> 6] & (1UL << (int)(mfn.Value & 63))) == 0;
+
+    /// <summary>
+    /// Allocates <c>into.Length</c> frames, highest free frame first, into
+    /// <paramref name="into"/>. All or nothing: on shortage nothing is taken.
+    /// </summary>
+    public void Allocate(Span<Mfn> into)
+    {
+        ulong count = (ulong)into.Length;
+        if (count > _freeCount) throw new MachineMemoryExhaustedException(count, _freeCount);
+        int filled = 0;
+        for (int w = _freeBits.Length - 1; w >= 0 && filled < into.Length; w--)
+        {
+            ulong bits = _freeBits[w];
+            while (bits != 0 && filled < into.Length)
+            {
+                int bit = 63 - BitOperations.LeadingZeroCount(bits);
+                bits &= ~(1UL << bit);
+                into[filled++] = new Mfn(((ulong)w << 6) | (uint)bit);
+            }
+            _freeBits[w] = bits;
+        }
+        _freeCount -= count;
+    }
+
+    public Mfn AllocateOne()
+    {
+        Span<Mfn> one = stackalloc Mfn[1];
+        Allocate(one);
+        return one[0];
+    }
+
+    /// <summary>Returns a frame to the pool and forgets its contents (the next owner reads zeros).</summary>
+    public void Free(Mfn mfn)
+    {
+        if (mfn.Value >= FrameCount || IsFree(mfn.Value))
+            throw new InvalidOperationException($"Double free or bad frame: {mfn}.");
+        _freeBits[mfn.Value >> 6] |= 1UL << (int)(mfn.Value & 63);
+        _freeCount++;
+        var chunk = _chunks[mfn.Value >> ChunkShift];
+        if (chunk is not null && chunk[mfn.Value & (ChunkFrames - 1)] is not null)
+        {
+            chunk[mfn.Value & (ChunkFrames - 1)] = null;
+            _backedFrames--;
+        }
+    }
+
+    private bool IsFree(ulong frame) => (_freeBits[frame >> 6] & (1UL << (int)(frame & 63))) != 0;
+
+    /// <summary>The frame's bytes for reading; a never-written frame reads as zeros.</summary>
+    public ReadOnlySpan<byte> Read(Mfn mfn)
+    {
+        var page = Lookup(mfn.Value);
+        return page is null ? ZeroPage : page;
+    }
+
+    /// <summary>The frame's bytes for writing, materialised on first use.</summary>
+    public Span<byte> Write(Mfn mfn)
+    {
+        ulong f = mfn.Value;
+        if (f >= FrameCount) ThrowBadFrame(f);
+        ref byte[]?[]? chunk = ref _chunks[f >> ChunkShift];
+        chunk ??= new byte[ChunkFrames][];
+        ref byte[]? page = ref chunk[f & (ChunkFrames - 1)];
+        if (page is null)
+        {
+            page = new byte[Page.Size];
+            _backedFrames++;
+        }
+        return page;
+    }
+
+    public ulong ReadUInt64(Mfn mfn, int offset) =>
+        System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(Read(mfn).Slice(offset, 8));
+
+    public void WriteUInt64(Mfn mfn, int offset, ulong value) =>
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(Write(mfn).Slice(offset, 8), value);
+
+    private byte[]? Lookup(ulong f)
+    {
+        if (f >= FrameCount) ThrowBadFrame(f);
+        var chunk = _chunks[f >> ChunkShift];
+        return chunk?[f & (ChunkFrames - 1)];
+    }
+
+    private static readonly byte[] ZeroPage = new byte[Page.Size];
+
+    private static void ThrowBadFrame(ulong f) =>
+        throw new ArgumentOutOfRangeException(nameof(f), $"Machine frame 0x{f:x} is beyond host memory.");
+}

@@ -1,0 +1,343 @@
+// The Linux/Xen PV pfn -> mfn tree of seed 004: three levels (top, mid, leaf) of 512
+// entries a page. Unpopulated parts point at shared pages: p2m_mid_missing / p2m_missing
+// (every entry INVALID_P2M_ENTRY). Non-RAM regions become identity (pfn -> pfn): whole
+// unpopulated subtrees are switched to the shared p2m_mid_identity / p2m_identity pages,
+// and a lookup that lands on p2m_identity answers the pfn itself; inside an allocated leaf
+// an identity frame is stored as pfn | IDENTITY_FRAME_BIT.
+//
+// Switching a shared *missing* page to identity switches every pfn it covers (512 or
+// 512*512 of them). When a hole does not start or end on a tree boundary and RAM is later
+// ballooned into the part of such a page outside the hole, the balloon driver finds its
+// pfns "valid" and hits BUG_ON(phys_to_machine_mapping_valid(pfn)): the thread's "nasty
+// condition". IdentityStrategy.Coarse reproduces it; EdgesFirst (the default, what the
+// reviewer asked: populate the tree at the edges first) allocates the mid and leaf pages
+// a hole only partly covers before switching, so only the hole's own pfns become identity.
+using System;
+using XenLab.Memory;
+
+namespace XenLab.P2m;
+
+/// <summary>How identity holes are installed in the tree.</summary>
+public enum IdentityStrategy
+{
+    /// <summary>Populate mid/leaf pages for the hole's unaligned edges first (safe).</summary>
+    EdgesFirst,
+    /// <summary>Seed 004 as posted: swap shared missing pages to identity wherever a hole touches them.</summary>
+    Coarse,
+}
+
+/// <summary>Which page of the tree answered a lookup.</summary>
+public enum P2mPageKind
+{
+    Allocated,
+    SharedMissing,
+    SharedIdentity,
+}
+
+/// <summary>What an entry means.</summary>
+public enum P2mEntryKind
+{
+    /// <summary>A real machine frame.</summary>
+    Ram,
+    /// <summary>1:1, pfn == mfn (non-RAM: PCI holes, ACPI, gaps).</summary>
+    Identity,
+    /// <summary>INVALID_P2M_ENTRY: nothing there.</summary>
+    Missing,
+    /// <summary>A frame of another domain (FOREIGN_FRAME_BIT).</summary>
+    Foreign,
+}
+
+/// <summary>The outcome of one lookup, with where in the tree it was found.</summary>
+public readonly record struct P2mLookup(
+    ulong Pfn, ulong RawEntry, int TopIndex, int MidIndex, int Index,
+    P2mPageKind MidPage, P2mPageKind LeafPage)
+{
+    public P2mEntryKind Kind => P2mTree.Classify(RawEntry);
+    /// <summary>pfn_to_mfn(): the entry with the identity/foreign bits stripped, or INVALID.</summary>
+    public Mfn Mfn => RawEntry == P2mTree.InvalidEntry ? Mfn.Invalid : new Mfn(RawEntry & P2mTree.FrameMask);
+}
+
+/// <summary>Pages the tree holds: allocated ones cost memory, shared ones are four pages in all.</summary>
+public readonly record struct P2mTreeStats(
+    int TopPages, int MidPagesAllocated, int LeafPagesAllocated,
+    int TopEntriesMidMissing, int TopEntriesMidIdentity,
+    int MidEntriesMissing, int MidEntriesIdentity)
+{
+    /// <summary>p2m_missing, p2m_mid_missing, p2m_identity, p2m_mid_identity.</summary>
+    public const int SharedPages = 4;
+    public int AllocatedPages => TopPages + MidPagesAllocated + LeafPagesAllocated;
+    public ulong AllocatedBytes => (ulong)AllocatedPages * Page.Size;
+}
+
+public sealed class P2mTree
+{
+    public const int EntriesPerPage = 512;               // P2M_PER_PAGE on 64-bit
+    private const int IndexBits = 9;
+    private const int IndexMask = EntriesPerPage - 1;
+    public const ulong PfnsPerLeaf = EntriesPerPage;                       // 2 MiB
+    public const ulong PfnsPerMid = (ulong)EntriesPerPage * EntriesPerPage; // 1 GiB
+    public const ulong MaxPfn = PfnsPerMid * EntriesPerPage;               // 512 GiB
+
+    public const ulong InvalidEntry = ulong.MaxValue;    // INVALID_P2M_ENTRY
+    public const ulong IdentityFrameBit = 1UL << 62;     // 1 << (BITS_PER_LONG - 2)
+    public const ulong ForeignFrameBit = 1UL << 63;
+    public const ulong FrameMask = ~(IdentityFrameBit | ForeignFrameBit);
+
+    public static ulong IdentityFrame(ulong pfn) => pfn | IdentityFrameBit;
+
+    // The four shared pages. Entries of both leaf pages are INVALID (as in the thread: the
+    // tools accept only valid frames or ~0); identity is told by the page's identity.
+    private readonly ulong[] _missing = NewFilled(InvalidEntry);
+    private readonly ulong[] _identity = NewFilled(InvalidEntry);
+    private readonly ulong[][] _midMissing;
+    private readonly ulong[][] _midIdentity;
+    private readonly ulong[][][] _top;
+    private int _midAllocated, _leafAllocated;
+
+    public P2mTree()
+    {
+        _midMissing = NewMid(_missing);
+        _midIdentity = NewMid(_identity);
+        _top = new ulong[EntriesPerPage][][];
+        for (int i = 0; i < EntriesPerPage; i++) _top[i] = _midMissing;
+    }
+
+    public static int TopIndex(ulong pfn) => (int)(pfn >> (2 * IndexBits));
+    public static int MidIndex(ulong pfn) => (int)((pfn >> IndexBits) & IndexMask);
+    public static int LeafIndex(ulong pfn) => (int)(pfn & IndexMask);
+
+    public static P2mEntryKind Classify(ulong raw) =>
+        raw == InvalidEntry ? P2mEntryKind.Missing
+        : (raw & IdentityFrameBit) != 0 ? P2mEntryKind.Identity
+        : (raw & ForeignFrameBit) != 0 ? P2mEntryKind.Foreign
+        : P2mEntryKind.Ram;
+
+    /// <summary>get_phys_to_machine(): the raw entry; identity pages answer IDENTITY_FRAME(pfn).</summary>
+    public ulong Get(ulong pfn)
+    {
+        if (pfn >= MaxPfn) return InvalidEntry;
+        ulong[] leaf = _top[TopIndex(pfn)][MidIndex(pfn)];
+        // The reviewer's point: p2m_mid_identity holds only p2m_identity, so one check serves both levels.
+        if (ReferenceEquals(leaf, _identity)) return IdentityFrame(pfn);
+        return leaf[LeafIndex(pfn)];
+    }
+
+    /// <summary>phys_to_machine_mapping_valid(): true unless the entry is INVALID_P2M_ENTRY.</summary>
+    public bool IsMappingValid(ulong pfn) => Get(pfn) != InvalidEntry;
+
+    /// <summary>The lookup with the page kinds that answered it, for display.</summary>
+    public P2mLookup Lookup(ulong pfn)
+    {
+        if (pfn >= MaxPfn)
+            return new P2mLookup(pfn, InvalidEntry, -1, -1, -1, P2mPageKind.SharedMissing, P2mPageKind.SharedMissing);
+        int t = TopIndex(pfn), m = MidIndex(pfn);
+        ulong[][] mid = _top[t];
+        return new P2mLookup(pfn, Get(pfn), t, m, LeafIndex(pfn), KindOf(mid), KindOf(mid[m]));
+    }
+
+    /// <summary>
+    /// __set_phys_to_machine(): stores without allocating. An identity request swaps a
+    /// shared missing page (mid or leaf) to its identity twin, covering every pfn beneath
+    /// it. Returns false when a page would have to be allocated first.
+    /// </summary>
+    public bool TrySet(ulong pfn, ulong entry)
+    {
+        if (pfn >= MaxPfn) return entry == InvalidEntry;
+        int t = TopIndex(pfn), m = MidIndex(pfn);
+        ulong[][] mid = _top[t];
+        ulong[] leaf = mid[m];
+        if (entry != InvalidEntry && (entry & IdentityFrameBit) != 0)
+        {
+            if (ReferenceEquals(leaf, _identity)) return true;
+            if (ReferenceEquals(mid, _midMissing)) { _top[t] = _midIdentity; return true; }
+            if (ReferenceEquals(leaf, _missing)) { mid[m] = _identity; return true; }
+        }
+        if (ReferenceEquals(leaf, _missing)) return entry == InvalidEntry;
+        if (ReferenceEquals(leaf, _identity)) return false;
+        leaf[LeafIndex(pfn)] = entry;
+        return true;
+    }
+
+    /// <summary>set_phys_to_machine(): allocates the mid and leaf pages needed, then stores.</summary>
+    public void Set(ulong pfn, ulong entry)
+    {
+        if (pfn >= MaxPfn)
+            throw new ArgumentOutOfRangeException(nameof(pfn), $"pfn 0x{pfn:x} is beyond the tree's reach (0x{MaxPfn:x}).");
+        if (TrySet(pfn, entry)) return;
+        EnsureLeaf(pfn);
+        _top[TopIndex(pfn)][MidIndex(pfn)][LeafIndex(pfn)] = entry;
+    }
+
+    public void SetMfn(ulong pfn, Mfn mfn) => Set(pfn, mfn.IsValid ? mfn.Value : InvalidEntry);
+
+    /// <summary>
+    /// set_phys_range_identity(): makes [startPfn, endPfn) identity. Returns how many pfns
+    /// the tree now answers identity for that it did not before, which with the coarse
+    /// strategy can be far more than the range asked for.
+    /// </summary>
+    public ulong SetIdentityRange(ulong startPfn, ulong endPfn, IdentityStrategy strategy)
+    {
+        if (endPfn > MaxPfn || startPfn > endPfn)
+            throw new ArgumentOutOfRangeException(nameof(endPfn), $"identity range [0x{startPfn:x}, 0x{endPfn:x}) is empty-reversed or beyond 0x{MaxPfn:x}.");
+        if (startPfn == endPfn) return 0;
+        ulong before = CountIdentity();
+        if (strategy == IdentityStrategy.EdgesFirst)
+        {
+            // A mid page only partly inside the hole must exist before anything below it is
+            // switched, and so must a leaf only partly inside it.
+            EnsureEdge(startPfn, endPfn, startPfn);
+            EnsureEdge(startPfn, endPfn, endPfn - 1);
+        }
+        ulong pfn = startPfn;
+        while (pfn < endPfn)
+        {
+            TrySetOrAllocate(pfn, IdentityFrame(pfn));
+            // Skip what a shared identity page now answers for.
+            ulong[][] mid = _top[TopIndex(pfn)];
+            if (ReferenceEquals(mid, _midIdentity)) pfn = (pfn | (PfnsPerMid - 1)) + 1;
+            else if (ReferenceEquals(mid[MidIndex(pfn)], _identity)) pfn = (pfn | (PfnsPerLeaf - 1)) + 1;
+            else pfn++;
+        }
+        return CountIdentity() - before;
+    }
+
+    private void TrySetOrAllocate(ulong pfn, ulong entry)
+    {
+        if (!TrySet(pfn, entry)) Set(pfn, entry);
+    }
+
+    private void EnsureEdge(ulong start, ulong end, ulong pfn)
+    {
+        ulong midStart = pfn & ~(PfnsPerMid - 1);
+        if (midStart >= start && midStart + PfnsPerMid <= end) return;        // whole mid in the hole
+        int t = TopIndex(pfn);
+        if (IsShared(_top[t])) _top[t] = CopyMid(_top[t]);
+        ulong leafStart = pfn & ~(PfnsPerLeaf - 1);
+        if (leafStart >= start && leafStart + PfnsPerLeaf <= end) return;     // whole leaf in the hole
+        EnsureLeaf(pfn);
+    }
+
+    private void EnsureLeaf(ulong pfn)
+    {
+        int t = TopIndex(pfn), m = MidIndex(pfn);
+        if (IsShared(_top[t])) _top[t] = CopyMid(_top[t]);
+        ulong[][] mid = _top[t];
+        if (ReferenceEquals(mid[m], _missing))
+        {
+            mid[m] = NewFilled(InvalidEntry);
+            _leafAllocated++;
+        }
+        else if (ReferenceEquals(mid[m], _identity))
+        {
+            // Keep the neighbours' identity: a leaf replacing p2m_identity starts as identity.
+            var leaf = new ulong[EntriesPerPage];
+            ulong basePfn = pfn & ~(PfnsPerLeaf - 1);
+            for (int i = 0; i < EntriesPerPage; i++) leaf[i] = IdentityFrame(basePfn + (ulong)i);
+            mid[m] = leaf;
+            _leafAllocated++;
+        }
+    }
+
+    private ulong[][] CopyMid(ulong[][] shared)
+    {
+        _midAllocated++;
+        return (ulong[][])shared.Clone();
+    }
+
+    private bool IsShared(ulong[][] mid) => ReferenceEquals(mid, _midMissing) || ReferenceEquals(mid, _midIdentity);
+
+    private P2mPageKind KindOf(ulong[][] mid) =>
+        ReferenceEquals(mid, _midMissing) ? P2mPageKind.SharedMissing
+        : ReferenceEquals(mid, _midIdentity) ? P2mPageKind.SharedIdentity
+        : P2mPageKind.Allocated;
+
+    private P2mPageKind KindOf(ulong[] leaf) =>
+        ReferenceEquals(leaf, _missing) ? P2mPageKind.SharedMissing
+        : ReferenceEquals(leaf, _identity) ? P2mPageKind.SharedIdentity
+        : P2mPageKind.Allocated;
+
+    public P2mTreeStats Stats()
+    {
+        int topMissing = 0, topIdentity = 0, midMissing = 0, midIdentity = 0;
+        foreach (var mid in _top)
+        {
+            if (ReferenceEquals(mid, _midMissing)) { topMissing++; continue; }
+            if (ReferenceEquals(mid, _midIdentity)) { topIdentity++; continue; }
+            foreach (var leaf in mid)
+            {
+                if (ReferenceEquals(leaf, _missing)) midMissing++;
+                else if (ReferenceEquals(leaf, _identity)) midIdentity++;
+            }
+        }
+        return new P2mTreeStats(1, _midAllocated, _leafAllocated, topMissing, topIdentity, midMissing, midIdentity);
+    }
+
+    /// <summary>How many pfns below MaxPfn the tree answers identity for.</summary>
+    public ulong CountIdentity()
+    {
+        ulong n = 0;
+        foreach (var mid in _top)
+        {
+            if (ReferenceEquals(mid, _midMissing)) continue;
+            if (ReferenceEquals(mid, _midIdentity)) { n += PfnsPerMid; continue; }
+            foreach (var leaf in mid)
+            {
+                if (ReferenceEquals(leaf, _identity)) { n += PfnsPerLeaf; continue; }
+                if (ReferenceEquals(leaf, _missing)) continue;
+                foreach (ulong e in leaf)
+                    if (e != InvalidEntry && (e & IdentityFrameBit) != 0) n++;
+            }
+        }
+        return n;
+    }
+
+    /// <summary>Every (pfn, mfn) the tree maps to RAM, ascending.</summary>
+    public System.Collections.Generic.IEnumerable<(ulong Pfn, Mfn Mfn)> EnumerateRam()
+    {
+        for (int t = 0; t < EntriesPerPage; t++)
+        {
+            ulong[][] mid = _top[t];
+            if (IsShared(mid)) continue;
+            for (int m = 0; m < EntriesPerPage; m++)
+            {
+                ulong[] leaf = mid[m];
+                if (ReferenceEquals(leaf, _missing) || ReferenceEquals(leaf, _identity)) continue;
+                ulong basePfn = ((ulong)t << (2 * IndexBits)) | ((ulong)m << IndexBits);
+                for (int i = 0; i < EntriesPerPage; i++)
+                    if (Classify(leaf[i]) == P2mEntryKind.Ram) yield return (basePfn + (ulong)i, new Mfn(leaf[i]));
+            }
+        }
+    }
+
+    /// <summary>Every (pfn, mfn) the tree maps to RAM, descending.</summary>
+    public System.Collections.Generic.IEnumerable<(ulong Pfn, Mfn Mfn)> EnumerateRamDescending()
+    {
+        for (int t = EntriesPerPage - 1; t >= 0; t--)
+        {
+            ulong[][] mid = _top[t];
+            if (IsShared(mid)) continue;
+            for (int m = EntriesPerPage - 1; m >= 0; m--)
+            {
+                ulong[] leaf = mid[m];
+                if (ReferenceEquals(leaf, _missing) || ReferenceEquals(leaf, _identity)) continue;
+                ulong basePfn = ((ulong)t << (2 * IndexBits)) | ((ulong)m << IndexBits);
+                for (int i = EntriesPerPage - 1; i >= 0; i--)
+                    if (Classify(leaf[i]) == P2mEntryKind.Ram) yield return (basePfn + (ulong)i, new Mfn(leaf[i]));
+            }
+        }
+    }
+
+    private static ulong[] NewFilled(ulong value)
+    {
+        var page = new ulong[EntriesPerPage];
+        Array.Fill(page, value);
+        return page;
+    }
+
+    private static ulong[][] NewMid(ulong[] leaf)
+    {
+        var mid = new ulong[EntriesPerPage][];
+        Array.Fill(mid, leaf);
+        return mid;
+    }
+}

@@ -1,0 +1,91 @@
+// A vCPU's TLB: direct-mapped, one entry per 4 KiB virtual page. It caches the translation
+// and the dirty state of the leaf entry: a write through an entry whose dirty bit is already
+// cached does not walk again, so clearing D in a page table without a flush loses later
+// writes, exactly as on hardware (seed 003).
+using System;
+using System.Runtime.CompilerServices;
+
+namespace XenLab.Paging;
+
+public struct TlbEntry
+{
+    /// <summary>Virtual page number + 1 (0 = empty).</summary>
+    public ulong Tag;
+    public ulong Gfn;
+    /// <summary>Effective rights across all levels: Writable, User, NoExecute, Dirty of the leaf.</summary>
+    public ulong Flags;
+    /// <summary>Size of the page the walk found (12, 21 or 30 bits): invlpg drops the whole page.</summary>
+    public byte PageShift;
+}
+
+public sealed class Tlb
+{
+    public const int DefaultEntries = 512;
+    private readonly TlbEntry[] _entries;
+    private readonly int _mask;
+    private int _largeEntries;
+
+    public Tlb(int entries = DefaultEntries)
+    {
+        if (entries <= 0 || (entries & (entries - 1)) != 0)
+            throw new InvalidConfigurationException($"TLB size {entries} must be a power of two.");
+        _entries = new TlbEntry[entries];
+        _mask = entries - 1;
+    }
+
+    public int Size => _entries.Length;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref TlbEntry Slot(ulong va) => ref _entries[(int)(va >> 12) & _mask];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool Matches(in TlbEntry e, ulong va) => e.Tag == (va >> 12) + 1;
+
+    public void Fill(ulong va, ulong gfn, ulong flags, int pageShift)
+    {
+        ref var e = ref Slot(va);
+        if (e.Tag != 0 && e.PageShift != 12) _largeEntries--;
+        e.Tag = (va >> 12) + 1;
+        e.Gfn = gfn;
+        e.Flags = flags;
+        e.PageShift = (byte)pageShift;
+        if (pageShift != 12) _largeEntries++;
+    }
+
+    /// <summary>invlpg: drops the entry for <paramref name="va"/>, and any entry of a large page containing it.</summary>
+    public void Invalidate(ulong va)
+    {
+        ref var e = ref Slot(va);
+        if (Matches(e, va)) Drop(ref e);
+        if (_largeEntries == 0) return;
+        for (int i = 0; i < _entries.Length; i++)
+        {
+            ref var x = ref _entries[i];
+            if (x.Tag == 0 || x.PageShift == 12) continue;
+            ulong pageVa = (x.Tag - 1) << 12;
+            if ((pageVa >> x.PageShift) == (va >> x.PageShift)) Drop(ref x);
+        }
+    }
+
+    public void FlushAll()
+    {
+        Array.Clear(_entries);
+        _largeEntries = 0;
+    }
+
+    public int ValidEntries
+    {
+        get
+        {
+            int n = 0;
+            foreach (ref readonly var e in _entries.AsSpan()) if (e.Tag != 0) n++;
+            return n;
+        }
+    }
+
+    private void Drop(ref TlbEntry e)
+    {
+        if (e.PageShift != 12) _largeEntries--;
+        e = default;
+    }
+}

@@ -1,0 +1,62 @@
+// Errors a lab can meet. Each says what was wrong and where; none is used for control flow
+// on a hot path (faults are results, not exceptions).
+using System;
+
+namespace XenLab;
+
+/// <summary>Base of every error the emulator reports for bad input or an impossible request.</summary>
+public class XenLabException : Exception
+{
+    public XenLabException(string message) : base(message) { }
+    public XenLabException(string message, Exception inner) : base(message, inner) { }
+
+    /// <summary>A stable identifier a script can match (PowerShell's ErrorId).</summary>
+    public virtual string ErrorId => "XenLab";
+}
+
+/// <summary>Host machine memory cannot satisfy a request; nothing was allocated.</summary>
+public sealed class MachineMemoryExhaustedException : XenLabException
+{
+    public MachineMemoryExhaustedException(ulong requested, ulong free)
+        : base($"Host machine memory exhausted: {requested} frame(s) requested, {free} free ({free * 4} KiB). Nothing was allocated.")
+    {
+        Requested = requested;
+        Free = free;
+    }
+    public ulong Requested { get; }
+    public ulong Free { get; }
+    public override string ErrorId => "MachineMemoryExhausted";
+}
+
+/// <summary>A parameter or configuration value is out of range or inconsistent.</summary>
+public sealed class InvalidConfigurationException : XenLabException
+{
+    public InvalidConfigurationException(string message) : base(message) { }
+    public override string ErrorId => "InvalidConfiguration";
+}
+
+/// <summary>A YAML document is malformed; names file, line and column (1-based).</summary>
+public sealed class ConfigFileException : XenLabException
+{
+    public ConfigFileException(string file, long line, long column, string message)
+        : base($"{file}({line},{column}): {message}")
+    {
+        File = file;
+        Line = line;
+        Column = column;
+        Reason = message;
+    }
+    public string File { get; }
+    public long Line { get; }
+    public long Column { get; }
+    public string Reason { get; }
+    public override string ErrorId => "ConfigFile";
+}
+
+/// <summary>A named domain does not exist, or a name is already taken.</summary>
+public sealed class DomainNotFoundException : XenLabException
+{
+    public DomainNotFoundException(string name) : base($"No domain named '{name}'.") { Name = name; }
+    public string Name { get; }
+    public override string ErrorId => "DomainNotFound";
+}
