@@ -149,15 +149,17 @@ public sealed class E820Map
 
     /// <summary>
     /// The map an HVM PC gets (after hvmloader): RAM below 636 KiB, the EBDA and the legacy
-    /// VGA/BIOS hole, RAM from 1 MiB up to the PCI hole below 4 GiB, the firmware's reserved
-    /// block at the top of that hole, and whatever RAM is left above 4 GiB.
+    /// VGA/BIOS hole, RAM from 1 MiB up to <paramref name="ramTop"/> or the PCI hole below
+    /// 4 GiB, the firmware's reserved block at the top of that hole, and the rest of the RAM
+    /// relocated above 4 GiB.
     /// </summary>
-    /// <param name="ramBytes">Bytes of RAM the map describes (xl's maxmem), a multiple of 4 KiB.</param>
+    /// <param name="ramTop">Where RAM would end without the PCI hole (xl's maxmem); the 384 KiB
+    /// below 1 MiB that is not RAM is lost, as on a PC.</param>
     /// <param name="mmioHoleBytes">Size of the PCI hole below 4 GiB (xl's mmio_hole).</param>
-    public static E820Map DefaultHvm(ulong ramBytes, ulong mmioHoleBytes)
+    public static E820Map DefaultHvm(ulong ramTop, ulong mmioHoleBytes)
     {
-        if (!Page.IsAligned(ramBytes) || ramBytes < 2 * OneMiB)
-            throw new InvalidConfigurationException($"RAM size 0x{ramBytes:x} must be a multiple of 4 KiB and at least 2 MiB.");
+        if (!Page.IsAligned(ramTop) || ramTop < 2 * OneMiB)
+            throw new InvalidConfigurationException($"RAM size 0x{ramTop:x} must be a multiple of 4 KiB and at least 2 MiB.");
         if (mmioHoleBytes < 16 * OneMiB || mmioHoleBytes > 3584 * OneMiB || mmioHoleBytes % (16 * OneMiB) != 0)
             throw new InvalidConfigurationException($"mmio_hole of {mmioHoleBytes >> 20} MiB must be a multiple of 16 MiB between 16 and 3584.");
         ulong holeStart = FourGiB - mmioHoleBytes;
@@ -167,12 +169,9 @@ public sealed class E820Map
             new(0, lowRamEnd, E820Type.Ram),
             new(lowRamEnd, ebdaEnd - lowRamEnd, E820Type.Reserved),
             new(biosStart, OneMiB - biosStart, E820Type.Reserved),
+            new(OneMiB, Math.Min(ramTop, holeStart) - OneMiB, E820Type.Ram),
         };
-        // RAM below 1 MiB counts towards the size; the legacy hole's pages are lost, as on a PC.
-        ulong left = ramBytes - lowRamEnd;
-        ulong below4G = Math.Min(left, holeStart - OneMiB);
-        list.Add(new(OneMiB, below4G, E820Type.Ram));
-        left -= below4G;
+        ulong left = ramTop > holeStart ? ramTop - holeStart : 0;
         const ulong firmwareStart = 0xFC000000;
         if (firmwareStart >= holeStart)
             list.Add(new(firmwareStart, FourGiB - firmwareStart, E820Type.Reserved));

@@ -1,0 +1,193 @@
+// The headless runner: builds a domain from YAML (or the embedded default lab) and prints
+// what a student would look at in PowerShell: the E820, sample p2m lookups, the tree's
+// pages, the balloon check for the seed-004 nasty condition, and the counters.
+using System;
+using System.Collections.Generic;
+using System.Globalization;
+using System.IO;
+using XenLab.Config;
+using XenLab.Domains;
+using XenLab.E820;
+using XenLab.Lab;
+using XenLab.Memory;
+using XenLab.P2m;
+using XenLab.Views;
+
+namespace XenLab.Cli;
+
+public sealed class LabOptions
+{
+    public string? File { get; set; }
+    public ulong HostMemoryBytes { get; set; } = XenHost.DefaultMemoryBytes;
+    public List<ulong> Samples { get; } = new();
+    /// <summary>Balloon target in MiB; ulong.MaxValue means every RAM page of the E820.</summary>
+    public ulong? BalloonMiB { get; set; }
+    public bool WriteConfig { get; set; }
+    public bool ShowHelp { get; set; }
+
+    public const string Usage =
+        "usage: xenlab [lab.yaml] [--host-memory SIZE] [--gfn GFN]... [--balloon MIB] [--write-config]\n" +
+        "  lab.yaml          a domain file (see README, 'YAML reference'); none: the embedded default lab\n" +
+        "  --host-memory     host machine memory (default 64G; frames cost nothing until written)\n" +
+        "  --gfn GFN         look this gfn up in the p2m (repeatable; default: samples around every E820 boundary)\n" +
+        "  --balloon MIB     after build, balloon the domain to MIB ('max': all E820 RAM) and report what the guest's driver meets\n" +
+        "  --write-config    print the domain's configuration back as YAML\n";
+
+    /// <summary>Parses arguments; throws <see cref="XenLabException"/> with the offending argument named.</summary>
+    public static LabOptions Parse(IReadOnlyList<string> args)
+    {
+        var o = new LabOptions();
+        for (int i = 0; i < args.Count; i++)
+        {
+            string a = args[i];
+            string Next() => i + 1 < args.Count ? args[++i] : throw new XenLabException($"{a} needs a value.");
+            switch (a)
+            {
+                case "-h": case "--help": o.ShowHelp = true; break;
+                case "--host-memory": o.HostMemoryBytes = Size(a, Next(), 1UL << 20); break;
+                case "--gfn": o.Samples.Add(Size(a, Next(), 1)); break;
+                case "--balloon":
+                    string target = Next();
+                    o.BalloonMiB = target == "max" ? ulong.MaxValue : Size(a, target, 1UL << 20) >> 20;
+                    break;
+                case "--write-config": o.WriteConfig = true; break;
+                default:
+                    if (a.StartsWith('-')) throw new XenLabException($"Unknown option '{a}'.\n{Usage}");
+                    if (o.File is not null) throw new XenLabException($"Only one lab file may be given; got '{o.File}' and '{a}'.");
+                    o.File = a;
+                    break;
+            }
+        }
+        return o;
+    }
+
+    private static ulong Size(string option, string text, ulong bareUnit) =>
+        SizeParser.TryParse(text, bareUnit, out ulong v, out string e) ? v : throw new XenLabException($"{option}: {e}.");
+}
+
+public static class LabRunner
+{
+    public static int Run(LabOptions o, TextWriter output)
+    {
+        if (o.ShowHelp)
+        {
+            output.Write(LabOptions.Usage);
+            return 0;
+        }
+        var config = o.File is null ? DomainConfigLoader.Load(DefaultLab.Yaml(), DefaultLab.FileName) : DomainConfigLoader.LoadFile(o.File);
+        var host = new XenHost(o.HostMemoryBytes);
+        var d = host.CreateDomain(config);
+        Summarise(host, d, o.File ?? "the embedded default lab", o.Samples, output);
+        if (o.BalloonMiB is { } target)
+        {
+            output.WriteLine();
+            ulong pages = target == ulong.MaxValue ? d.MaxPages : target << (20 - Page.Shift);
+            output.WriteLine($"Balloon to {pages} pages ({pages * 4 / 1024} MiB)");
+            var r = d.Balloon(pages);
+            output.WriteLine("  " + r.Describe());
+            if (r.Outcome == BalloonOutcome.RefusedMappingValid)
+            {
+                var v = P2mEntryView.Of(d, r.OffendingPfn);
+                output.WriteLine($"  gfn 0x{v.Gfn:x} is {v.E820Type} in the E820 but the p2m answers it from {v.Source} (tree [{v.TopIndex}][{v.MidIndex}][{v.Index}]).");
+                output.WriteLine("  This is the seed-004 nasty condition; identity_strategy: edges-first avoids it.");
+            }
+            else
+            {
+                output.WriteLine($"  now {d.MemoryMiB} MiB populated; " + P2mTreeView.Of(d));
+            }
+        }
+        if (o.WriteConfig)
+        {
+            output.WriteLine();
+            output.WriteLine("Configuration (YAML)");
+            output.Write(DomainConfigWriter.ToYaml(d.Config));
+        }
+        return 0;
+    }
+
+    public static void Summarise(XenHost host, Domain d, string source, IReadOnlyList<ulong> samples, TextWriter w)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var c = d.Config;
+        w.WriteLine($"XenLab: domain '{d.Name}' (domid {d.Id}) from {source}");
+        w.WriteLine(string.Create(inv,
+            $"  {d.MemoryMiB} MiB populated ({d.PopulatedPages} pages) of {d.MaxPages} RAM pages in the E820; {d.VcpuCount} vCPU(s); paging {c.Paging.ToString().ToLowerInvariant()}; identity strategy {Strategy(c.IdentityStrategy)}"));
+        w.WriteLine(string.Create(inv,
+            $"  host: {host.Machine.SizeBytes >> 20} MiB of machine memory, {host.Machine.AllocatedFrames} frames allocated, handed out from the top down"));
+        w.WriteLine();
+        w.WriteLine("E820");
+        w.WriteLine("   #  start           end             type      size");
+        foreach (var e in DomainViews.E820(d))
+            w.WriteLine(string.Create(inv, $"  {e.Index,2}  0x{e.Start:x12}  0x{e.End:x12}  {e.Type,-8}  {SizeText(e.Size)}"));
+        w.WriteLine();
+        w.WriteLine("P2M lookups (get_phys_to_machine)");
+        w.WriteLine("  gfn          e820        raw entry           meaning                     answered by        [top][mid][idx]");
+        foreach (ulong gfn in samples.Count > 0 ? samples : DefaultSamples(d))
+        {
+            var v = P2mEntryView.Of(d, gfn);
+            string meaning = v.Kind switch
+            {
+                P2mEntryKind.Ram => $"mfn 0x{v.Mfn:x}",
+                P2mEntryKind.Identity => $"identity -> 0x{v.Mfn:x}",
+                P2mEntryKind.Foreign => $"foreign mfn 0x{v.Mfn:x}",
+                _ => "INVALID_P2M_ENTRY",
+            };
+            w.WriteLine(string.Create(inv,
+                $"  0x{gfn,-10:x} {v.E820Type,-10}  0x{v.RawEntry:x16}  {meaning,-26}  {v.Source,-17}  [{v.TopIndex}][{v.MidIndex}][{v.Index}]"));
+        }
+        w.WriteLine();
+        var t = P2mTreeView.Of(d);
+        w.WriteLine("P2M tree (512 entries a page; top, mid, leaf)");
+        w.WriteLine(string.Create(inv, $"  allocated: {t.AllocatedPages} page(s) = {t.AllocatedKiB} KiB (top {t.TopPages}, mid {t.MidPagesAllocated}, leaf {t.LeafPagesAllocated})"));
+        w.WriteLine(string.Create(inv, $"  shared:    {t.SharedPages} pages (p2m_missing, p2m_mid_missing, p2m_identity, p2m_mid_identity)"));
+        w.WriteLine(string.Create(inv, $"  top entries -> p2m_mid_missing {t.TopEntriesMidMissing}, -> p2m_mid_identity {t.TopEntriesMidIdentity}"));
+        w.WriteLine(string.Create(inv, $"  mid entries -> p2m_missing {t.MidEntriesMissing}, -> p2m_identity {t.MidEntriesIdentity}"));
+        w.WriteLine(string.Create(inv, $"  pfns answering identity: {t.IdentityPfns} ({t.IdentityPfns * 4 / 1024} MiB)"));
+        w.WriteLine();
+        var check = BalloonCheck(d);
+        w.WriteLine("Balloon check (seed 004): E820 RAM pfns not populated that the p2m does not answer INVALID");
+        w.WriteLine(check.Count == 0
+            ? "  none: ballooning up to maxmem is safe"
+            : string.Create(inv, $"  {check.Count} pfn(s), first 0x{check.First:x}: a balloon up into them hits BUG_ON(phys_to_machine_mapping_valid(pfn))"));
+        w.WriteLine();
+        w.WriteLine("Counters (non-zero)");
+        foreach (var pc in PerfCounterView.Of(d, includeZero: false))
+            w.WriteLine(string.Create(inv, $"  {pc.Name,-22} {pc.Value,12}  {pc.Description}"));
+    }
+
+    /// <summary>Unpopulated E820 RAM pfns whose entry is not INVALID: what the nasty condition looks like.</summary>
+    public static (ulong Count, ulong First) BalloonCheck(Domain d)
+    {
+        ulong count = 0, first = 0;
+        foreach (ulong pfn in d.E820.RamPfns())
+        {
+            ulong e = d.P2m.Get(pfn);
+            if (e == P2mTree.InvalidEntry || P2mTree.Classify(e) == P2mEntryKind.Ram) continue;
+            if (count++ == 0) first = pfn;
+        }
+        return (count, first);
+    }
+
+    /// <summary>Samples around every E820 boundary and the populated edge.</summary>
+    public static List<ulong> DefaultSamples(Domain d)
+    {
+        var set = new SortedSet<ulong>();
+        foreach (var e in d.E820.Entries)
+        {
+            set.Add(e.FirstPfn);
+            if (e.EndPfn > 0) set.Add(e.EndPfn - 1);
+            set.Add(e.EndPfn);
+        }
+        ulong populatedTop = 0;
+        foreach (var (pfn, _) in d.P2m.EnumerateRamDescending()) { populatedTop = pfn; break; }
+        set.Add(populatedTop);
+        set.Add(populatedTop + 1);
+        set.Add(0xC0000);   // 3 GiB: the thread's identity example
+        return new List<ulong>(set);
+    }
+
+    private static string Strategy(IdentityStrategy s) => s == IdentityStrategy.Coarse ? "coarse" : "edges-first";
+
+    private static string SizeText(ulong bytes) =>
+        bytes % (1UL << 20) == 0 ? $"{bytes >> 20} MiB" : bytes >= 1UL << 20 ? $"{bytes / 1048576.0:0.00} MiB" : $"{bytes >> 10} KiB";
+}

@@ -1,0 +1,44 @@
+using System.IO;
+using XenLab.Cli;
+
+namespace XenLab.Tests;
+
+public class LabRunnerTests
+{
+    [Fact]
+    public void TheDefaultLabPrintsTheThreadsLayout()
+    {
+        var w = new StringWriter();
+        Assert.Equal(0, LabRunner.Run(LabOptions.Parse(new string[0]), w));
+        string s = w.ToString();
+        Assert.Contains("domain 'lab' (domid 1) from the embedded default lab", s);
+        Assert.Contains("0x000000100000  0x000093c00000  Ram       2363 MiB", s);        // 1 MiB .. 2364 MiB
+        Assert.Contains("0xc0000      gap         0x40000000000c0000  identity -> 0xc0000", s);
+        Assert.Contains("p2m_mid_identity", s);
+        Assert.Contains("none: ballooning up to maxmem is safe", s);
+    }
+
+    [Fact]
+    public void BallooningACoarseLabShowsTheNastyCondition()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"xenlab-coarse-{System.Guid.NewGuid():N}.yaml");
+        File.WriteAllText(path, "name: coarse\nmemory: 1024\nmaxmem: 2364\nidentity_strategy: coarse\n");
+        try
+        {
+            var w = new StringWriter();
+            LabRunner.Run(LabOptions.Parse(new[] { path, "--balloon", "max" }), w);
+            string s = w.ToString();
+            Assert.Contains("first 0x80000: a balloon up into them hits BUG_ON", s);
+            Assert.Contains("BUG_ON(phys_to_machine_mapping_valid(0x80000))", s);
+            Assert.Contains("answers it from p2m_mid_identity (tree [2][0][0])", s);
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
+    public void UnknownOptionsAreNamed()
+    {
+        var ex = Assert.Throws<XenLabException>(() => LabOptions.Parse(new[] { "--frobnicate" }));
+        Assert.StartsWith("Unknown option '--frobnicate'", ex.Message);
+    }
+}
