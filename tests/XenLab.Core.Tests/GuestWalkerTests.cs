@@ -18,12 +18,15 @@ public class GuestWalkerTests
         return (d, d.Vcpus[0]);
     }
 
-    private static ulong LeafPte(Domain d, ulong va)
+    /// <summary>The guest's own entries for <paramref name="va"/>, top level first (no EPT steps).</summary>
+    internal static System.Collections.Generic.List<WalkStep> GuestSteps(Domain d, ulong va)
     {
-        var steps = new System.Collections.Generic.List<WalkStep>();
-        d.Vcpus[0].Explain(va, AccessKind.Read, steps);
-        return steps[^1].RawEntry;
+        var trace = new TranslationTrace();
+        d.Vcpus[0].Explain(va, AccessKind.Read, trace);
+        return trace.Steps.FindAll(s => s.Table == "guest");
     }
+
+    private static ulong LeafPte(Domain d, ulong va) => GuestSteps(d, va)[^1].RawEntry;
 
     [Fact]
     public void VirtualWritesLandInTheMappedGfn()
@@ -47,8 +50,7 @@ public class GuestWalkerTests
         v.WriteVirtual(Va, buf);
         pte = LeafPte(d, Va);
         Assert.NotEqual(0UL, pte & X86Pte.Dirty);
-        var steps = new System.Collections.Generic.List<WalkStep>();
-        v.Explain(Va, AccessKind.Read, steps);
+        var steps = GuestSteps(d, Va);
         Assert.Equal(4, steps.Count);
         foreach (var s in steps) Assert.NotEqual(0UL, s.RawEntry & X86Pte.Accessed);
         Assert.Equal((DataGfn << 12) | X86Pte.Present | X86Pte.Writable | X86Pte.Accessed | X86Pte.Dirty, pte);
@@ -87,10 +89,9 @@ public class GuestWalkerTests
         var (d, v) = Mapped();
         var buf = new byte[1];
         v.WriteVirtual(Va, buf);
-        var steps = new System.Collections.Generic.List<WalkStep>();
-        v.Explain(Va, AccessKind.Read, steps);
+        var steps = GuestSteps(d, Va);
         ulong pteAddr = steps[^1].EntryAddress;
-        d.TryWritePhysU64(pteAddr, steps[^1].RawEntry & ~X86Pte.Dirty);   // clear D, no flush
+        d.WriteGuestPhysU64(pteAddr, steps[^1].RawEntry & ~X86Pte.Dirty);   // clear D, no flush
         v.WriteVirtual(Va, buf);
         Assert.Equal(0UL, LeafPte(d, Va) & X86Pte.Dirty);      // the write went through the stale entry
         v.InvalidatePage(Va);
@@ -143,9 +144,8 @@ public class GuestWalkerTests
     public void AReservedBitFaultsWithRsvdSet()
     {
         var (d, v) = Mapped();
-        var steps = new System.Collections.Generic.List<WalkStep>();
-        v.Explain(Va, AccessKind.Read, steps);
-        d.TryWritePhysU64(steps[^1].EntryAddress, steps[^1].RawEntry | (1UL << 50));   // above MAXPHYADDR 46
+        var steps = GuestSteps(d, Va);
+        d.WriteGuestPhysU64(steps[^1].EntryAddress, steps[^1].RawEntry | (1UL << 50));   // above MAXPHYADDR 46
         v.InvalidatePage(Va);
         var r = v.ReadVirtual(Va, new byte[1]);
         Assert.Equal(0x9u, (uint)r.ErrorCode);                 // P | RSVD
@@ -163,16 +163,16 @@ public class GuestWalkerTests
     public void ATwoMiBPageWrittenRawTranslatesEveryFourKiBInside()
     {
         var (d, v) = Mapped();
-        var steps = new System.Collections.Generic.List<WalkStep>();
-        v.Explain(Va, AccessKind.Read, steps);
+        var steps = GuestSteps(d, Va);
         ulong pdeAddr = steps[2].EntryAddress;                  // PDE for 4 MiB
-        d.TryWritePhysU64(pdeAddr, 0x1000000UL | X86Pte.Present | X86Pte.Writable | X86Pte.PageSize);  // -> gfn 0x1000
+        d.WriteGuestPhysU64(pdeAddr, 0x1000000UL | X86Pte.Present | X86Pte.Writable | X86Pte.PageSize);  // -> gfn 0x1000
         v.FlushTlb();
         var t = v.Translate(Va + 0x5123, AccessKind.Read);
         Assert.True(t.IsOk);
         Assert.Equal(0x1005UL, t.Gfn);
         Assert.Equal(0x1005123UL, t.GuestPhysicalAddress);
-        Assert.Equal(3, t.MemoryReferences);
+        // HAP, cold: 3 guest levels x (4 EPT reads + the entry) + 4 EPT reads for the data page.
+        Assert.Equal(3 * 5 + 4, t.MemoryReferences);
     }
 
     [Fact]

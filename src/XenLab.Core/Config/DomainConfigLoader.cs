@@ -7,6 +7,7 @@ using System.Globalization;
 using System.IO;
 using XenLab.E820;
 using XenLab.P2m;
+using XenLab.Paging.Modes;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 
@@ -18,6 +19,7 @@ public static class DomainConfigLoader
     {
         "name", "memory", "maxmem", "vcpus", "shadow_memory", "videoram", "paging", "mmio_hole",
         "e820", "identity", "identity_strategy", "framebuffers", "kernel_pt_pages", "tlb_entries",
+        "oos", "oos_slots", "shadow_prefetch", "hap_gpa_cache", "arm_leaf_lookup",
     };
     private static readonly string[] E820Keys = { "start", "size", "end", "type" };
     private static readonly string[] IdentityKeys = { "start", "size", "end" };
@@ -126,6 +128,17 @@ public static class DomainConfigLoader
                         break;
                     case "kernel_pt_pages": c.KernelPtPages = Int(value, "kernel_pt_pages", 8, 65536); break;
                     case "tlb_entries": c.TlbEntries = Int(value, "tlb_entries", 1, 65536); break;
+                    case "oos":
+                        c.PagingOptions = c.PagingOptions with { Oos = Enum<OosMode>(value, "oos", ("off", OosMode.Off), ("nosnapshot", OosMode.NoSnapshot), ("snapshot", OosMode.Snapshot)) };
+                        break;
+                    case "oos_slots": c.PagingOptions = c.PagingOptions with { OosSlots = Int(value, "oos_slots", 1, 64) }; break;
+                    case "shadow_prefetch":
+                        c.PagingOptions = c.PagingOptions with { ShadowPrefetch = Enum<bool>(value, "shadow_prefetch", ("on", true), ("off", false), ("true", true), ("false", false)) };
+                        break;
+                    case "hap_gpa_cache": c.PagingOptions = c.PagingOptions with { HapGpaCacheEntries = Int(value, "hap_gpa_cache", 0, 4096) }; break;
+                    case "arm_leaf_lookup":
+                        c.PagingOptions = c.PagingOptions with { ArmLeafLookup = Enum<ArmLeafLookup>(value, "arm_leaf_lookup", ("walk", ArmLeafLookup.Walk), ("vlpt", ArmLeafLookup.Vlpt)) };
+                        break;
                     case "e820": c.E820 = ReadE820(value); break;
                     case "identity": c.Identity = ReadIdentity(value); break;
                     case "framebuffers": c.Framebuffers = ReadFramebuffers(value); break;

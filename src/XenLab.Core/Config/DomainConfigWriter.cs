@@ -23,6 +23,13 @@ public static class DomainConfigWriter
         sb.Append("identity_strategy: ").Append(c.IdentityStrategy == IdentityStrategy.Coarse ? "coarse" : "edges-first").Append('\n');
         if (c.KernelPtPages != DomainConfig.DefaultKernelPtPages) sb.Append(inv, $"kernel_pt_pages: {c.KernelPtPages}\n");
         if (c.TlbEntries != Paging.Tlb.DefaultEntries) sb.Append(inv, $"tlb_entries: {c.TlbEntries}\n");
+        var o = c.PagingOptions;
+        var d = Paging.Modes.PagingOptions.Default;
+        if (o.Oos != d.Oos) sb.Append("oos: ").Append(o.Oos.ToString().ToLowerInvariant()).Append('\n');
+        if (o.OosSlots != d.OosSlots) sb.Append(inv, $"oos_slots: {o.OosSlots}\n");
+        if (o.ShadowPrefetch != d.ShadowPrefetch) sb.Append("shadow_prefetch: ").Append(o.ShadowPrefetch ? "on" : "off").Append('\n');
+        if (o.HapGpaCacheEntries != d.HapGpaCacheEntries) sb.Append(inv, $"hap_gpa_cache: {o.HapGpaCacheEntries}\n");
+        if (o.ArmLeafLookup != d.ArmLeafLookup) sb.Append("arm_leaf_lookup: ").Append(o.ArmLeafLookup.ToString().ToLowerInvariant()).Append('\n');
         if (c.E820 is not null)
         {
             sb.Append("e820:\n");

@@ -4,11 +4,13 @@ using System;
 using System.Buffers.Binary;
 using System.Collections.Generic;
 using XenLab.Config;
+using XenLab.Paging.Modes;
 using XenLab.Diagnostics;
 using XenLab.E820;
 using XenLab.Guest;
 using XenLab.Memory;
 using XenLab.P2m;
+using XenLab.Paging;
 
 namespace XenLab.Domains;
 
@@ -40,7 +42,9 @@ public sealed class Domain
         _machine = machine;
         E820 = config.BuildE820();
         P2m = new P2mTree();
+        Types = new P2mTypeMap();
         Counters = new PerfCounters();
+        Trace = new TraceLog();
         _vcpus = new Vcpu[config.Vcpus];
         for (int i = 0; i < _vcpus.Length; i++) _vcpus[i] = new Vcpu(this, i, config.TlbEntries);
         Kernel = new GuestKernel(this, E820Map.OneMiB >> Page.Shift, config.KernelPtPages);
@@ -51,14 +55,19 @@ public sealed class Domain
     public DomainConfig Config { get; }
     public E820Map E820 { get; }
     public P2mTree P2m { get; }
+    /// <summary>p2m types beyond the defaults (ram_rw for RAM, mmio_direct for identity).</summary>
+    public P2mTypeMap Types { get; }
     public PerfCounters Counters { get; }
+    public TraceLog Trace { get; }
+    /// <summary>The paging mode in force; null only while the domain is being built.</summary>
+    public IPagingMode? Mode { get; private set; }
     public GuestKernel Kernel { get; }
     public IReadOnlyList<Vcpu> Vcpus => _vcpus;
     public MachineMemory Machine => _machine;
     public IdentityStrategy IdentityStrategy => Config.IdentityStrategy;
     public bool IsDestroyed { get; private set; }
 
-    public XenLab.Config.PagingModeKind PagingMode => Config.Paging;
+    public PagingModeKind PagingMode => Mode?.Kind ?? Config.Paging;
     public int VcpuCount => _vcpus.Length;
     public ulong MemoryMiB => _populatedPages >> (20 - Page.Shift);
     public ulong MaxMemMiB => MaxPages >> (20 - Page.Shift);
@@ -66,6 +75,8 @@ public sealed class Domain
     /// <summary>Pages of RAM the domain holds (xl's current memory).</summary>
     public ulong PopulatedPages => _populatedPages;
     public ulong MaxPages => E820.RamBytes >> Page.Shift;
+    /// <summary>Machine frames the paging mode holds for this domain (EPT, stage-2 tables, shadow pool).</summary>
+    public ulong PagingFrames => Mode?.FramesHeld ?? 0;
 
     /// <summary>Build: populate the first <c>memory</c> RAM pfns with descending mfns, then install identity.</summary>
     internal void Build()
@@ -85,13 +96,55 @@ public sealed class Domain
             SetIdentityRange(region.Start >> Page.Shift, region.End >> Page.Shift, Config.IdentityStrategy);
         foreach (var hole in Config.Identity)
             SetIdentityRange(hole.Start >> Page.Shift, (hole.End + Page.OffsetMask) >> Page.Shift, Config.IdentityStrategy);
-        Kernel.Initialise();
+        Kernel.Initialise(X86GuestFormat.Instance);
+        var mode = PagingModes.Create(Config.Paging, Config.PagingOptions);
+        if (mode.GuestFormat != Kernel.Format) Kernel.ConvertTables(mode.GuestFormat);
+        mode.Attach(this);
+        Mode = mode;
+    }
+
+    /// <summary>
+    /// Switches paging mode while the domain runs. Guest memory and the guest's tables are kept;
+    /// switching to or from ARM converts the tables in place between x86-64 and AArch64 formats
+    /// (same four levels of 512 entries), keeping every mapping and its accessed/dirty state.
+    /// </summary>
+    public void SetPagingMode(PagingModeKind kind, PagingOptions? options = null)
+    {
+        var next = PagingModes.Create(kind, options ?? Config.PagingOptions);
+        var old = Mode;
+        Mode = null;                                   // table conversion writes go straight to RAM
+        old?.Detach();
+        FlushAllTlbs();
+        if (next.GuestFormat != Kernel.Format) Kernel.ConvertTables(next.GuestFormat);
+        try
+        {
+            next.Attach(this);
+        }
+        catch
+        {
+            // Nothing half-switched: go back to the old mode (re-attach from scratch).
+            if (old is not null)
+            {
+                if (old.GuestFormat != Kernel.Format) Kernel.ConvertTables(old.GuestFormat);
+                old.Attach(this);
+                Mode = old;
+            }
+            throw;
+        }
+        Mode = next;
+        Config.Paging = kind;
+        if (options is not null) Config.PagingOptions = options;
+        foreach (var v in _vcpus) v.FlushTlb();
+        Counters.Inc(PerfCounter.PagingModeSwitch);
+        Trace.Add(TraceKind.ModeSwitch, -1, 0, 0, 0, (ulong)kind, $"{old?.Kind}->{kind} {next.Options}");
     }
 
     /// <summary>Releases every machine frame the domain holds.</summary>
     internal void Destroy()
     {
         if (IsDestroyed) return;
+        Mode?.Detach();
+        Mode = null;
         foreach (var (_, mfn) in P2m.EnumerateRam()) _machine.Free(mfn);
         _populatedPages = 0;
         IsDestroyed = true;
@@ -114,8 +167,42 @@ public sealed class Domain
         }
         Counters.Inc(PerfCounter.P2mIdentitySwitch);
         ulong changed = P2m.SetIdentityRange(startPfn, endPfn, strategy);
+        Trace.Add(TraceKind.IdentityHole, -1, 0, startPfn, endPfn, changed, strategy.ToString());
+        // The coarse switch may change pfns outside the range: tell the mode about whole 1 GiB spans.
+        ulong lo = startPfn & ~(P2mTree.PfnsPerMid - 1), hi = (endPfn + P2mTree.PfnsPerMid - 1) & ~(P2mTree.PfnsPerMid - 1);
+        Mode?.OnP2mChanged(lo, Math.Min(hi, P2mTree.MaxPfn));
         FlushAllTlbs();
         return changed;
+    }
+
+    public P2mType GetP2mType(ulong gfn) => Types.Get(P2m, gfn);
+
+    /// <summary>
+    /// p2m_change_type: sets a RAM gfn's type and tells the mode, which rewrites its entry and
+    /// flushes what it must. Only RAM types can be set (ram_rw, ram_ro, ram_logdirty).
+    /// </summary>
+    public void SetP2mType(ulong gfn, P2mType type)
+    {
+        if (P2mTree.Classify(P2m.Get(gfn)) != P2mEntryKind.Ram)
+            throw new InvalidConfigurationException($"gfn 0x{gfn:x} is not RAM ({P2mTree.Classify(P2m.Get(gfn))}); only RAM pages change type.");
+        if (type is not (P2mType.RamRw or P2mType.RamRo or P2mType.RamLogDirty))
+            throw new InvalidConfigurationException($"p2m type {P2mTypeInfo.Name(type)} cannot be set on RAM; use ram_rw, ram_ro or ram_logdirty.");
+        var old = GetP2mType(gfn);
+        if (old == type) return;
+        Types.Set(gfn, type);
+        Counters.Inc(PerfCounter.P2mTypeChange);
+        Trace.Add(TraceKind.P2mTypeChange, -1, 0, gfn, 0, (ulong)type, $"{P2mTypeInfo.Name(old)}->{P2mTypeInfo.Name(type)}");
+        Mode?.OnP2mChanged(gfn, gfn + 1);
+    }
+
+    /// <summary>
+    /// The first guest write to a ram_logdirty page (an EPT violation or its equivalent in the
+    /// other modes): the type goes back to ram_rw so later writes run at full speed.
+    /// </summary>
+    public void OnLogDirtyWrite(ulong gfn)
+    {
+        if (GetP2mType(gfn) != P2mType.RamLogDirty) return;
+        SetP2mType(gfn, P2mType.RamRw);
     }
 
     // ---- guest-physical access -------------------------------------------------------
@@ -147,6 +234,17 @@ public sealed class Domain
         return true;
     }
 
+    /// <summary>
+    /// The hypervisor setting accessed/dirty bits in a guest entry on the guest's behalf (shadow
+    /// mode's guest walk): a raw write that log-dirty mode must still see.
+    /// </summary>
+    internal bool WriteAccessedDirty(ulong gpa, ulong value)
+    {
+        if (!TryWritePhysU64(gpa, value)) return false;
+        if (GetP2mType(gpa >> Page.Shift) == P2mType.RamLogDirty) OnLogDirtyWrite(gpa >> Page.Shift);
+        return true;
+    }
+
     /// <summary>Reads guest-physical memory; checks every page first, so a Missing result reads nothing.</summary>
     public PhysAccessResult ReadPhysical(ulong gpa, Span<byte> destination)
     {
@@ -167,8 +265,12 @@ public sealed class Domain
         return check;
     }
 
-    /// <summary>Writes guest-physical memory; checks every page first, so a Missing result writes nothing.</summary>
-    public PhysAccessResult WritePhysical(ulong gpa, ReadOnlySpan<byte> source)
+    /// <summary>
+    /// A guest write to guest-physical memory (through its direct map): the paging mode sees it,
+    /// so a write to a shadowed page table is emulated and revalidated, and a write to a
+    /// log-dirty page is logged. Checks every page first, so a Missing result writes nothing.
+    /// </summary>
+    public PhysAccessResult WriteGuestPhysical(ulong gpa, ReadOnlySpan<byte> source)
     {
         var check = CheckRange(gpa, (ulong)source.Length);
         if (check.Status == PhysAccessStatus.Missing) return check;
@@ -176,13 +278,28 @@ public sealed class Domain
         while (done < source.Length)
         {
             ulong addr = gpa + (ulong)done;
+            ulong gfn = addr >> Page.Shift;
             int off = (int)(addr & Page.OffsetMask);
             int n = Math.Min(Page.Size - off, source.Length - done);
-            if (TryGetRam(addr >> Page.Shift, out var mfn)) source.Slice(done, n).CopyTo(_machine.Write(mfn).Slice(off, n));
+            if (TryGetRam(gfn, out var mfn))
+            {
+                var action = Mode?.BeforeGuestWrite(gfn) ?? GuestWriteAction.Direct;
+                if (action != GuestWriteAction.Discard)
+                    source.Slice(done, n).CopyTo(_machine.Write(mfn).Slice(off, n));
+                if (action == GuestWriteAction.Validate) Mode!.AfterGuestWrite(gfn, off, n);
+            }
             Counters.Inc(PerfCounter.GuestPhysWrite);
             done += n;
         }
         return check;
+    }
+
+    /// <summary>Writes one 8-byte entry as the guest would (see <see cref="WriteGuestPhysical"/>).</summary>
+    public bool WriteGuestPhysU64(ulong gpa, ulong value)
+    {
+        Span<byte> b = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(b, value);
+        return WriteGuestPhysical(gpa, b).Status != PhysAccessStatus.Missing;
     }
 
     /// <summary>What a gfn is to an access: RAM (Ok), identity (Mmio) or nothing (Missing).</summary>
@@ -248,13 +365,19 @@ public sealed class Domain
             if (e != P2mTree.InvalidEntry)
             {
                 Counters.Inc(PerfCounter.BalloonRefused);
+                Trace.Add(TraceKind.Balloon, -1, 0, pfn, 0, e, "refused: phys_to_machine_mapping_valid");
                 return new BalloonResult(BalloonOutcome.RefusedMappingValid, pfn, e, 0);
             }
         }
         var mfns = new Mfn[pfns.Count];
         _machine.Allocate(mfns);
-        for (int i = 0; i < pfns.Count; i++) P2m.SetMfn(pfns[i], mfns[i]);
+        for (int i = 0; i < pfns.Count; i++)
+        {
+            P2m.SetMfn(pfns[i], mfns[i]);
+            Mode?.OnP2mChanged(pfns[i], pfns[i] + 1);
+        }
         _populatedPages += (ulong)pfns.Count;
+        Trace.Add(TraceKind.Balloon, -1, 0, pfns.Count > 0 ? pfns[0] : 0, 0, (ulong)pfns.Count, "up");
         Counters.Add(PerfCounter.BalloonUp, pfns.Count);
         Counters.Add(PerfCounter.P2mSet, pfns.Count);
         return new BalloonResult(BalloonOutcome.Done, 0, P2mTree.InvalidEntry, pfns.Count);
@@ -273,6 +396,8 @@ public sealed class Domain
         {
             TryGetRam(pfn, out var mfn);
             P2m.Set(pfn, P2mTree.InvalidEntry);
+            Types.Forget(pfn);
+            Mode?.OnP2mChanged(pfn, pfn + 1);
             _machine.Free(mfn);
         }
         _populatedPages -= (ulong)pfns.Count;

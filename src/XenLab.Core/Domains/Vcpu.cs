@@ -1,7 +1,6 @@
 // A virtual CPU: control registers that matter to paging, its own TLB, and guest-virtual
-// access through the TLB and the guest walker. Faults are results, never exceptions.
+// access through the TLB and the domain's paging mode. Faults are results, never exceptions.
 using System;
-using System.Collections.Generic;
 using System.Runtime.CompilerServices;
 using XenLab.Diagnostics;
 using XenLab.Memory;
@@ -18,6 +17,7 @@ public readonly record struct VirtualAccessResult(TranslateStatus Status, ulong 
         TranslateStatus.Ok => "ok",
         TranslateStatus.PageFault => $"#PF at 0x{FaultAddress:x} error code 0x{(uint)ErrorCode:x} ({ErrorCode})",
         TranslateStatus.NonCanonical => $"#GP: 0x{FaultAddress:x} is not a canonical address",
+        TranslateStatus.P2mReadOnly => $"write to 0x{FaultAddress:x} discarded: gfn 0x{BadGfn:x} is read-only in the p2m",
         _ => $"gfn 0x{BadGfn:x} has no p2m entry (translating 0x{FaultAddress:x})",
     };
 }
@@ -45,12 +45,17 @@ public sealed class Vcpu
     /// <summary>EFER.NXE: the NX bit is honoured (otherwise it is reserved).</summary>
     public bool NoExecuteEnable { get; set; } = true;
 
-    /// <summary>mov cr3: loads a new top-level table and flushes the TLB (no PCID, no global pages kept).</summary>
+    /// <summary>mov cr3: loads a new top-level table, flushes the TLB (no PCID) and tells the mode.</summary>
     public void LoadCr3(ulong cr3)
     {
         Cr3 = cr3;
         FlushTlb();
+        _domain.Counters.Inc(PerfCounter.Cr3Load);
+        _domain.Mode?.OnCr3Load(this);
     }
+
+    /// <summary>Sets CR3 without side effects; for a mode switch that rebuilds everything anyway.</summary>
+    internal void SetCr3Raw(ulong cr3) => Cr3 = cr3;
 
     public void FlushTlb()
     {
@@ -58,37 +63,44 @@ public sealed class Vcpu
         _domain.Counters.Inc(PerfCounter.TlbFlushAll);
     }
 
+    /// <summary>invlpg: drops the TLB entry and tells the mode (shadow zaps its entry for the address).</summary>
     public void InvalidatePage(ulong va)
     {
         _tlb.Invalidate(va);
         _domain.Counters.Inc(PerfCounter.TlbFlushPage);
+        _domain.Mode?.OnInvlpg(this, va);
     }
 
     /// <summary>
-    /// Translates one address as the CPU would: a TLB hit with sufficient rights costs no
-    /// walk; a write through an entry whose dirty bit is clear walks again to set it; a miss
-    /// or a rights failure walks (so a fault is never raised from a stale entry alone).
+    /// Translates one address as the CPU would: a TLB hit with sufficient rights costs no walk;
+    /// a write through an entry whose dirty bit is clear walks again to set it; a miss or a
+    /// rights failure goes to the paging mode (so a fault is never raised from a stale entry alone).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Translation Translate(ulong va, AccessKind access)
     {
         ref var e = ref _tlb.Slot(va);
-        if (Tlb.Matches(e, va) && RightsAllow(e.Flags, access))
+        if (Tlb.Matches(e, va))
         {
-            _domain.Counters.Inc(PerfCounter.TlbHit);
-            return new Translation(TranslateStatus.Ok, va, e.Gfn, PageFaultErrorCode.None, 0);
+            if (RightsAllow(e.Flags, access))
+            {
+                _domain.Counters.Inc(PerfCounter.TlbHit);
+                return new Translation(TranslateStatus.Ok, va, e.Gfn, e.Mfn, e.Flags, e.PageShift, PageFaultErrorCode.None, 0);
+            }
+            _domain.Counters.Inc((access & AccessKind.Write) != 0 && (e.Flags & TlbRights.Dirty) == 0
+                ? PerfCounter.TlbDirtyRewalk : PerfCounter.TlbMiss);
         }
-        if (Tlb.Matches(e, va) && (access & AccessKind.Write) != 0 && (e.Flags & X86Pte.Dirty) == 0 && RightsAllow(e.Flags | X86Pte.Dirty, access))
-            _domain.Counters.Inc(PerfCounter.TlbDirtyRewalk);
         else
+        {
             _domain.Counters.Inc(PerfCounter.TlbMiss);
+        }
         return TranslateSlow(va, access);
     }
 
     private Translation TranslateSlow(ulong va, AccessKind access)
     {
-        var t = GuestWalker.Walk(_domain, Cr3, WriteProtect, NoExecuteEnable, va, access, out ulong rights, out int shift);
-        if (t.IsOk) _tlb.Fill(va, t.Gfn, rights, shift);
+        var t = _domain.Mode!.Translate(this, va, access);
+        if (t.IsOk) _tlb.Fill(va, t.Gfn, t.Mfn, t.Rights, t.PageShift);
         else
         {
             _tlb.Invalidate(va);       // a fault drops the entry for that address, as on hardware
@@ -103,32 +115,34 @@ public sealed class Vcpu
         bool user = (access & AccessKind.User) != 0;
         if ((access & AccessKind.Write) != 0)
         {
-            if ((rights & X86Pte.Dirty) == 0) return false;                       // must walk to set D
-            if ((rights & X86Pte.Writable) == 0 && (user || WriteProtect)) return false;
+            if ((rights & (TlbRights.Dirty | TlbRights.HostWritable)) != (TlbRights.Dirty | TlbRights.HostWritable)) return false;
+            if ((rights & TlbRights.Writable) == 0 && (user || WriteProtect)) return false;
         }
-        if (user && (rights & X86Pte.User) == 0) return false;
-        if ((access & AccessKind.Fetch) != 0 && NoExecuteEnable && (rights & X86Pte.NoExecute) != 0) return false;
+        if (user && (rights & TlbRights.User) == 0) return false;
+        if ((access & AccessKind.Fetch) != 0 && NoExecuteEnable && (rights & TlbRights.NoExecute) != 0) return false;
         return true;
     }
 
-    /// <summary>A walk with every entry it reads, for display; does not use or fill the TLB.</summary>
-    public Translation Explain(ulong va, AccessKind access, List<WalkStep> steps) =>
-        GuestWalker.Walk(_domain, Cr3, WriteProtect, NoExecuteEnable, va, access, out _, out _, steps);
+    /// <summary>A translation with every entry it reads, for display; does not use or fill the TLB.</summary>
+    public Translation Explain(ulong va, AccessKind access, TranslationTrace trace) =>
+        _domain.Mode!.Explain(this, va, access, trace);
 
     /// <summary>Reads guest-virtual memory; all pages are translated before any byte moves.</summary>
     public VirtualAccessResult ReadVirtual(ulong va, Span<byte> destination, AccessKind privilege = AccessKind.Read)
     {
         int pages = PagesSpanned(va, destination.Length);
-        Span<ulong> gfns = pages <= 64 ? stackalloc ulong[pages] : new ulong[pages];
-        var check = TranslateAll(va, destination.Length, privilege & AccessKind.User, gfns);
+        Span<Translation> ts = pages <= 16 ? stackalloc Translation[pages] : new Translation[pages];
+        var check = TranslateAll(va, destination.Length, privilege & AccessKind.User, ts);
         if (!check.IsOk) return check;
+        var machine = _domain.Machine;
         int done = 0;
         for (int p = 0; done < destination.Length; p++)
         {
-            ulong addr = va + (ulong)done;
-            int off = (int)(addr & Page.OffsetMask);
+            int off = (int)((va + (ulong)done) & Page.OffsetMask);
             int n = Math.Min(Page.Size - off, destination.Length - done);
-            _domain.ReadPhysical((gfns[p] << Page.Shift) | (uint)off, destination.Slice(done, n));
+            var dst = destination.Slice(done, n);
+            if ((ts[p].Rights & TlbRights.Mmio) != 0) dst.Fill(0xFF);
+            else machine.Read(new Mfn(ts[p].Mfn)).Slice(off, n).CopyTo(dst);
             _domain.Counters.Inc(PerfCounter.GuestVirtRead);
             done += n;
         }
@@ -140,16 +154,20 @@ public sealed class Vcpu
     {
         var access = AccessKind.Write | (privilege & AccessKind.User);
         int pages = PagesSpanned(va, source.Length);
-        Span<ulong> gfns = pages <= 64 ? stackalloc ulong[pages] : new ulong[pages];
-        var check = TranslateAll(va, source.Length, access, gfns);
+        Span<Translation> ts = pages <= 16 ? stackalloc Translation[pages] : new Translation[pages];
+        var check = TranslateAll(va, source.Length, access, ts);
         if (!check.IsOk) return check;
+        var machine = _domain.Machine;
         int done = 0;
         for (int p = 0; done < source.Length; p++)
         {
-            ulong addr = va + (ulong)done;
-            int off = (int)(addr & Page.OffsetMask);
+            int off = (int)((va + (ulong)done) & Page.OffsetMask);
             int n = Math.Min(Page.Size - off, source.Length - done);
-            _domain.WritePhysical((gfns[p] << Page.Shift) | (uint)off, source.Slice(done, n));
+            ulong rights = ts[p].Rights;
+            if ((rights & TlbRights.EmulateWrites) != 0)
+                _domain.WriteGuestPhysical((ts[p].Gfn << Page.Shift) | (uint)off, source.Slice(done, n));
+            else if ((rights & TlbRights.Mmio) == 0)
+                source.Slice(done, n).CopyTo(machine.Write(new Mfn(ts[p].Mfn)).Slice(off, n));
             _domain.Counters.Inc(PerfCounter.GuestVirtWrite);
             done += n;
         }
@@ -159,20 +177,18 @@ public sealed class Vcpu
     private static int PagesSpanned(ulong va, int length) =>
         length == 0 ? 0 : (int)(((va + (ulong)length - 1) >> Page.Shift) - (va >> Page.Shift) + 1);
 
-    private VirtualAccessResult TranslateAll(ulong va, int length, AccessKind access, Span<ulong> gfns)
+    private VirtualAccessResult TranslateAll(ulong va, int length, AccessKind access, Span<Translation> ts)
     {
-        if (va + (ulong)length < va && length != 0)
+        if (length != 0 && va + (ulong)length - 1 < va)
             return new VirtualAccessResult(TranslateStatus.NonCanonical, va, 0, 0);
-        for (int p = 0; p < gfns.Length; p++)
+        for (int p = 0; p < ts.Length; p++)
         {
             ulong addr = p == 0 ? va : ((va & ~Page.OffsetMask) + ((ulong)p << Page.Shift));
             if (!X86Pte.IsCanonical(addr))
                 return new VirtualAccessResult(TranslateStatus.NonCanonical, addr, 0, 0);
             var t = Translate(addr, access);
             if (!t.IsOk) return new VirtualAccessResult(t.Status, addr, t.ErrorCode, t.Gfn);
-            if (_domain.Classify(t.Gfn) == PhysAccessStatus.Missing)
-                return new VirtualAccessResult(TranslateStatus.PhysicalMissing, addr, 0, t.Gfn);
-            gfns[p] = t.Gfn;
+            ts[p] = t;
         }
         return default;
     }

@@ -1,8 +1,10 @@
-// The built-in "guest kernel": it owns the guest's x86-64 4-level page tables, written as
-// real entries into guest RAM, so a lab maps and unmaps virtual ranges without assembling
-// tables by hand. Its page-table pages come from a fixed pool of pfns starting at 1 MiB
-// (kernel_pt_pages of them), so a student can find them. After every change it shoots down
-// the TLBs of all vCPUs: invlpg per page up to Linux's ceiling of 33 pages, a full flush beyond.
+// The built-in "guest kernel": it owns the guest's 4-level page tables, written as real
+// entries into guest RAM in the format of the domain's architecture (x86-64, or AArch64 for
+// ARM domains), so a lab maps and unmaps virtual ranges without assembling tables by hand.
+// Its page-table pages come from a fixed pool of pfns starting at 1 MiB (kernel_pt_pages of
+// them), so a student can find them. Its writes go through the guest-physical write path, so
+// a shadowing hypervisor sees them as a real kernel's writes. After every change it shoots
+// down the TLBs of all vCPUs: invlpg per page up to Linux's ceiling of 33 pages, a full flush beyond.
 using System;
 using System.Collections.Generic;
 using XenLab.Diagnostics;
@@ -20,6 +22,9 @@ public sealed record GuestMapping(string DomainName, ulong VirtualAddress, ulong
         $"0x{VirtualAddress:x}-0x{EndAddress:x} -> gfn 0x{Gfn:x} ({Count} page(s), {(Writable ? "rw" : "ro")}{(User ? ", user" : "")}{(NoExecute ? ", nx" : "")})";
 }
 
+/// <summary>One leaf entry of the guest's tables, decoded: what a differential test compares across modes.</summary>
+public readonly record struct GuestLeaf(ulong VirtualAddress, int Level, ulong EntryAddress, GuestEntryState State);
+
 [Flags]
 public enum MapFlags
 {
@@ -33,7 +38,6 @@ public sealed class GuestKernel
 {
     /// <summary>Linux's tlb_single_page_flush_ceiling: beyond this many pages, flush everything.</summary>
     public const int SinglePageFlushCeiling = 33;
-    private const ulong TableFlags = X86Pte.Present | X86Pte.Writable | X86Pte.User;
 
     private readonly Domain _domain;
     private readonly ulong _poolBase;
@@ -45,23 +49,26 @@ public sealed class GuestKernel
         _domain = domain;
         _poolBase = poolBasePfn;
         _poolPages = poolPages;
+        Format = X86GuestFormat.Instance;
     }
 
-    /// <summary>gfn of the top-level table (PML4) every vCPU's CR3 points at.</summary>
+    /// <summary>gfn of the top-level table every vCPU's CR3 (TTBR0 on ARM) points at.</summary>
     public ulong Pml4Gfn { get; private set; }
     public ulong PoolBaseGfn => _poolBase;
     public int PoolPages => _poolPages;
     public int PoolPagesUsed => _poolUsed;
+    public IGuestPageTableFormat Format { get; private set; }
 
     public bool OwnsPfn(ulong pfn) => pfn >= _poolBase && pfn < _poolBase + (ulong)_poolPages;
 
-    internal void Initialise()
+    internal void Initialise(IGuestPageTableFormat format)
     {
+        Format = format;
         for (ulong p = _poolBase; p < _poolBase + (ulong)_poolPages; p++)
             if (_domain.Classify(p) != PhysAccessStatus.Ok)
                 throw new InvalidConfigurationException($"The guest kernel's page-table pool needs RAM at gfn 0x{p:x}, which is not populated; raise memory or lower kernel_pt_pages.");
         Pml4Gfn = AllocateTablePage();
-        foreach (var v in _domain.Vcpus) v.LoadCr3(Pml4Gfn << Page.Shift);
+        foreach (var v in _domain.Vcpus) v.SetCr3Raw(Pml4Gfn << Page.Shift);
     }
 
     /// <summary>Maps <paramref name="count"/> pages at <paramref name="va"/> to gfns from <paramref name="gfn"/> up.</summary>
@@ -74,14 +81,10 @@ public sealed class GuestKernel
         if (needed > _poolPages - _poolUsed)
             throw new InvalidConfigurationException(
                 $"Mapping {count} page(s) at 0x{va:x} needs {needed} new page-table page(s); the guest kernel has {_poolPages - _poolUsed} of {_poolPages} left (kernel_pt_pages). Nothing was mapped.");
-        ulong leafBits = X86Pte.Present
-            | ((flags & MapFlags.Writable) != 0 ? X86Pte.Writable : 0)
-            | ((flags & MapFlags.User) != 0 ? X86Pte.User : 0)
-            | ((flags & MapFlags.NoExecute) != 0 ? X86Pte.NoExecute : 0);
         for (ulong i = 0; i < count; i++)
         {
             ulong pteAddr = LeafEntryAddress(va + (i << Page.Shift), create: true);
-            WritePte(pteAddr, ((gfn + i) << Page.Shift) | leafBits);
+            WritePte(pteAddr, Format.LeafEntry(gfn + i, flags));
         }
         Shootdown(va, count);
     }
@@ -94,7 +97,7 @@ public sealed class GuestKernel
         for (ulong i = 0; i < count; i++)
         {
             ulong pteAddr = LeafEntryAddress(va + (i << Page.Shift), create: false);
-            if (pteAddr == 0 || !_domain.TryReadPhysU64(pteAddr, out ulong pte) || (pte & X86Pte.Present) == 0) continue;
+            if (pteAddr == 0 || !_domain.TryReadPhysU64(pteAddr, out ulong pte) || !Format.Decode(pte, 1).Present) continue;
             WritePte(pteAddr, 0);
             cleared++;
         }
@@ -102,7 +105,7 @@ public sealed class GuestKernel
         return cleared;
     }
 
-    /// <summary>Sets or clears the writable bit of present leaf entries; returns how many changed.</summary>
+    /// <summary>Sets or clears write permission of present leaf entries; returns how many changed.</summary>
     public ulong Protect(ulong va, ulong count, bool writable)
     {
         CheckRange(va, count);
@@ -110,10 +113,29 @@ public sealed class GuestKernel
         for (ulong i = 0; i < count; i++)
         {
             ulong pteAddr = LeafEntryAddress(va + (i << Page.Shift), create: false);
-            if (pteAddr == 0 || !_domain.TryReadPhysU64(pteAddr, out ulong pte) || (pte & X86Pte.Present) == 0) continue;
-            ulong want = writable ? pte | X86Pte.Writable : pte & ~X86Pte.Writable;
-            if (want == pte) continue;
-            WritePte(pteAddr, want);
+            if (pteAddr == 0 || !_domain.TryReadPhysU64(pteAddr, out ulong pte)) continue;
+            var s = Format.Decode(pte, 1);
+            if (!s.Present || s.Writable == writable) continue;
+            WritePte(pteAddr, Format.Encode(s with { Writable = writable, Dirty = writable && s.Dirty }, 1));
+            changed++;
+        }
+        Shootdown(va, count);
+        return changed;
+    }
+
+    /// <summary>Clears accessed and dirty in present leaf entries (what a working-set scan or a
+    /// dirty-page harvest does); returns how many changed. Shoots down like any change.</summary>
+    public ulong ClearAccessedDirty(ulong va, ulong count)
+    {
+        CheckRange(va, count);
+        ulong changed = 0;
+        for (ulong i = 0; i < count; i++)
+        {
+            ulong pteAddr = LeafEntryAddress(va + (i << Page.Shift), create: false);
+            if (pteAddr == 0 || !_domain.TryReadPhysU64(pteAddr, out ulong pte)) continue;
+            var s = Format.Decode(pte, 1);
+            if (!s.Present || (!s.Accessed && !s.Dirty)) continue;
+            WritePte(pteAddr, Format.Encode(s with { Accessed = false, Dirty = false }, 1));
             changed++;
         }
         Shootdown(va, count);
@@ -121,32 +143,68 @@ public sealed class GuestKernel
     }
 
     /// <summary>The mappings the guest's tables hold now (read from the tables themselves, raw writes included).</summary>
-    public List<GuestMapping> Mappings(ulong? cr3 = null)
+    public List<GuestMapping> Mappings()
     {
         var result = new List<GuestMapping>();
-        ulong root = (cr3 ?? (Pml4Gfn << Page.Shift)) & X86Pte.FrameMask;
-        Collect(root, 4, 0, X86Pte.Writable | X86Pte.User, 0, result);
+        foreach (var leaf in Leaves())
+        {
+            var s = leaf.State;
+            ulong pages = 1UL << (9 * (leaf.Level - 1));
+            ulong gfn = leaf.Level > 1 ? s.Frame & ~(pages - 1) : s.Frame;
+            Append(result, new GuestMapping(_domain.Name, leaf.VirtualAddress, gfn, pages, s.Writable, s.User, s.NoExecute));
+        }
         return result;
     }
 
-    private void Collect(ulong table, int level, ulong vaBase, ulong rights, ulong nx, List<GuestMapping> into)
+    /// <summary>Every present leaf with effective rights (ANDed/ORed down the levels), in VA order.</summary>
+    public List<GuestLeaf> Leaves()
+    {
+        var result = new List<GuestLeaf>();
+        Collect(Pml4Gfn << Page.Shift, 4, 0, true, true, false, result);
+        return result;
+    }
+
+    private void Collect(ulong table, int level, ulong vaBase, bool w, bool u, bool nx, List<GuestLeaf> into)
     {
         for (int i = 0; i < 512; i++)
         {
-            if (!_domain.TryReadPhysU64(table + (ulong)i * 8, out ulong e) || (e & X86Pte.Present) == 0) continue;
+            ulong addr = table + (ulong)i * 8;
+            if (!_domain.TryReadPhysU64(addr, out ulong e)) continue;
+            var s = Format.Decode(e, level);
+            if (!s.Present) continue;
             ulong va = vaBase | ((ulong)i << (12 + 9 * (level - 1)));
             if (level == 4 && (va & (1UL << 47)) != 0) va |= 0xFFFF000000000000UL;   // sign-extend
-            ulong r = rights & e;
-            ulong x = nx | (e & X86Pte.NoExecute);
-            if (level == 1 || (e & X86Pte.PageSize) != 0)
+            bool ew = w && s.Writable, eu = u && s.User, enx = nx || s.NoExecute;
+            if (s.Leaf)
             {
-                ulong pages = 1UL << (9 * (level - 1));
-                ulong gfn = (e & X86Pte.FrameMask) >> Page.Shift;
-                if (level > 1) gfn &= ~(pages - 1);
-                Append(into, new GuestMapping(_domain.Name, va, gfn, pages, (r & X86Pte.Writable) != 0, (r & X86Pte.User) != 0, x != 0));
+                into.Add(new GuestLeaf(va, level, addr, s with { Writable = ew, User = eu, NoExecute = enx }));
                 continue;
             }
-            Collect(e & X86Pte.FrameMask, level - 1, va, r, x, into);
+            Collect(s.Frame << Page.Shift, level - 1, va, ew, eu, enx, into);
+        }
+    }
+
+    /// <summary>
+    /// Rewrites every table entry in place from the current format to <paramref name="format"/>,
+    /// keeping frames, rights and accessed/dirty state. Called by a mode switch with no mode attached.
+    /// </summary>
+    internal void ConvertTables(IGuestPageTableFormat format)
+    {
+        var old = Format;
+        Convert(Pml4Gfn << Page.Shift, 4, old, format);
+        Format = format;
+    }
+
+    private void Convert(ulong table, int level, IGuestPageTableFormat from, IGuestPageTableFormat to)
+    {
+        for (int i = 0; i < 512; i++)
+        {
+            ulong addr = table + (ulong)i * 8;
+            if (!_domain.TryReadPhysU64(addr, out ulong e) || e == 0) continue;
+            var s = from.Decode(e, level);
+            if (!s.Present) { _domain.TryWritePhysU64(addr, 0); continue; }
+            _domain.TryWritePhysU64(addr, to.Encode(s, level));
+            if (!s.Leaf) Convert(s.Frame << Page.Shift, level - 1, from, to);
         }
     }
 
@@ -194,12 +252,13 @@ public sealed class GuestKernel
                 if (exists)
                 {
                     _domain.TryReadPhysU64(table + (ulong)X86Pte.IndexAt(chunk, level) * 8, out ulong e);
-                    if ((e & X86Pte.Present) != 0)
+                    var s = Format.Decode(e, level);
+                    if (s.Present)
                     {
-                        if ((e & X86Pte.PageSize) != 0)
+                        if (s.Leaf)
                             throw new InvalidConfigurationException(
                                 $"0x{chunk:x} lies in a {(level == 3 ? "1 GiB" : "2 MiB")} page of the guest's tables; the built-in kernel maps 4 KiB pages only. Nothing was mapped.");
-                        table = e & X86Pte.FrameMask;
+                        table = s.Frame << Page.Shift;
                         continue;
                     }
                     exists = false;
@@ -218,18 +277,17 @@ public sealed class GuestKernel
         {
             ulong entryAddr = table + (ulong)X86Pte.IndexAt(va, level) * 8;
             _domain.TryReadPhysU64(entryAddr, out ulong e);
-            if ((e & X86Pte.Present) == 0)
+            var s = Format.Decode(e, level);
+            if (!s.Present)
             {
                 if (!create) return 0;
                 ulong gfn = AllocateTablePage();
-                e = (gfn << Page.Shift) | TableFlags;
-                WritePte(entryAddr, e);
+                WritePte(entryAddr, Format.TableEntry(gfn));
+                table = gfn << Page.Shift;
+                continue;
             }
-            else if ((e & X86Pte.PageSize) != 0)
-            {
-                return 0;
-            }
-            table = e & X86Pte.FrameMask;
+            if (s.Leaf) return 0;
+            table = s.Frame << Page.Shift;
         }
         return table + (ulong)X86Pte.IndexAt(va, 1) * 8;
     }
@@ -239,15 +297,16 @@ public sealed class GuestKernel
         if (_poolUsed == _poolPages)
             throw new InvalidConfigurationException($"The guest kernel is out of page-table pages ({_poolPages}, kernel_pt_pages).");
         ulong gfn = _poolBase + (ulong)_poolUsed++;
-        _domain.TryGetRam(gfn, out var mfn);
-        _domain.Machine.Write(mfn).Clear();
+        _domain.WriteGuestPhysical(gfn << Page.Shift, ZeroPage);
         _domain.Counters.Inc(PerfCounter.KernelPtePages);
         return gfn;
     }
 
+    private static readonly byte[] ZeroPage = new byte[Page.Size];
+
     private void WritePte(ulong gpa, ulong value)
     {
-        _domain.TryWritePhysU64(gpa, value);
+        _domain.WriteGuestPhysU64(gpa, value);
         _domain.Counters.Inc(PerfCounter.KernelPteWrite);
     }
 

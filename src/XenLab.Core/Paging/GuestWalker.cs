@@ -1,57 +1,40 @@
-// The "hardware" walk of the guest's x86-64 4-level tables over guest-physical memory:
-// checks present, reserved and permission bits, and sets accessed/dirty bits as the CPU
-// does (A on every level of a successful walk, D on the leaf for a write).
-using System.Collections.Generic;
+// The "hardware" walk of the guest's x86-64 4-level tables: checks present, reserved and
+// permission bits, and sets accessed/dirty bits as the CPU does (A on every level of a
+// successful walk, D on the leaf for a write). How a guest-physical table address reaches
+// memory is the accessor's business: through the p2m tree (shadow's guest walk, the
+// kernel), or through the nested EPT walk (HAP), so one walker serves every mode.
 using XenLab.Diagnostics;
-using XenLab.Domains;
 
 namespace XenLab.Paging;
 
-public enum TranslateStatus
+/// <summary>How a walker reads and updates guest-physical memory holding guest tables.</summary>
+public interface IGuestTableAccess
 {
-    Ok,
-    /// <summary>A guest page fault: the guest's own tables refuse the access.</summary>
-    PageFault,
-    /// <summary>Not a canonical address: #GP on hardware, before any walk.</summary>
-    NonCanonical,
-    /// <summary>A page table, or the page itself, is at a gfn the p2m has no entry for.</summary>
-    PhysicalMissing,
-}
-
-/// <summary>The result of translating one virtual address.</summary>
-public readonly record struct Translation(
-    TranslateStatus Status, ulong VirtualAddress, ulong Gfn, PageFaultErrorCode ErrorCode, int MemoryReferences)
-{
-    public bool IsOk => Status == TranslateStatus.Ok;
-    public ulong GuestPhysicalAddress => (Gfn << 12) | (VirtualAddress & 0xFFF);
-}
-
-/// <summary>One entry read by a walk, raw and decoded.</summary>
-public sealed record WalkStep(int Level, string Name, ulong TableGfn, int Index, ulong EntryAddress, ulong RawEntry, string Decoded)
-{
-    public override string ToString() => $"{Name}[{Index}] @0x{EntryAddress:x} = 0x{RawEntry:x16} {Decoded}";
+    /// <summary>Reads the 8-byte entry at <paramref name="gpa"/>; false if it cannot be reached (status says why).</summary>
+    bool TryRead(ulong gpa, out ulong value, ref int refs, out TranslateStatus failure);
+    /// <summary>Writes back an entry with A/D set; false if the hypervisor refused the write.</summary>
+    bool TryWriteAccessedDirty(ulong gpa, ulong value, ref int refs);
+    PerfCounters Counters { get; }
+    /// <summary>Receives every entry read, for explaining a walk (null on the fast path).</summary>
+    TranslationTrace? Trace { get; }
 }
 
 public static class GuestWalker
 {
-    // Effective-rights flags kept in a TLB entry (same bit positions as the PTE).
     private const ulong RightsMask = X86Pte.Writable | X86Pte.User | X86Pte.NoExecute | X86Pte.Dirty;
 
     /// <summary>
-    /// Walks from <paramref name="cr3"/> for <paramref name="va"/>. On success returns the gfn
-    /// and, in <paramref name="rights"/>, the effective Writable/User/NoExecute bits and the
-    /// leaf's Dirty bit after this access; <paramref name="pageShift"/> is 12, 21 or 30.
+    /// Walks from <paramref name="cr3"/> for <paramref name="va"/>. On success the result's Gfn is
+    /// the guest frame and Rights the effective Writable/User/NoExecute bits with the leaf's Dirty
+    /// bit after this access; Mfn is left for the caller (the mode) to fill.
     /// </summary>
-    public static Translation Walk(Domain d, ulong cr3, bool wp, bool nxe, ulong va, AccessKind access,
-        out ulong rights, out int pageShift, List<WalkStep>? trace = null)
+    public static Translation Walk<TAccess>(ref TAccess acc, ulong cr3, bool wp, bool nxe, ulong va, AccessKind access)
+        where TAccess : struct, IGuestTableAccess
     {
-        var counters = d.Counters;
+        var counters = acc.Counters;
         counters.Inc(PerfCounter.PageWalk);
-        rights = 0;
-        pageShift = 12;
         ulong table = cr3 & X86Pte.FrameMask;
         ulong rw = X86Pte.Writable, us = X86Pte.User, nx = 0;
-        // Remember where each level's entry lives so A/D can be set only once the walk succeeds.
         System.Span<ulong> entryAddr = stackalloc ulong[4];
         System.Span<ulong> entries = stackalloc ulong[4];
         int refs = 0;
@@ -60,13 +43,12 @@ public static class GuestWalker
         {
             int idx = X86Pte.IndexAt(va, level);
             ulong addr = table + (ulong)idx * 8;
-            if (!d.TryReadPhysU64(addr, out ulong pte))
-                return new Translation(TranslateStatus.PhysicalMissing, va, addr >> 12, PageFaultErrorCode.None, refs);
-            refs++;
+            if (!acc.TryRead(addr, out ulong pte, ref refs, out var failure))
+                return Translation.Fault(failure, va, addr >> 12, PageFaultErrorCode.None, refs);
             counters.Inc(PerfCounter.PageWalkMemRef);
             entryAddr[4 - level] = addr;
             entries[4 - level] = pte;
-            trace?.Add(new WalkStep(level, X86Pte.LevelName(level), table >> 12, idx, addr, pte, X86Pte.Describe(pte, level)));
+            acc.Trace?.Add(new WalkStep("guest", level, X86Pte.LevelName(level), table >> 12, idx, addr, pte, X86Pte.Describe(pte, level)));
             if ((pte & X86Pte.Present) == 0)
                 return Fault(counters, nxe, va, access, PageFaultErrorCode.None, refs);
             if (HasReservedBits(pte, level, nxe))
@@ -80,7 +62,7 @@ public static class GuestWalker
         }
         int leafLevel = level;
         ulong leaf = entries[4 - leafLevel];
-        pageShift = 12 + 9 * (leafLevel - 1);
+        int pageShift = 12 + 9 * (leafLevel - 1);
         bool user = (access & AccessKind.User) != 0;
         if ((access & AccessKind.Write) != 0 && rw == 0 && (user || wp))
             return Fault(counters, nxe, va, access, PageFaultErrorCode.Present, refs);
@@ -96,16 +78,17 @@ public static class GuestWalker
             ulong want = e | X86Pte.Accessed;
             if (l == leafLevel && (access & AccessKind.Write) != 0) want |= X86Pte.Dirty;
             if (want == e) continue;
+            if (!acc.TryWriteAccessedDirty(entryAddr[4 - l], want, ref refs))
+                return Translation.Fault(TranslateStatus.P2mReadOnly, va, entryAddr[4 - l] >> 12, PageFaultErrorCode.None, refs);
             if ((e & X86Pte.Accessed) == 0) counters.Inc(PerfCounter.AccessedBitSet);
             if (((want ^ e) & X86Pte.Dirty) != 0) counters.Inc(PerfCounter.DirtyBitSet);
-            d.TryWritePhysU64(entryAddr[4 - l], want);
             if (l == leafLevel) leaf = want;
         }
         ulong frame = (leaf & X86Pte.FrameMask) >> 12;
-        ulong pageOffsetFrames = (va >> 12) & ((1UL << (pageShift - 12)) - 1);
-        frame = (frame & ~((1UL << (pageShift - 12)) - 1)) | pageOffsetFrames;
-        rights = (rw | us | nx | (leaf & X86Pte.Dirty)) & RightsMask;
-        return new Translation(TranslateStatus.Ok, va, frame, PageFaultErrorCode.None, refs);
+        ulong within = (1UL << (pageShift - 12)) - 1;
+        frame = (frame & ~within) | ((va >> 12) & within);
+        ulong rights = (rw | us | nx | (leaf & X86Pte.Dirty)) & RightsMask;
+        return new Translation(TranslateStatus.Ok, va, frame, ulong.MaxValue, rights, pageShift, PageFaultErrorCode.None, refs);
     }
 
     private static bool HasReservedBits(ulong pte, int level, bool nxe)
@@ -127,6 +110,6 @@ public static class GuestWalker
         // I/D is reported only where execute protection exists (EFER.NXE; no SMEP modelled).
         var mask = AccessKind.Write | AccessKind.User | (nxe ? AccessKind.Fetch : 0);
         var code = bits | (PageFaultErrorCode)((uint)access & (uint)mask);
-        return new Translation(TranslateStatus.PageFault, va, 0, code, refs);
+        return Translation.Fault(TranslateStatus.PageFault, va, 0, code, refs);
     }
 }

@@ -12,7 +12,9 @@ public struct TlbEntry
     /// <summary>Virtual page number + 1 (0 = empty).</summary>
     public ulong Tag;
     public ulong Gfn;
-    /// <summary>Effective rights across all levels: Writable, User, NoExecute, Dirty of the leaf.</summary>
+    /// <summary>Machine frame the data lives in (unused for MMIO).</summary>
+    public ulong Mfn;
+    /// <summary><see cref="TlbRights"/>: effective guest rights, the leaf's dirty bit, host write permission.</summary>
     public ulong Flags;
     /// <summary>Size of the page the walk found (12, 21 or 30 bits): invlpg drops the whole page.</summary>
     public byte PageShift;
@@ -41,12 +43,13 @@ public sealed class Tlb
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool Matches(in TlbEntry e, ulong va) => e.Tag == (va >> 12) + 1;
 
-    public void Fill(ulong va, ulong gfn, ulong flags, int pageShift)
+    public void Fill(ulong va, ulong gfn, ulong mfn, ulong flags, int pageShift)
     {
         ref var e = ref Slot(va);
         if (e.Tag != 0 && e.PageShift != 12) _largeEntries--;
         e.Tag = (va >> 12) + 1;
         e.Gfn = gfn;
+        e.Mfn = mfn;
         e.Flags = flags;
         e.PageShift = (byte)pageShift;
         if (pageShift != 12) _largeEntries++;

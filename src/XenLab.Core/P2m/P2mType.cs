@@ -1,0 +1,67 @@
+// p2m types, with Xen's x86 numbers. The pfn -> mfn tree says where a frame is; the type
+// says what the guest may do with it. Types are kept per domain (not per mode), so they
+// survive a paging-mode switch; each mode mirrors them in its own format (EPT sa_p2mt bits,
+// shadow entry rights, stage-2 software bits).
+using System.Collections.Generic;
+
+namespace XenLab.P2m;
+
+public enum P2mType : byte
+{
+    RamRw = 0,
+    Invalid = 1,
+    RamLogDirty = 2,
+    RamRo = 3,
+    MmioDm = 4,
+    MmioDirect = 5,
+    PopulateOnDemand = 6,
+    GrantMapRw = 7,
+    GrantMapRo = 8,
+}
+
+public static class P2mTypeInfo
+{
+    public static string Name(P2mType t) => t switch
+    {
+        P2mType.RamRw => "ram_rw",
+        P2mType.Invalid => "invalid",
+        P2mType.RamLogDirty => "ram_logdirty",
+        P2mType.RamRo => "ram_ro",
+        P2mType.MmioDm => "mmio_dm",
+        P2mType.MmioDirect => "mmio_direct",
+        P2mType.PopulateOnDemand => "populate_on_demand",
+        P2mType.GrantMapRw => "grant_map_rw",
+        P2mType.GrantMapRo => "grant_map_ro",
+        _ => "type" + (int)t,
+    };
+
+    /// <summary>True for types whose guest writes the hardware must not let through.</summary>
+    public static bool IsWriteProtected(P2mType t) => t is P2mType.RamRo or P2mType.RamLogDirty or P2mType.GrantMapRo;
+}
+
+/// <summary>A domain's type overrides: RAM defaults to ram_rw, identity to mmio_direct, nothing to invalid.</summary>
+public sealed class P2mTypeMap
+{
+    private readonly Dictionary<ulong, P2mType> _overrides = new();
+
+    public int Count => _overrides.Count;
+
+    public P2mType Get(P2mTree tree, ulong gfn)
+    {
+        var kind = P2mTree.Classify(tree.Get(gfn));
+        if (kind == P2mEntryKind.Missing) return P2mType.Invalid;
+        if (kind == P2mEntryKind.Identity) return P2mType.MmioDirect;
+        return _overrides.Count != 0 && _overrides.TryGetValue(gfn, out var t) ? t : P2mType.RamRw;
+    }
+
+    /// <summary>Sets the type of a RAM gfn; ram_rw removes the override.</summary>
+    public void Set(ulong gfn, P2mType type)
+    {
+        if (type == P2mType.RamRw) _overrides.Remove(gfn);
+        else _overrides[gfn] = type;
+    }
+
+    public void Forget(ulong gfn) => _overrides.Remove(gfn);
+
+    public IEnumerable<KeyValuePair<ulong, P2mType>> Overrides => _overrides;
+}

@@ -1,0 +1,288 @@
+// Hardware-assisted paging (seed 000, SPEC 1): the CPU walks the guest's own tables, and
+// every guest-physical address on the way (each table, then the data page) goes through the
+// EPT. A cold walk of 4-level guest tables over a 4-level EPT reads (4+1)*(4+1)-1 = 24
+// entries. The paging-structure cache modelled is a per-vCPU cache of guest-physical
+// translations (gfn -> EPT leaf, Intel's "guest-physical mappings"), which lets a walk skip
+// the 4 EPT reads of a gfn it has seen; it is flushed by INVEPT whenever the EPT changes.
+// No EPT superpages, no guest paging-structure (PML4/PDPT/PD) caches.
+using System.Collections.Generic;
+using XenLab.Config;
+using XenLab.Diagnostics;
+using XenLab.Domains;
+using XenLab.Memory;
+using XenLab.P2m;
+using XenLab.Paging.Modes;
+
+namespace XenLab.Paging.Hap;
+
+public sealed class HapMode : IPagingMode
+{
+    private readonly PagingOptions _options;
+    private Domain _domain = null!;
+    private Ept? _ept;
+    // Per-vCPU nested-walk cache: direct-mapped, tag = gfn + 1.
+    private ulong[][] _cacheTag = System.Array.Empty<ulong[]>();
+    private ulong[][] _cacheLeaf = System.Array.Empty<ulong[]>();
+    private int _cacheMask;
+
+    public HapMode(PagingOptions options)
+    {
+        if (options.HapGpaCacheEntries < 0 || options.HapGpaCacheEntries > 4096 || (options.HapGpaCacheEntries & (options.HapGpaCacheEntries - 1)) != 0)
+            throw new InvalidConfigurationException($"hap_gpa_cache {options.HapGpaCacheEntries} must be 0 or a power of two up to 4096.");
+        _options = options;
+    }
+
+    public PagingModeKind Kind => PagingModeKind.Hap;
+    public IGuestPageTableFormat GuestFormat => X86GuestFormat.Instance;
+    public ulong FramesHeld => (ulong)(_ept?.Pages ?? 0);
+    public string Options => _options.Describe(Kind);
+    public Ept Ept => _ept ?? throw new System.InvalidOperationException("HAP mode is not attached.");
+
+    public void Attach(Domain domain)
+    {
+        _domain = domain;
+        var ept = new Ept(domain.Machine, domain.Counters);
+        try
+        {
+            // RAM gets leaves now; identity (MMIO) gfns get mmio_direct on first touch.
+            foreach (var (pfn, mfn) in domain.P2m.EnumerateRam())
+                ept.Set(pfn, EptEntry.Leaf(mfn.Value, domain.GetP2mType(pfn)));
+        }
+        catch
+        {
+            ept.Free();
+            throw;
+        }
+        _ept = ept;
+        int n = domain.Vcpus.Count, size = _options.HapGpaCacheEntries;
+        _cacheTag = new ulong[n][];
+        _cacheLeaf = new ulong[n][];
+        for (int i = 0; i < n; i++) { _cacheTag[i] = new ulong[System.Math.Max(size, 1)]; _cacheLeaf[i] = new ulong[System.Math.Max(size, 1)]; }
+        _cacheMask = size - 1;
+    }
+
+    public void Detach()
+    {
+        _ept?.Free();
+        _ept = null;
+    }
+
+    /// <summary>INVEPT: every vCPU forgets its cached guest-physical translations.</summary>
+    public void InvEpt()
+    {
+        foreach (var t in _cacheTag) System.Array.Clear(t);
+        _domain.Counters.Inc(PerfCounter.InveptFlush);
+        _domain.FlushAllTlbs();      // combined mappings are tagged by EPTP too
+    }
+
+    private void InvalidateCached(ulong gfn)
+    {
+        if (_cacheMask < 0) return;
+        int slot = (int)gfn & _cacheMask;
+        foreach (var tags in _cacheTag) if (tags[slot] == gfn + 1) tags[slot] = 0;
+    }
+
+    /// <summary>Translates a gfn through the EPT (or the vCPU's cache), counting references.</summary>
+    private ulong Nested(int vcpu, ulong gfn, ref int refs, TranslationTrace? trace)
+    {
+        _domain.Counters.Inc(PerfCounter.HapNestedWalk);
+        if (_cacheMask >= 0 && trace is null)
+        {
+            int slot = (int)gfn & _cacheMask;
+            if (_cacheTag[vcpu][slot] == gfn + 1)
+            {
+                _domain.Counters.Inc(PerfCounter.HapGpaCacheHit);
+                return _cacheLeaf[vcpu][slot];
+            }
+            _domain.Counters.Inc(PerfCounter.HapGpaCacheMiss);
+            ulong leaf = _ept!.Walk(gfn, ref refs, null);
+            if (EptEntry.IsPresent(leaf))
+            {
+                _cacheTag[vcpu][slot] = gfn + 1;
+                _cacheLeaf[vcpu][slot] = leaf;
+            }
+            return leaf;
+        }
+        return _ept!.Walk(gfn, ref refs, trace);
+    }
+
+    private struct Access : IGuestTableAccess
+    {
+        public HapMode Mode;
+        public int Vcpu;
+        public TranslationTrace? TraceSink;
+        public PerfCounters? Scratch;
+        public PerfCounters Counters => Scratch ?? Mode._domain.Counters;
+        public TranslationTrace? Trace => TraceSink;
+
+        public bool TryRead(ulong gpa, out ulong value, ref int refs, out TranslateStatus failure)
+        {
+            ulong gfn = gpa >> 12;
+            ulong leaf = Mode.Resolve(Vcpu, gfn, AccessKind.Read, ref refs, TraceSink, out failure);
+            if (failure != TranslateStatus.Ok || EptEntry.TypeOf(leaf) == P2mType.MmioDirect)
+            {
+                value = 0;
+                if (failure == TranslateStatus.Ok) failure = TranslateStatus.PhysicalMissing;   // page tables in MMIO
+                return false;
+            }
+            value = Mode._domain.Machine.ReadUInt64(new Mfn(EptEntry.FrameOf(leaf)), (int)(gpa & 0xFFF));
+            refs++;
+            return true;
+        }
+
+        public bool TryWriteAccessedDirty(ulong gpa, ulong value, ref int refs)
+        {
+            // The CPU's A/D update is a write through the EPT: a log-dirty table page faults first.
+            if (TraceSink is not null) return true;       // explaining: show, do not touch
+            // The read just translated this gfn; only a write the EPT refuses costs anything more.
+            ulong leaf = Mode._ept!.Peek(gpa >> 12);
+            if (!EptEntry.IsPresent(leaf) || (leaf & EptEntry.Write) == 0)
+            {
+                int ignored = 0;
+                leaf = Mode.Resolve(Vcpu, gpa >> 12, AccessKind.Write, ref ignored, null, out var failure);
+                if (failure != TranslateStatus.Ok) return false;
+            }
+            Mode._domain.Machine.WriteUInt64(new Mfn(EptEntry.FrameOf(leaf)), (int)(gpa & 0xFFF), value);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// The EPT side of one guest-physical access: walk (or cache), then handle the violation
+    /// kinds the hypervisor fixes (mmio populate, first write to ram_logdirty) and retry.
+    /// </summary>
+    private ulong Resolve(int vcpu, ulong gfn, AccessKind access, ref int refs, TranslationTrace? trace, out TranslateStatus failure)
+    {
+        for (int attempt = 0; attempt < 3; attempt++)
+        {
+            ulong leaf = Nested(vcpu, gfn, ref refs, trace);
+            bool write = (access & AccessKind.Write) != 0;
+            if (EptEntry.IsPresent(leaf) && (!write || (leaf & EptEntry.Write) != 0))
+            {
+                failure = TranslateStatus.Ok;
+                return leaf;
+            }
+            _domain.Counters.Inc(PerfCounter.EptViolation);
+            var kind = P2mTree.Classify(_domain.P2m.Get(gfn));
+            if (!EptEntry.IsPresent(leaf))
+            {
+                if (kind == P2mEntryKind.Identity)
+                {
+                    _domain.Counters.Inc(PerfCounter.EptViolationMmio);
+                    _ept!.Set(gfn, EptEntry.Leaf(gfn, P2mType.MmioDirect));
+                    trace?.Note($"EPT violation at gfn 0x{gfn:x}: identity frame, mmio_direct entry populated");
+                    continue;
+                }
+                _domain.Counters.Inc(PerfCounter.EptViolationMissing);
+                _domain.Trace.Add(TraceKind.EptViolation, vcpu, 0, gfn, 0, 0, "missing");
+                trace?.Note($"EPT violation at gfn 0x{gfn:x}: no p2m entry");
+                failure = TranslateStatus.PhysicalMissing;
+                return 0;
+            }
+            var type = EptEntry.TypeOf(leaf);
+            if (type == P2mType.RamLogDirty)
+            {
+                _domain.Counters.Inc(PerfCounter.EptViolationLogDirty);
+                _domain.Trace.Add(TraceKind.EptViolation, vcpu, 0, gfn, EptEntry.FrameOf(leaf), (ulong)type, "logdirty write");
+                trace?.Note($"EPT violation at gfn 0x{gfn:x}: first write to ram_logdirty, marked dirty, back to ram_rw");
+                _domain.OnLogDirtyWrite(gfn);      // marks dirty and sets ram_rw, which rewrites our entry
+                continue;
+            }
+            _domain.Counters.Inc(PerfCounter.EptViolationRamRo);
+            _domain.Trace.Add(TraceKind.EptViolation, vcpu, 0, gfn, EptEntry.FrameOf(leaf), (ulong)type, P2mTypeInfo.Name(type) + " write");
+            trace?.Note($"EPT violation at gfn 0x{gfn:x}: write to {P2mTypeInfo.Name(type)}, discarded");
+            failure = TranslateStatus.P2mReadOnly;
+            return leaf;
+        }
+        failure = TranslateStatus.PhysicalMissing;
+        return 0;
+    }
+
+    public Translation Translate(Vcpu v, ulong va, AccessKind access) => TranslateCore(v, va, access, null);
+
+    public Translation Explain(Vcpu v, ulong va, AccessKind access, TranslationTrace trace) => TranslateCore(v, va, access, trace);
+
+    private Translation TranslateCore(Vcpu v, ulong va, AccessKind access, TranslationTrace? trace)
+    {
+        var acc = new Access { Mode = this, Vcpu = v.Id, TraceSink = trace, Scratch = trace is null ? null : new PerfCounters() };
+        var t = GuestWalker.Walk(ref acc, v.Cr3, v.WriteProtect, v.NoExecuteEnable, va, access);
+        if (!t.IsOk)
+        {
+            if (t.Status == TranslateStatus.PageFault)
+                _domain.Trace.Add(TraceKind.GuestPageFault, v.Id, va, 0, 0, (ulong)t.ErrorCode, "guest tables");
+            _domain.Counters.Add(PerfCounter.HapWalkMemRef, t.MemoryReferences);
+            return t;
+        }
+        int refs = t.MemoryReferences;
+        ulong leaf = Resolve(v.Id, t.Gfn, access & AccessKind.Write, ref refs, trace, out var failure);
+        _domain.Counters.Add(PerfCounter.HapWalkMemRef, refs);
+        if (failure != TranslateStatus.Ok)
+            return Translation.Fault(failure, va, t.Gfn, PageFaultErrorCode.None, refs);
+        ulong rights = t.Rights;
+        if ((leaf & EptEntry.Write) != 0) rights |= TlbRights.HostWritable;
+        if (EptEntry.TypeOf(leaf) == P2mType.MmioDirect) rights |= TlbRights.Mmio;
+        trace?.Note($"2D walk: {refs} memory reference(s)");
+        return new Translation(TranslateStatus.Ok, va, t.Gfn, EptEntry.FrameOf(leaf), rights, 12, PageFaultErrorCode.None, refs);
+    }
+
+    public void OnCr3Load(Vcpu v) { }
+    public void OnInvlpg(Vcpu v, ulong va) { }
+
+    public GuestWriteAction BeforeGuestWrite(ulong gfn)
+    {
+        ulong leaf = _ept!.Peek(gfn);
+        if (!EptEntry.IsPresent(leaf) || (leaf & EptEntry.Write) != 0) return GuestWriteAction.Direct;
+        var type = EptEntry.TypeOf(leaf);
+        if (type == P2mType.RamLogDirty)
+        {
+            _domain.Counters.Inc(PerfCounter.EptViolation);
+            _domain.Counters.Inc(PerfCounter.EptViolationLogDirty);
+            _domain.OnLogDirtyWrite(gfn);
+            return GuestWriteAction.Direct;
+        }
+        _domain.Counters.Inc(PerfCounter.EptViolation);
+        _domain.Counters.Inc(PerfCounter.EptViolationRamRo);
+        return GuestWriteAction.Discard;
+    }
+
+    public void AfterGuestWrite(ulong gfn, int offset, int length) { }
+
+    public void OnP2mChanged(ulong startGfn, ulong endGfn)
+    {
+        bool flush = false;
+        for (ulong gfn = startGfn; gfn < endGfn; gfn++)
+        {
+            ulong want = Expected(gfn);
+            ulong have = _ept!.Peek(gfn);
+            // An mmio_direct leaf is populated lazily: keep it only while the gfn is still identity.
+            if (want == 0 && EptEntry.TypeOf(have) == P2mType.MmioDirect && EptEntry.IsPresent(have)
+                && P2mTree.Classify(_domain.P2m.Get(gfn)) == P2mEntryKind.Identity) continue;
+            if (want == have || (want == 0 && !EptEntry.IsPresent(have))) continue;
+            _ept.Set(gfn, want);
+            // Only a removed right or a moved frame can leave a stale cached translation.
+            bool upgrade = EptEntry.IsPresent(have) && EptEntry.FrameOf(have) == EptEntry.FrameOf(want)
+                && ((have & EptEntry.Rwx) & ~(want & EptEntry.Rwx)) == 0;
+            if (!upgrade) flush = true;
+            else InvalidateCached(gfn);
+        }
+        if (flush) InvEpt();
+    }
+
+    /// <summary>The leaf the EPT should hold for a RAM gfn; 0 for anything else (populated lazily or absent).</summary>
+    private ulong Expected(ulong gfn)
+    {
+        if (!_domain.TryGetRam(gfn, out var mfn)) return 0;
+        return EptEntry.Leaf(mfn.Value, _domain.GetP2mType(gfn));
+    }
+
+    public void Audit(List<string> problems)
+    {
+        foreach (var (pfn, mfn) in _domain.P2m.EnumerateRam())
+        {
+            ulong want = EptEntry.Leaf(mfn.Value, _domain.GetP2mType(pfn));
+            ulong have = _ept!.Peek(pfn) & ~(EptEntry.Accessed | EptEntry.Dirty);
+            if (have != want)
+                problems.Add($"hap: gfn 0x{pfn:x}: EPT leaf 0x{have:x16}, p2m says 0x{want:x16} ({EptEntry.Describe(want, 1)})");
+        }
+    }
+}
