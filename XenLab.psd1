@@ -1,7 +1,11 @@
 # XenLab: a lab for how a hypervisor (Xen) manages guest memory.
 # Build first (dotnet build XenLab.sln), then: Import-Module ./XenLab.psd1
+#
+# The assembly is a nested module, not the RootModule, on purpose: PowerShell looks for a
+# RootModule's cmdlet help only under this manifest's folder, but for a nested module's it
+# also looks in the assembly's own folder, where the build puts en-US/XenLab.PowerShell.dll-Help.xml.
 @{
-    RootModule           = 'module/bin/XenLab.PowerShell.dll'
+    NestedModules        = @('module/bin/XenLab.PowerShell.dll')
     ModuleVersion        = '0.1.0'
     GUID                 = '458b9a0f-1283-4c21-a428-0d852155949f'
     Author               = 'XenLab contributors'

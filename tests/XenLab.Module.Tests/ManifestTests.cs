@@ -25,11 +25,13 @@ public class ManifestTests
     }
 
     [Fact]
-    public void RootModuleIsTheBuiltAssembly()
+    public void TheBuiltAssemblyIsTheOneNestedModule()
     {
-        string? root = BuiltModule.ManifestValue("RootModule");
-        Assert.Equal("module/bin/XenLab.PowerShell.dll", root);
-        Assert.True(File.Exists(Path.Combine(BuiltModule.Root, root!)), $"{root} does not exist: build the solution first");
+        // Nested, not RootModule: only then does Get-Help look for the MAML beside the assembly (module/bin/en-US).
+        Assert.Null(BuiltModule.ManifestValue("RootModule"));
+        var nested = BuiltModule.ManifestList("NestedModules");
+        Assert.Equal(new[] { "module/bin/XenLab.PowerShell.dll" }, nested);
+        Assert.True(File.Exists(Path.Combine(BuiltModule.Root, nested[0])), $"{nested[0]} does not exist: build the solution first");
     }
 
     [Fact]
