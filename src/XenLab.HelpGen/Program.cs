@@ -29,6 +29,11 @@ public static class Program
         }
         Directory.CreateDirectory(Path.GetDirectoryName(paths.Maml)!);
         File.WriteAllText(paths.Maml, maml);
+        // The module build copied the old file beside the assembly; refresh that copy so the
+        // module in module/bin shows the new help without another build.
+        string binCopy = Path.Combine(Path.GetDirectoryName(paths.ModuleAssembly)!, "en-US", Path.GetFileName(paths.Maml));
+        Directory.CreateDirectory(Path.GetDirectoryName(binCopy)!);
+        File.WriteAllText(binCopy, maml);
         Console.WriteLine(existing == maml ? $"{paths.Maml} unchanged." : $"Wrote {paths.Maml}.");
         return 0;
     }

@@ -140,7 +140,11 @@ public sealed class SetXenDomainCommand : DomainCmdlet
     protected override void Process(Domain domain)
     {
         if (!ShouldProcess($"Domain '{domain.Name}'", $"Balloon from {domain.MemoryMiB} MiB to {MemoryMB} MiB")) return;
-        var result = domain.Balloon(MemoryMB << 8);
+        // As at build: up to the maxmem asked for, a target the E820's RAM cannot hold (it lacks
+        // the 384 KiB below 1 MiB that is not RAM) means all of that RAM. Beyond maxmem Core refuses.
+        ulong pages = MemoryMB << 8;
+        if (MemoryMB <= domain.Config.EffectiveMaxMemMiB) pages = System.Math.Min(pages, domain.MaxPages);
+        var result = domain.Balloon(pages);
         if (result.Outcome == BalloonOutcome.RefusedMappingValid)
         {
             WriteFailure("BalloonRefused", ErrorCategory.InvalidOperation, domain, result.Describe());

@@ -233,7 +233,7 @@ public sealed class WriteXenGuestMemoryCommand : GuestMemoryCmdlet
         string status;
         if (vcpu is null)
         {
-            var r = domain.WritePhysical(Address, Value);
+            var r = domain.WriteGuestPhysical(Address, Value);
             if (r.Status == PhysAccessStatus.Missing) { WriteMissing(domain, r, Value.Length); return; }
             if (r.Status == PhysAccessStatus.Mmio) WriteWarning($"{Where(domain, Value.Length)} touches identity (MMIO) frames: bytes written there were dropped.");
             status = r.Status.ToString();

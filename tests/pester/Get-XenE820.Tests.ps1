@@ -4,7 +4,7 @@ BeforeDiscovery {
         @{ Index = 0; Start = 0x0;        End = 0x9f000;     Type = 'Ram' }
         @{ Index = 1; Start = 0x9f000;    End = 0xa0000;     Type = 'Reserved' }
         @{ Index = 2; Start = 0xf0000;    End = 0x100000;    Type = 'Reserved' }
-        @{ Index = 3; Start = 0x100000;   End = 0x93c61000L; Type = 'Ram' }
+        @{ Index = 3; Start = 0x100000;   End = 0x93c00000L; Type = 'Ram' }
         @{ Index = 4; Start = 0xfc000000L; End = 0x100000000L; Type = 'Reserved' }
     )
 }
@@ -29,10 +29,10 @@ Describe 'Get-XenE820' -Tag 'XenLab', 'Get-XenE820' {
             $e.Size | Should -Be ($End - $Start)
         }
 
-        It 'ends RAM below 4 GiB just past 2364 MiB, where the identity hole begins' {
+        It 'ends RAM below 4 GiB at maxmem, 2364 MiB, where the identity hole begins' {
             $ram = Get-XenE820 -DomainName pester-e820 | Where-Object Type -eq 'Ram' | Select-Object -Last 1
-            $ram.End | Should -BeGreaterThan (2364MB)
-            $ram.EndGfn | Should -Be 0x93c61
+            $ram.End | Should -Be (2364MB)
+            $ram.EndGfn | Should -Be 0x93c00
             (Get-XenP2m -DomainName pester-e820 -Gfn $ram.EndGfn).Kind | Should -Be 'Identity'
         }
 

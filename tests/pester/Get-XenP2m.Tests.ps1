@@ -3,7 +3,8 @@ BeforeDiscovery {
         @{ Gfn = 0x1000;  Kind = 'Ram';      Source = 'leaf' }
         @{ Gfn = 0xC0000; Kind = 'Identity'; Source = 'p2m_mid_identity' }
         @{ Gfn = 0x9f;    Kind = 'Identity'; Source = 'leaf' }
-        @{ Gfn = 0x93c61; Kind = 'Identity'; Source = 'leaf' }
+        @{ Gfn = 0x93bff; Kind = 'Missing';  Source = 'p2m_missing' }
+        @{ Gfn = 0x93c00; Kind = 'Identity'; Source = 'p2m_identity' }
         @{ Gfn = 0x100000; Kind = 'Missing'; Source = 'p2m_mid_missing' }
     )
 }
