@@ -1,0 +1,42 @@
+# XenLab: a lab for how a hypervisor (Xen) manages guest memory.
+# Build first (dotnet build XenLab.sln), then: Import-Module ./XenLab.psd1
+#
+# The assembly is a nested module, not the RootModule, on purpose: PowerShell looks for a
+# RootModule's cmdlet help only under this manifest's folder, but for a nested module's it
+# also looks in the assembly's own folder, where the build puts en-US/XenLab.PowerShell.dll-Help.xml.
+@{
+    NestedModules        = @('module/bin/XenLab.PowerShell.dll')
+    ModuleVersion        = '0.1.0'
+    GUID                 = '458b9a0f-1283-4c21-a428-0d852155949f'
+    Author               = 'XenLab contributors'
+    CompanyName          = 'XenLab'
+    Copyright            = '(c) XenLab contributors'
+    Description          = 'An emulator lab for how Xen manages guest memory: domains, E820, the p2m tree and its identity holes, ballooning, guest page tables and performance counters.'
+    PowerShellVersion    = '7.4'
+    CompatiblePSEditions = @('Core')
+    TypesToProcess       = @('module/XenLab.types.ps1xml')
+    FormatsToProcess     = @('module/XenLab.format.ps1xml')
+    CmdletsToExport      = @(
+        'New-XenDomain'
+        'Get-XenDomain'
+        'Set-XenDomain'
+        'Remove-XenDomain'
+        'Get-XenE820'
+        'Set-XenIdentityHole'
+        'Get-XenP2m'
+        'Read-XenGuestMemory'
+        'Write-XenGuestMemory'
+        'Get-XenPerfCounter'
+        'Add-XenGuestMapping'
+        'Get-XenGuestMapping'
+        'Remove-XenGuestMapping'
+    )
+    FunctionsToExport    = @()
+    AliasesToExport      = @()
+    VariablesToExport    = @()
+    PrivateData          = @{
+        PSData = @{
+            Tags = @('Xen', 'Hypervisor', 'Emulator', 'Memory', 'Teaching')
+        }
+    }
+}

@@ -1,0 +1,138 @@
+// Behaviour declared in metadata: output types, ShouldProcess on state changes, the
+// -Domain/-DomainName binding pattern, argument completers, and what lands in module/bin.
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using System.Xml.Linq;
+using XenLab.HelpGen;
+using Xunit;
+
+namespace XenLab.Module.Tests;
+
+public class ContractTests
+{
+    private static readonly string[] StateChangingVerbs = { "New", "Set", "Remove", "Enable", "Disable", "Add", "Mount", "Dismount", "Write", "Export" };
+
+    /// <summary>Cmdlets that write nothing and have no -PassThru: the only ones allowed no [OutputType].</summary>
+    private static readonly string[] WritesNothing = { "Remove-XenDomain", "Remove-XenGuestMapping" };
+
+    public static IEnumerable<object[]> CommandNames() => NamingTests.ExpectedCmdlets.Select(n => new object[] { n });
+
+    private static CommandModel Command(string name) =>
+        BuiltModule.Commands.SingleOrDefault(c => c.Name == name) ?? throw new Xunit.Sdk.XunitException($"{name} is not in the built module");
+
+    [Theory]
+    [MemberData(nameof(CommandNames))]
+    public void EveryCmdletDeclaresItsOutputType(string name)
+    {
+        var c = Command(name);
+        if (WritesNothing.Contains(name))
+        {
+            Assert.Empty(c.OutputTypes);                                   // it writes nothing, so it claims nothing
+            Assert.DoesNotContain(c.Parameters, p => p.Name == "PassThru");
+        }
+        else
+        {
+            Assert.NotEmpty(c.OutputTypes);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(CommandNames))]
+    public void StateChangingVerbsSupportShouldProcess(string name)
+    {
+        var c = Command(name);
+        Assert.Equal(StateChangingVerbs.Contains(c.Verb), c.SupportsShouldProcess);
+    }
+
+    [Theory]
+    [MemberData(nameof(CommandNames))]
+    public void RemoveCmdletsHaveHighConfirmImpact(string name)
+    {
+        var c = Command(name);
+        if (c.Verb == "Remove") Assert.Equal("High", c.ConfirmImpact);
+        else Assert.NotEqual("High", c.ConfirmImpact);
+    }
+
+    [Fact]
+    public void DomainObjectsBindByValueAndNamesByPropertyName()
+    {
+        var problems = new List<string>();
+        foreach (var c in BuiltModule.Commands)
+        {
+            var domain = c.Parameters.SingleOrDefault(p => p.Name == "Domain");
+            var name = c.Parameters.SingleOrDefault(p => p.Name == "DomainName" || p.Aliases.Contains("DomainName"));
+            if (domain is null && name is null) continue;
+            if (domain is null || name is null) { problems.Add($"{c.Name} has only one of -Domain/-DomainName"); continue; }
+            if (domain.TypeFullName != "XenLab.Domains.Domain") problems.Add($"{c.Name} -Domain is {domain.TypeFullName}");
+            if (!domain.Sets.All(s => s.ByValue && s.Mandatory)) problems.Add($"{c.Name} -Domain is not mandatory and by value in every set");
+            if (!name.Sets.All(s => s.ByPropertyName && s.Mandatory && !s.ByValue)) problems.Add($"{c.Name} -{name.Name} is not mandatory and by property name in every set");
+            if (domain.Sets.Select(s => s.SetName).Intersect(name.Sets.Select(s => s.SetName)).Any()) problems.Add($"{c.Name} has -Domain and -DomainName in one set");
+        }
+        Assert.True(problems.Count == 0, string.Join("; ", problems));
+        // Most cmdlets take a domain one way or the other; this guards the loop above.
+        Assert.True(BuiltModule.Commands.Count(c => c.Parameters.Any(p => p.Name == "DomainName")) >= 10);
+    }
+
+    [Fact]
+    public void EveryDomainNameParameterCompletes()
+    {
+        var missing = BuiltModule.Inspect((asm, _) =>
+        {
+            var result = new List<string>();
+            foreach (var c in BuiltModule.Commands)
+            {
+                var type = asm.GetType(c.TypeFullName, throwOnError: true)!;
+                foreach (var pname in new[] { "Name", "DomainName" })
+                {
+                    var prop = type.GetProperty(pname);
+                    if (prop is null || c.Name == "Get-XenPerfCounter" && pname == "Name") continue;   // counter names, not domains
+                    if (c.Name == "New-XenDomain" && pname == "Name") continue;                          // a new name cannot complete
+                    var completer = prop.GetCustomAttributesData().FirstOrDefault(a => a.AttributeType.Name == "ArgumentCompleterAttribute");
+                    if (completer is null || completer.ConstructorArguments[0].Value is not Type t || t.Name != "DomainNameCompleter")
+                        result.Add($"{c.Name} -{pname}");
+                }
+            }
+            return result;
+        });
+        Assert.True(missing.Count == 0, "no DomainNameCompleter on: " + string.Join(", ", missing));
+    }
+
+    [Fact]
+    public void ViewObjectsCarryADomainNameAndDomainGetsItFromTheTypesFile()
+    {
+        var outputTypes = BuiltModule.Commands.SelectMany(c => c.OutputTypes).Distinct().ToList();
+        var lacking = BuiltModule.Inspect((asm, mlc) =>
+        {
+            var core = mlc.LoadFromAssemblyPath(Path.Combine(BuiltModule.ModuleBin, "XenLab.Core.dll"));
+            return outputTypes.Where(t => t != "XenLab.Domains.Domain" && core.GetType(t, throwOnError: true)!.GetProperty("DomainName") is null).ToList();
+        });
+        Assert.True(lacking.Count == 0, "output types without DomainName: " + string.Join(", ", lacking));
+        var alias = XDocument.Load(BuiltModule.TypesPath).Descendants("Type")
+            .Where(t => (string?)t.Element("Name") == "XenLab.Domains.Domain")
+            .SelectMany(t => t.Descendants("AliasProperty"))
+            .SingleOrDefault(a => (string?)a.Element("Name") == "DomainName");
+        Assert.NotNull(alias);
+        Assert.Equal("Name", (string?)alias!.Element("ReferencedMemberName"));
+    }
+
+    [Theory]
+    [MemberData(nameof(CommandNames))]
+    public void PassThruCmdletsDeclareWhatTheyPassThrough(string name)
+    {
+        var c = Command(name);
+        if (c.Parameters.Any(p => p.Name == "PassThru")) Assert.NotEmpty(c.OutputTypes);
+    }
+
+    [Fact]
+    public void ModuleBinHoldsTheModuleAndItsDependenciesButNotPowerShell()
+    {
+        var files = Directory.GetFiles(BuiltModule.ModuleBin).Select(Path.GetFileName).ToList();
+        foreach (var needed in new[] { "XenLab.PowerShell.dll", "XenLab.Core.dll", "YamlDotNet.dll", "Iced.dll" })
+            Assert.Contains(needed, files);
+        Assert.DoesNotContain("System.Management.Automation.dll", files);
+        Assert.True(File.Exists(Path.Combine(BuiltModule.ModuleBin, "en-US", "XenLab.PowerShell.dll-Help.xml")),
+            "module/bin/en-US has no copy of the MAML help");
+    }
+}

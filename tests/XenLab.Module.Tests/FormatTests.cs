@@ -1,0 +1,66 @@
+// module/XenLab.format.ps1xml: a view for every output type, tables that fit 120 columns.
+using System.Collections.Generic;
+using System.Linq;
+using System.Xml.Linq;
+using Xunit;
+
+namespace XenLab.Module.Tests;
+
+public class FormatTests
+{
+    private const int ScreenWidth = 120;
+    private static readonly XDocument Format = XDocument.Load(BuiltModule.FormatPath);
+
+    private static IEnumerable<XElement> Views => Format.Descendants("View");
+
+    [Fact]
+    public void EveryOutputTypeHasADefaultView()
+    {
+        var viewed = Views.SelectMany(v => v.Element("ViewSelectedBy")!.Elements("TypeName")).Select(t => t.Value).ToHashSet();
+        var outputs = BuiltModule.Commands.SelectMany(c => c.OutputTypes).Distinct().ToList();
+        Assert.True(outputs.Count >= 7, $"only {outputs.Count} output types found");
+        var missing = outputs.Where(o => !viewed.Contains(o)).ToList();
+        Assert.True(missing.Count == 0, "output types with no view: " + string.Join(", ", missing));
+    }
+
+    [Fact]
+    public void EveryTableFitsInOneHundredTwentyColumns()
+    {
+        var tables = Views.Where(v => v.Element("TableControl") is not null).ToList();
+        Assert.True(tables.Count >= 7, $"only {tables.Count} table views");
+        var problems = new List<string>();
+        foreach (var v in tables)
+        {
+            string name = (string)v.Element("Name")!;
+            var headers = v.Descendants("TableColumnHeader").ToList();
+            var items = v.Descendants("TableColumnItem").ToList();
+            if (headers.Count != items.Count) problems.Add($"{name}: {headers.Count} headers but {items.Count} columns");
+            if (headers.Any(h => h.Element("Width") is null)) { problems.Add($"{name}: a column has no width"); continue; }
+            int width = headers.Sum(h => (int)h.Element("Width")!) + headers.Count - 1;   // one space between columns
+            if (width > ScreenWidth) problems.Add($"{name}: {width} columns wide");
+        }
+        Assert.True(problems.Count == 0, string.Join("; ", problems));
+    }
+
+    [Fact]
+    public void AddressAndFrameColumnsAreShownInHex()
+    {
+        string[] hexColumns = { "Start", "End", "Gfn", "Mfn", "RawEntry", "Address", "VirtualAddress", "EndAddress", "StartGfn", "EndGfn", "FirstGfn" };
+        var problems = new List<string>();
+        int seen = 0;
+        foreach (var v in Views.Where(v => v.Element("TableControl") is not null))
+        {
+            var labels = v.Descendants("TableColumnHeader").Select(h => (string?)h.Element("Label")).ToList();
+            var items = v.Descendants("TableColumnItem").ToList();
+            for (int i = 0; i < labels.Count && i < items.Count; i++)
+            {
+                if (!hexColumns.Contains(labels[i])) continue;
+                seen++;
+                string? script = (string?)items[i].Element("ScriptBlock");
+                if (script is null || !script.Contains("'0x{0:x}'")) problems.Add($"{v.Element("Name")!.Value}.{labels[i]}");
+            }
+        }
+        Assert.True(seen >= 10, $"only {seen} address columns found");
+        Assert.True(problems.Count == 0, "not hex: " + string.Join(", ", problems));
+    }
+}

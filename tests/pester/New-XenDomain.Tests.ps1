@@ -1,0 +1,119 @@
+BeforeDiscovery {
+    $pagingModes = @(
+        @{ Paging = 'Hap';    Name = 'pester-new-hap' }
+        @{ Paging = 'Shadow'; Name = 'pester-new-shadow' }
+        @{ Paging = 'Arm';    Name = 'pester-new-arm' }
+    )
+}
+
+Describe 'New-XenDomain' -Tag 'XenLab', 'New-XenDomain' {
+    BeforeAll {
+        Import-Module (Join-Path $PSScriptRoot '../../XenLab.psd1') -Force
+        function Remove-PesterDomain { Get-XenDomain -Name 'pester-new-*' | Remove-XenDomain -Confirm:$false }
+        Remove-PesterDomain
+    }
+    AfterEach { Remove-PesterDomain }
+
+    Context 'Settings' {
+        It 'builds a domain with the memory, maxmem and vCPUs given' {
+            $d = New-XenDomain -Name pester-new-a -MemoryMB 2048 -MaxMemoryMB 2364 -Vcpus 2
+            $d | Should -BeOfType XenLab.Domains.Domain
+            $d.Name | Should -Be 'pester-new-a'
+            $d.MemoryMiB | Should -Be 2048
+            # The E820's RAM lacks the 384 KiB below 1 MiB that is not RAM, so it holds 2363 whole MiB.
+            $d.Config.EffectiveMaxMemMiB | Should -Be 2364
+            $d.MaxMemMiB | Should -Be 2363
+            $d.VcpuCount | Should -Be 2
+            $d.DomainName | Should -Be 'pester-new-a'
+        }
+
+        It 'defaults maxmem to memory and to one vCPU with HAP paging' {
+            $d = New-XenDomain -Name pester-new-b -MemoryMB 512
+            $d.Config.EffectiveMaxMemMiB | Should -Be 512
+            $d.VcpuCount | Should -Be 1
+            $d.PagingMode | Should -Be 'Hap'
+        }
+
+        It 'starts the domain in <Paging> paging when asked' -ForEach $pagingModes {
+            $d = New-XenDomain -Name $Name -MemoryMB 64 -Paging $Paging -ErrorVariable err -ErrorAction SilentlyContinue
+            if ($err -and $err[0].Exception.Message -like '*not built yet*') {
+                # The emulator does not have this mode yet: pending until it does, then this runs for real.
+                Set-ItResult -Pending -Because $err[0].Exception.Message
+                return
+            }
+            $d.PagingMode | Should -Be $Paging
+        }
+
+        It 'registers the domain so Get-XenDomain finds it' {
+            New-XenDomain -Name pester-new-c -MemoryMB 64 | Out-Null
+            (Get-XenDomain -Name pester-new-c).Name | Should -Be 'pester-new-c'
+        }
+
+        It 'builds nothing with -WhatIf' {
+            New-XenDomain -Name pester-new-whatif -MemoryMB 64 -WhatIf
+            Get-XenDomain -Name pester-new-whatif -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        }
+    }
+
+    Context 'Path' {
+        It 'builds the domain a YAML file describes' {
+            $file = Join-Path $TestDrive 'good.yaml'
+            Set-Content -Path $file -Value "name: pester-new-file`nmemory: 512`nmaxmem: 768`nvcpus: 2`nidentity_strategy: coarse"
+            $d = New-XenDomain -Path $file
+            $d.Name | Should -Be 'pester-new-file'
+            $d.MemoryMiB | Should -Be 512
+            $d.Config.MaxMemMiB | Should -Be 768
+            $d.IdentityStrategy | Should -Be 'Coarse'
+        }
+
+        It 'resolves a relative path against the current location' {
+            Set-Content -Path (Join-Path $TestDrive 'rel.yaml') -Value "name: pester-new-rel`nmemory: 64"
+            Push-Location $TestDrive
+            try { (New-XenDomain -Path ./rel.yaml).Name | Should -Be 'pester-new-rel' }
+            finally { Pop-Location }
+        }
+
+        It 'takes files from Get-ChildItem through the pipeline' {
+            Set-Content -Path (Join-Path $TestDrive 'piped.yaml') -Value "name: pester-new-piped`nmemory: 64"
+            (Get-Item (Join-Path $TestDrive 'piped.yaml') | New-XenDomain).Name | Should -Be 'pester-new-piped'
+        }
+    }
+
+    Context 'Errors' {
+        It 'reports a broken YAML file as a ParserError naming file, line and column' {
+            $file = Join-Path $TestDrive 'bad.yaml'
+            Set-Content -Path $file -Value "name: pester-new-bad`nmemroy: 512"
+            New-XenDomain -Path $file -ErrorVariable err -ErrorAction SilentlyContinue | Out-Null
+            $err[0].FullyQualifiedErrorId | Should -BeLike 'ConfigFile,*'
+            $err[0].CategoryInfo.Category | Should -Be 'ParserError'
+            $err[0].Exception.Message | Should -BeLike "*bad.yaml(2,1)*memroy*did you mean 'memory'*"
+            Get-XenDomain -Name pester-new-bad -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        }
+
+        It 'reports a missing file as ObjectNotFound' {
+            { New-XenDomain -Path (Join-Path $TestDrive 'none.yaml') -ErrorAction Stop } | Should -Throw -ErrorId 'ConfigFileNotFound,*'
+        }
+
+        It 'refuses maxmem below memory as an invalid argument and builds nothing' {
+            New-XenDomain -Name pester-new-inv -MemoryMB 1024 -MaxMemoryMB 512 -ErrorVariable err -ErrorAction SilentlyContinue | Out-Null
+            $err[0].FullyQualifiedErrorId | Should -BeLike 'InvalidConfiguration,*'
+            $err[0].CategoryInfo.Category | Should -Be 'InvalidArgument'
+            $err[0].Exception.Message | Should -BeLike '*maxmem 512 MiB is below memory 1024 MiB*'
+            Get-XenDomain -Name pester-new-inv -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        }
+
+        It 'refuses a second domain with the same name' {
+            New-XenDomain -Name pester-new-dup -MemoryMB 64 | Out-Null
+            { New-XenDomain -Name pester-new-dup -MemoryMB 64 -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidConfiguration,*'
+            @(Get-XenDomain -Name pester-new-dup).Count | Should -Be 1
+        }
+
+        It 'reports running out of host memory as LimitsExceeded and leaves nothing behind' {
+            # The host has 64 GiB: a 512 GiB domain cannot be populated.
+            New-XenDomain -Name pester-new-huge -MemoryMB 524288 -ErrorVariable err -ErrorAction SilentlyContinue | Out-Null
+            $err[0].FullyQualifiedErrorId | Should -BeLike 'MachineMemoryExhausted,*'
+            $err[0].CategoryInfo.Category | Should -Be 'LimitsExceeded'
+            Get-XenDomain -Name pester-new-huge -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        }
+    }
+}
