@@ -68,6 +68,8 @@ public sealed class Domain
     public bool IsDestroyed { get; private set; }
 
     public PagingModeKind PagingMode => Mode?.Kind ?? Config.Paging;
+    /// <summary>The mode's switches, e.g. "oos=snapshot slots=3 prefetch=on".</summary>
+    public string PagingOptionsText => Mode?.Options ?? "";
     public int VcpuCount => _vcpus.Length;
     public ulong MemoryMiB => _populatedPages >> (20 - Page.Shift);
     public ulong MaxMemMiB => MaxPages >> (20 - Page.Shift);

@@ -228,7 +228,7 @@ public sealed partial class ShadowMode : IPagingMode
         if (_options.ShadowPrefetch && parent.Type == ShadowType.L1) Prefetch(parent, l1idx);
         if (emulate)
         {
-            _counters.Inc(PerfCounter.ShadowEmulateWrite);
+            // Counted as shadow_emulate_write when the write itself goes through BeforeGuestWrite.
             _domain.Trace.Add(TraceKind.ShadowEmulate, v.Id, va, gfn, 0, 0, "write to a protected page");
             _domain.TryGetRam(gfn, out var mfn);
             ulong rights = gw.Rights & ~TlbRights.HostWritable | TlbRights.EmulateWrites;

@@ -1,0 +1,160 @@
+using System.Collections.Generic;
+using XenLab.Config;
+using XenLab.Diagnostics;
+using XenLab.Domains;
+using XenLab.Guest;
+using XenLab.Paging;
+using XenLab.Paging.Modes;
+using XenLab.Paging.Shadow;
+
+namespace XenLab.Tests;
+
+/// <summary>
+/// Out-of-sync L1 shadows against hand-computed expectations (seed 001): which slot a page
+/// lands in, who is punted, who is evicted, and how many entries a resync re-propagates with
+/// and without snapshots.
+/// </summary>
+public class ShadowOosTests
+{
+    private const ulong HostBytes = 4UL << 30;        // 0x100000 frames
+    private const ulong RegionVa = 0x400000;          // region k at 0x400000 + k * 2 MiB has its own L1 table
+    private const ulong AliasVa = 0x40000000;         // the kernel's page-table pool, mapped writable
+
+    private static Domain Build(OosMode oos, int vcpus = 1, int regions = 6)
+    {
+        var host = new XenHost(HostBytes);
+        var c = TestDomains.Config("oos", 64, 128, vcpus);
+        c.Paging = PagingModeKind.Shadow;
+        c.ShadowMemoryMiB = 4;
+        c.KernelPtPages = 64;
+        c.PagingOptions = c.PagingOptions with { Oos = oos, ShadowPrefetch = false };
+        var d = host.CreateDomain(c);
+        // Tables: PML4 = pool+0, PDPT = pool+1, PD = pool+2, then one L1 per 2 MiB region: pool+3+k.
+        for (int k = 0; k < regions; k++)
+            d.Kernel.Map(RegionVa + ((ulong)k << 21), 0x2000 + (ulong)k * 8, 8, MapFlags.Writable);
+        // The alias needs its own PDPT/PD/L1 pages after those.
+        d.Kernel.Map(AliasVa, d.Kernel.PoolBaseGfn, 64, MapFlags.Writable);
+        foreach (var v in d.Vcpus)
+            for (int k = 0; k < regions; k++) v.ReadVirtual(RegionVa + ((ulong)k << 21), new byte[1]);   // shadow every L1
+        return d;
+    }
+
+    /// <summary>The L1 table of region k: pool pfn 0x100 + 3 + k.</summary>
+    private static ulong L1Gfn(Domain d, int k) => d.Kernel.PoolBaseGfn + 3 + (ulong)k;
+
+    /// <summary>
+    /// Independent model of the build: populated pfns ascending (0..0x9e, then 0x100..) take frames
+    /// from the top down, so pfn 0x100 + n gets frame 0x100000 - 1 - 0x9f - n.
+    /// </summary>
+    private static ulong ExpectedGmfn(ulong pfn) => (HostBytes >> 12) - 1 - 0x9F - (pfn - 0x100);
+
+    private static void WriteEntryThroughAlias(Domain d, int vcpu, ulong tableGfn, int index, ulong value)
+    {
+        ulong va = AliasVa + ((tableGfn - d.Kernel.PoolBaseGfn) << 12) + (ulong)index * 8;
+        Assert.True(d.Vcpus[vcpu].WriteVirtual(va, System.BitConverter.GetBytes(value)).IsOk);
+    }
+
+    private static ShadowMode Mode(Domain d) => (ShadowMode)d.Mode!;
+
+    [Fact]
+    public void PagesLandInGmfnModThreeThenPuntAndEvictAsTheSeedSays()
+    {
+        var d = Build(OosMode.Snapshot);
+        var sm = Mode(d);
+        var g = new ulong[6];
+        for (int k = 0; k < 6; k++)
+        {
+            g[k] = ExpectedGmfn(L1Gfn(d, k));
+            Assert.True(d.TryGetRam(L1Gfn(d, k), out var m));
+            Assert.Equal(g[k], m.Value);                               // the model of the allocator holds
+        }
+        int h0 = (int)(g[0] % 3);
+        // Consecutive descending gmfns: g[k] % 3 == (h0 - k) mod 3, so g[3] shares P0's slot,
+        // g[1] hashes to h0+2 and g[2] to h0+1.
+        Assert.Equal(h0, (int)(g[3] % 3));
+        Assert.Equal((h0 + 2) % 3, (int)(g[1] % 3));
+        Assert.Equal((h0 + 1) % 3, (int)(g[2] % 3));
+
+        ulong entry = (0x2100UL << 12) | 0x7;          // any new, valid leaf
+        WriteEntryThroughAlias(d, 0, L1Gfn(d, 0), 100, entry);          // P0 out of sync: slot h0
+        Assert.Equal(new[] { (h0, g[0]) }, Slots(sm));
+
+        WriteEntryThroughAlias(d, 0, L1Gfn(d, 3), 100, entry);          // P3 hashes to h0 too: P0, which hashes there, is punted to h0+1
+        Assert.Equal(new[] { (h0, g[3]), ((h0 + 1) % 3, g[0]) }, Sorted(Slots(sm), h0));
+        Assert.Equal(0, d.Counters[PerfCounter.OosEvict]);
+
+        WriteEntryThroughAlias(d, 0, L1Gfn(d, 1), 100, entry);          // P1 into its own empty slot h0+2
+        Assert.Equal(3, Slots(sm).Count);
+
+        WriteEntryThroughAlias(d, 0, L1Gfn(d, 2), 100, entry);          // P2 hashes to h0+1, held by P0 which hashes elsewhere: P0 is evicted
+        Assert.Equal(1, d.Counters[PerfCounter.OosEvict]);
+        Assert.Equal(1, d.Counters[PerfCounter.OosResync]);
+        Assert.False(sm.IsOutOfSync(L1Gfn(d, 0)));
+        Assert.Equal(new[] { (h0, g[3]), ((h0 + 1) % 3, g[2]), ((h0 + 2) % 3, g[1]) }, Sorted(Slots(sm), h0));
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Theory]
+    [InlineData(OosMode.Snapshot, 5, 512)]     // only the 5 changed entries; all 512 compared
+    [InlineData(OosMode.NoSnapshot, 512, 0)]   // every entry revalidated, nothing to compare with
+    public void AResyncRepropagatesOnlyWhatChangedWhenThereIsASnapshot(OosMode oos, int repropagated, int compared)
+    {
+        var d = Build(oos, regions: 1);
+        ulong l1 = L1Gfn(d, 0);
+        for (int i = 0; i < 5; i++) WriteEntryThroughAlias(d, 0, l1, 200 + i, ((0x2100UL + (ulong)i) << 12) | 0x7);
+        Assert.Equal(1, d.Counters[PerfCounter.OosUnsync]);
+        long before = d.Counters[PerfCounter.OosEntriesRepropagated];
+        d.Vcpus[0].LoadCr3(d.Vcpus[0].Cr3);                         // resync on CR3 load
+        Assert.Equal(repropagated, d.Counters[PerfCounter.OosEntriesRepropagated] - before);
+        Assert.Equal(compared, d.Counters[PerfCounter.OosEntriesCompared]);
+        Assert.False(Mode(d).IsOutOfSync(l1));
+        ShadowModeTests.AssertAuditClean(d);
+        // The new entries are in force: 0x400000 + 200 pages now reads gfn 0x2100.
+        d.WriteGuestPhysical(0x2100UL << 12, new byte[] { 0xAB });
+        var b = new byte[1];
+        Assert.True(d.Vcpus[0].ReadVirtual(RegionVa + (200UL << 12), b).IsOk);
+        Assert.Equal(0xAB, b[0]);
+    }
+
+    [Fact]
+    public void WithOosOffEveryGuestWriteToTheTableTraps()
+    {
+        var d = Build(OosMode.Off, regions: 1);
+        long emulated = d.Counters[PerfCounter.ShadowEmulateWrite];
+        for (int i = 0; i < 5; i++) WriteEntryThroughAlias(d, 0, L1Gfn(d, 0), 200 + i, ((0x2100UL + (ulong)i) << 12) | 0x7);
+        Assert.Equal(emulated + 5, d.Counters[PerfCounter.ShadowEmulateWrite]);
+        Assert.Equal(0, d.Counters[PerfCounter.OosUnsync]);
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void ACr3LoadOnAnotherVcpuOnlyUpdatesThePageAndLeavesItOutOfSync()
+    {
+        var d = Build(OosMode.Snapshot, vcpus: 2, regions: 1);
+        ulong l1 = L1Gfn(d, 0);
+        WriteEntryThroughAlias(d, 1, l1, 300, (0x2100UL << 12) | 0x7);    // vcpu1 unsyncs it
+        WriteEntryThroughAlias(d, 1, l1, 301, (0x2101UL << 12) | 0x7);
+        d.Vcpus[0].LoadCr3(d.Vcpus[0].Cr3);
+        Assert.True(Mode(d).IsOutOfSync(l1));
+        Assert.Equal(1, d.Counters[PerfCounter.OosLightResync]);
+        Assert.Equal(2, d.Counters[PerfCounter.OosEntriesRepropagated]);
+        ShadowModeTests.AssertAuditClean(d);
+        d.Vcpus[1].LoadCr3(d.Vcpus[1].Cr3);                             // its own vCPU resyncs it
+        Assert.False(Mode(d).IsOutOfSync(l1));
+        Assert.Equal(2, d.Counters[PerfCounter.OosEntriesRepropagated]); // nothing changed since the light update
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    private static List<(int, ulong)> Slots(ShadowMode sm)
+    {
+        var list = new List<(int, ulong)>();
+        foreach (var s in sm.OosSlots()) list.Add((s.Slot, s.Gmfn));
+        return list;
+    }
+
+    private static (int, ulong)[] Sorted(List<(int, ulong)> slots, int h0)
+    {
+        slots.Sort((a, b) => ((a.Item1 - h0 + 3) % 3).CompareTo((b.Item1 - h0 + 3) % 3));
+        return slots.ToArray();
+    }
+}
