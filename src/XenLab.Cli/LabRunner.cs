@@ -6,6 +6,8 @@ using System.Collections.Generic;
 using System.Globalization;
 using System.IO;
 using XenLab.Config;
+using XenLab.Diagnostics;
+using XenLab.Paging.Modes;
 using XenLab.Domains;
 using XenLab.E820;
 using XenLab.Lab;
@@ -23,15 +25,22 @@ public sealed class LabOptions
     /// <summary>Balloon target in MiB; ulong.MaxValue means every RAM page of the E820.</summary>
     public ulong? BalloonMiB { get; set; }
     public bool WriteConfig { get; set; }
+    public string? Workload { get; set; }
+    public int Rounds { get; set; } = 200;
+    public bool CompareModes { get; set; }
     public bool ShowHelp { get; set; }
 
     public const string Usage =
         "usage: xenlab [lab.yaml] [--host-memory SIZE] [--gfn GFN]... [--balloon MIB] [--write-config]\n" +
+        "              [--workload pt-churn|pte-update] [--rounds N] [--compare-modes]\n" +
         "  lab.yaml          a domain file (see README, 'YAML reference'); none: the embedded default lab\n" +
         "  --host-memory     host machine memory (default 64G; frames cost nothing until written)\n" +
         "  --gfn GFN         look this gfn up in the p2m (repeatable; default: samples around every E820 boundary)\n" +
         "  --balloon MIB     after build, balloon the domain to MIB ('max': all E820 RAM) and report what the guest's driver meets\n" +
-        "  --write-config    print the domain's configuration back as YAML\n";
+        "  --write-config    print the domain's configuration back as YAML\n" +
+        "  --workload NAME   run a built-in memory workload on the domain and print what it cost\n" +
+        "  --rounds N        rounds of the workload (default 200)\n" +
+        "  --compare-modes   run the workload on a fresh copy of the domain in every paging mode and setting\n";
 
     /// <summary>Parses arguments; throws <see cref="XenLabException"/> with the offending argument named.</summary>
     public static LabOptions Parse(IReadOnlyList<string> args)
@@ -51,6 +60,9 @@ public sealed class LabOptions
                     o.BalloonMiB = target == "max" ? ulong.MaxValue : Size(a, target, 1UL << 20) >> 20;
                     break;
                 case "--write-config": o.WriteConfig = true; break;
+                case "--workload": o.Workload = Next(); break;
+                case "--rounds": o.Rounds = (int)Math.Min(Size(a, Next(), 1), int.MaxValue); break;
+                case "--compare-modes": o.CompareModes = true; break;
                 default:
                     if (a.StartsWith('-')) throw new XenLabException($"Unknown option '{a}'.\n{Usage}");
                     if (o.File is not null) throw new XenLabException($"Only one lab file may be given; got '{o.File}' and '{a}'.");
@@ -96,6 +108,16 @@ public static class LabRunner
                 output.WriteLine($"  now {d.MemoryMiB} MiB populated; " + P2mTreeView.Of(d));
             }
         }
+        if (o.Workload is not null && !o.CompareModes)
+        {
+            output.WriteLine();
+            var r = MemoryWorkloads.Run(d, o.Workload, o.Rounds);
+            output.WriteLine($"Workload {r.Workload}, {o.Rounds} rounds, {r.Operations} guest accesses, paging {r.Mode} ({r.Options})");
+            foreach (var (name, value) in r.Counters)
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {name,-26} {value,12}"));
+        }
+        if (o.CompareModes)
+            CompareModes(config, o, output);
         if (o.WriteConfig)
         {
             output.WriteLine();
@@ -154,6 +176,65 @@ public static class LabRunner
         foreach (var pc in PerfCounterView.Of(d, includeZero: false))
             w.WriteLine(string.Create(inv, $"  {pc.Name,-22} {pc.Value,12}  {pc.Description}"));
     }
+
+    /// <summary>The settings --compare-modes runs, in order.</summary>
+    public static readonly (string Name, PagingModeKind Mode, PagingOptions Options)[] ModeVariants =
+    {
+        ("hap", PagingModeKind.Hap, PagingOptions.Default),
+        ("hap, no nested cache", PagingModeKind.Hap, PagingOptions.Default with { HapGpaCacheEntries = 0 }),
+        ("shadow, oos snapshot", PagingModeKind.Shadow, PagingOptions.Default),
+        ("shadow, oos no snapshot", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.NoSnapshot }),
+        ("shadow, oos off", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.Off }),
+    };
+
+    private static readonly PerfCounter[] CompareColumns =
+    {
+        PerfCounter.TlbMiss, PerfCounter.HapWalkMemRef, PerfCounter.ShadowWalkMemRef, PerfCounter.ShadowFaultFixed,
+        PerfCounter.ShadowEmulateWrite, PerfCounter.ShadowValidate, PerfCounter.OosUnsync, PerfCounter.OosResync,
+        PerfCounter.OosEntriesCompared, PerfCounter.OosEntriesRepropagated,
+    };
+
+    /// <summary>Runs the workload on a fresh domain per mode variant and prints the counters side by side.</summary>
+    public static List<WorkloadResult> CompareModes(DomainConfig config, LabOptions o, TextWriter w)
+    {
+        string workload = o.Workload ?? "pt-churn";
+        var results = new List<WorkloadResult>();
+        w.WriteLine();
+        w.WriteLine($"Workload {workload}, {o.Rounds} rounds, on a fresh domain per paging mode");
+        var header = new System.Text.StringBuilder("  " + "mode".PadRight(26));
+        foreach (var c in CompareColumns) header.Append(' ').Append(Short(c).PadLeft(11));
+        w.WriteLine(header);
+        foreach (var (name, mode, options) in ModeVariants)
+        {
+            var c = config.Clone();
+            c.Paging = mode;
+            c.PagingOptions = options;
+            var host = new XenHost(o.HostMemoryBytes);
+            var d = host.CreateDomain(c);
+            var r = MemoryWorkloads.Run(d, workload, o.Rounds);
+            results.Add(r);
+            var line = new System.Text.StringBuilder("  " + name.PadRight(26));
+            foreach (var col in CompareColumns) line.Append(' ').Append(r[col].ToString(CultureInfo.InvariantCulture).PadLeft(11));
+            w.WriteLine(line);
+        }
+        w.WriteLine("  columns: " + string.Join(", ", Array.ConvertAll(CompareColumns, c => $"{Short(c)} = {PerfCounterInfo.Name(c)}")));
+        return results;
+    }
+
+    private static string Short(PerfCounter c) => c switch
+    {
+        PerfCounter.TlbMiss => "tlb_miss",
+        PerfCounter.HapWalkMemRef => "2d_refs",
+        PerfCounter.ShadowWalkMemRef => "shadow_refs",
+        PerfCounter.ShadowFaultFixed => "sh_faults",
+        PerfCounter.ShadowEmulateWrite => "emulated",
+        PerfCounter.ShadowValidate => "validated",
+        PerfCounter.OosUnsync => "unsync",
+        PerfCounter.OosResync => "resync",
+        PerfCounter.OosEntriesCompared => "compared",
+        PerfCounter.OosEntriesRepropagated => "reprop",
+        _ => PerfCounterInfo.Name(c),
+    };
 
     /// <summary>Unpopulated E820 RAM pfns whose entry is not INVALID: what the nasty condition looks like.</summary>
     public static (ulong Count, ulong First) BalloonCheck(Domain d)

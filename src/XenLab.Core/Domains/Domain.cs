@@ -272,7 +272,7 @@ public sealed class Domain
     /// so a write to a shadowed page table is emulated and revalidated, and a write to a
     /// log-dirty page is logged. Checks every page first, so a Missing result writes nothing.
     /// </summary>
-    public PhysAccessResult WriteGuestPhysical(ulong gpa, ReadOnlySpan<byte> source)
+    public PhysAccessResult WriteGuestPhysical(ulong gpa, ReadOnlySpan<byte> source, Vcpu? writer = null)
     {
         var check = CheckRange(gpa, (ulong)source.Length);
         if (check.Status == PhysAccessStatus.Missing) return check;
@@ -285,7 +285,7 @@ public sealed class Domain
             int n = Math.Min(Page.Size - off, source.Length - done);
             if (TryGetRam(gfn, out var mfn))
             {
-                var action = Mode?.BeforeGuestWrite(gfn) ?? GuestWriteAction.Direct;
+                var action = Mode?.BeforeGuestWrite(gfn, writer) ?? GuestWriteAction.Direct;
                 if (action != GuestWriteAction.Discard)
                     source.Slice(done, n).CopyTo(_machine.Write(mfn).Slice(off, n));
                 if (action == GuestWriteAction.Validate) Mode!.AfterGuestWrite(gfn, off, n);
@@ -297,11 +297,11 @@ public sealed class Domain
     }
 
     /// <summary>Writes one 8-byte entry as the guest would (see <see cref="WriteGuestPhysical"/>).</summary>
-    public bool WriteGuestPhysU64(ulong gpa, ulong value)
+    public bool WriteGuestPhysU64(ulong gpa, ulong value, Vcpu? writer = null)
     {
         Span<byte> b = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(b, value);
-        return WriteGuestPhysical(gpa, b).Status != PhysAccessStatus.Missing;
+        return WriteGuestPhysical(gpa, b, writer).Status != PhysAccessStatus.Missing;
     }
 
     /// <summary>What a gfn is to an access: RAM (Ok), identity (Mmio) or nothing (Missing).</summary>

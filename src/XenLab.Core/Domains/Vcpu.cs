@@ -165,7 +165,7 @@ public sealed class Vcpu
             int n = Math.Min(Page.Size - off, source.Length - done);
             ulong rights = ts[p].Rights;
             if ((rights & TlbRights.EmulateWrites) != 0)
-                _domain.WriteGuestPhysical((ts[p].Gfn << Page.Shift) | (uint)off, source.Slice(done, n));
+                _domain.WriteGuestPhysical((ts[p].Gfn << Page.Shift) | (uint)off, source.Slice(done, n), this);
             else if ((rights & TlbRights.Mmio) == 0)
                 source.Slice(done, n).CopyTo(machine.Write(new Mfn(ts[p].Mfn)).Slice(off, n));
             _domain.Counters.Inc(PerfCounter.GuestVirtWrite);

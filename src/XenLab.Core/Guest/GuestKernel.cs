@@ -297,7 +297,7 @@ public sealed class GuestKernel
         if (_poolUsed == _poolPages)
             throw new InvalidConfigurationException($"The guest kernel is out of page-table pages ({_poolPages}, kernel_pt_pages).");
         ulong gfn = _poolBase + (ulong)_poolUsed++;
-        _domain.WriteGuestPhysical(gfn << Page.Shift, ZeroPage);
+        _domain.WriteGuestPhysical(gfn << Page.Shift, ZeroPage, _domain.Vcpus[0]);
         _domain.Counters.Inc(PerfCounter.KernelPtePages);
         return gfn;
     }
@@ -306,7 +306,7 @@ public sealed class GuestKernel
 
     private void WritePte(ulong gpa, ulong value)
     {
-        _domain.WriteGuestPhysU64(gpa, value);
+        _domain.WriteGuestPhysU64(gpa, value, _domain.Vcpus[0]);     // the kernel runs its page-table code on vcpu0
         _domain.Counters.Inc(PerfCounter.KernelPteWrite);
     }
 

@@ -42,8 +42,12 @@ public interface IPagingMode
     void OnCr3Load(Vcpu v);
     void OnInvlpg(Vcpu v, ulong va);
 
-    /// <summary>Called before the guest writes RAM page <paramref name="gfn"/> by a physical path.</summary>
-    GuestWriteAction BeforeGuestWrite(ulong gfn);
+    /// <summary>
+    /// Called before the guest writes RAM page <paramref name="gfn"/> by a physical path (its direct
+    /// map). <paramref name="writer"/> is the vCPU doing it, or null for a write from outside the
+    /// guest's CPUs (a tool, a device model); shadow mode may let an L1 table go out of sync for a vCPU.
+    /// </summary>
+    GuestWriteAction BeforeGuestWrite(ulong gfn, Vcpu? writer);
     /// <summary>Called after a write for which <see cref="BeforeGuestWrite"/> said Validate.</summary>
     void AfterGuestWrite(ulong gfn, int offset, int length);
     /// <summary>The domain's pfn -> mfn entries in [start, end) may have changed (balloon, identity, framebuffer).</summary>

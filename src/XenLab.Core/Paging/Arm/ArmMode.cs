@@ -20,7 +20,7 @@ public sealed class ArmMode : IPagingMode
     public Translation Explain(Vcpu v, ulong va, AccessKind access, TranslationTrace trace) => throw new System.NotSupportedException();
     public void OnCr3Load(Vcpu v) { }
     public void OnInvlpg(Vcpu v, ulong va) { }
-    public GuestWriteAction BeforeGuestWrite(ulong gfn) => GuestWriteAction.Direct;
+    public GuestWriteAction BeforeGuestWrite(ulong gfn, Vcpu? writer) => GuestWriteAction.Direct;
     public void AfterGuestWrite(ulong gfn, int offset, int length) { }
     public void OnP2mChanged(ulong startGfn, ulong endGfn) { }
     public void Audit(List<string> problems) { }

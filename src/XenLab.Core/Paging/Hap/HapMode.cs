@@ -228,7 +228,7 @@ public sealed class HapMode : IPagingMode
     public void OnCr3Load(Vcpu v) { }
     public void OnInvlpg(Vcpu v, ulong va) { }
 
-    public GuestWriteAction BeforeGuestWrite(ulong gfn)
+    public GuestWriteAction BeforeGuestWrite(ulong gfn, Vcpu? writer)
     {
         ulong leaf = _ept!.Peek(gfn);
         if (!EptEntry.IsPresent(leaf) || (leaf & EptEntry.Write) != 0) return GuestWriteAction.Direct;

@@ -535,12 +535,19 @@ public sealed partial class ShadowMode : IPagingMode
         _counters.Inc(PerfCounter.ShadowInvlpgZap);
     }
 
-    public GuestWriteAction BeforeGuestWrite(ulong gfn)
+    public GuestWriteAction BeforeGuestWrite(ulong gfn, Vcpu? writer)
     {
         var type = _domain.GetP2mType(gfn);
         if (type == P2mType.RamRo) return GuestWriteAction.Discard;
         if (type == P2mType.RamLogDirty) _domain.OnLogDirtyWrite(gfn);
         if (!IsWriteProtectedTable(gfn)) return GuestWriteAction.Direct;
+        if (writer is not null && CanUnsync(gfn))
+        {
+            // A vCPU's write to a protected L1 through its direct map is a write fault like any other.
+            _counters.Inc(PerfCounter.ShadowFaultFixed);
+            Unsync(writer, gfn, 0);
+            return GuestWriteAction.Direct;
+        }
         _counters.Inc(PerfCounter.ShadowEmulateWrite);
         return GuestWriteAction.Validate;
     }
