@@ -1,0 +1,3 @@
+using BenchmarkDotNet.Running;
+
+BenchmarkSwitcher.FromAssembly(typeof(XenLab.Benchmarks.TranslationBenchmarks).Assembly).Run(args);
