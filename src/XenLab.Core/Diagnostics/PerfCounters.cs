@@ -76,6 +76,20 @@ public enum PerfCounter
     VlptTlbFlush,
     ArmDirtyBitSet,
     Stage2Pages,
+    LogDirtyFault,
+    LogDirtyPeek,
+    LogDirtyClean,
+    VramQuery,
+    VramAllDirty,
+    VramLinks,
+    VramLinkPages,
+    VramLinkExhausted,
+    VramRemovedDirty,
+    VramDbitBackoff,
+    VramMultiMapDirty,
+    VramMemcmpBytes,
+    VramFlushSkipped,
+    FramebufferPages,
 }
 
 public static class PerfCounterInfo
@@ -158,6 +172,20 @@ public static class PerfCounterInfo
         ("vlpt_tlb_flush", "hypervisor TLB maintenance for the VLPT window"),
         ("arm_dirty_bit_set", "stage-2 leaves marked dirty in their software (avail) bit"),
         ("stage2_pages", "stage-2 table pages allocated"),
+        ("log_dirty_fault", "first writes to armed pages noticed (log-dirty or type-tracked VRAM)"),
+        ("log_dirty_peek", "log-dirty bitmaps read without cleaning"),
+        ("log_dirty_clean", "log-dirty bitmaps read and cleaned"),
+        ("vram_query", "track_dirty_vram calls"),
+        ("vram_all_dirty", "VRAM ranges reported all dirty (new, untracked, re-armed, or links exhausted)"),
+        ("vram_links", "back-links from VRAM pages to shadow L1 entries created"),
+        ("vram_link_pages", "shadow-pool pages taken to hold back-links"),
+        ("vram_link_exhausted", "back-links that could not be had (the range is all dirty from then on)"),
+        ("vram_removed_dirty", "dirty mappings removed between two queries, remembered"),
+        ("vram_dbit_backoff", "D-bit queries that backed off to all dirty (an entry pointed elsewhere)"),
+        ("vram_multimap_dirty", "pages assumed dirty because they were mapped writable more than once"),
+        ("vram_memcmp_bytes", "bytes compared by the device-model memcmp baseline"),
+        ("vram_flush_skipped", "TLB flushes skipped after clearing dirty state (teaching switch)"),
+        ("framebuffer_pages", "frames populated to back framebuffers"),
     };
 
     static PerfCounterInfo()

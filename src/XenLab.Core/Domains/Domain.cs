@@ -45,6 +45,8 @@ public sealed class Domain
         Types = new P2mTypeMap();
         Counters = new PerfCounters();
         Trace = new TraceLog();
+        LogDirty = new Dirty.LogDirty(this);
+        Vram = new Dirty.DirtyVram(this);
         _vcpus = new Vcpu[config.Vcpus];
         for (int i = 0; i < _vcpus.Length; i++) _vcpus[i] = new Vcpu(this, i, config.TlbEntries);
         Kernel = new GuestKernel(this, E820Map.OneMiB >> Page.Shift, config.KernelPtPages);
@@ -59,6 +61,12 @@ public sealed class Domain
     public P2mTypeMap Types { get; }
     public PerfCounters Counters { get; }
     public TraceLog Trace { get; }
+    /// <summary>Whole-domain log-dirty (live migration).</summary>
+    public Dirty.LogDirty LogDirty { get; }
+    /// <summary>Dirty VRAM tracking for the domain's framebuffers.</summary>
+    public Dirty.DirtyVram Vram { get; }
+    private readonly List<Framebuffer> _framebuffers = new();
+    public IReadOnlyList<Framebuffer> Framebuffers => _framebuffers;
     /// <summary>The paging mode in force; null only while the domain is being built.</summary>
     public IPagingMode? Mode { get; private set; }
     public GuestKernel Kernel { get; }
@@ -98,6 +106,7 @@ public sealed class Domain
             SetIdentityRange(region.Start >> Page.Shift, region.End >> Page.Shift, Config.IdentityStrategy);
         foreach (var hole in Config.Identity)
             SetIdentityRange(hole.Start >> Page.Shift, (hole.End + Page.OffsetMask) >> Page.Shift, Config.IdentityStrategy);
+        foreach (var fb in Config.Framebuffers) PopulateFramebuffer(new Framebuffer(fb));
         Kernel.Initialise(X86GuestFormat.Instance);
         var mode = PagingModes.Create(Config.Paging, Config.PagingOptions);
         if (mode.GuestFormat != Kernel.Format) Kernel.ConvertTables(mode.GuestFormat);
@@ -135,6 +144,7 @@ public sealed class Domain
         }
         Mode = next;
         Config.Paging = kind;
+        LogDirty.Rearm();
         if (options is not null) Config.PagingOptions = options;
         foreach (var v in _vcpus) v.FlushTlb();
         Counters.Inc(PerfCounter.PagingModeSwitch);
@@ -204,7 +214,156 @@ public sealed class Domain
     public void OnLogDirtyWrite(ulong gfn)
     {
         if (GetP2mType(gfn) != P2mType.RamLogDirty) return;
+        Counters.Inc(PerfCounter.LogDirtyFault);
         SetP2mType(gfn, P2mType.RamRw);
+    }
+
+    /// <summary>
+    /// p2m_change_type over a range: every RAM gfn of type <paramref name="from"/> in [start, end)
+    /// becomes <paramref name="to"/>, and the mode is told once. Returns how many changed.
+    /// </summary>
+    public int ChangeP2mTypes(ulong startGfn, ulong endGfn, P2mType from, P2mType to, bool flush)
+    {
+        int n = 0;
+        for (ulong g = startGfn; g < endGfn; g++)
+        {
+            if (P2mTree.Classify(P2m.Get(g)) != P2mEntryKind.Ram || Types.Get(P2m, g) != from) continue;
+            Types.Set(g, to);
+            n++;
+        }
+        if (n == 0) return 0;
+        Counters.Add(PerfCounter.P2mTypeChange, n);
+        Trace.Add(TraceKind.P2mTypeChange, -1, 0, startGfn, endGfn, (ulong)n, $"{P2mTypeInfo.Name(from)}->{P2mTypeInfo.Name(to)} x{n}");
+        Mode?.OnP2mChanged(startGfn, endGfn, flush);
+        return n;
+    }
+
+    /// <summary>The same for a list of gfns (ascending).</summary>
+    public int ChangeP2mTypes(IReadOnlyList<ulong> gfns, P2mType from, P2mType to, bool flush)
+    {
+        int n = 0;
+        foreach (ulong g in gfns)
+        {
+            if (P2mTree.Classify(P2m.Get(g)) != P2mEntryKind.Ram || Types.Get(P2m, g) != from) continue;
+            Types.Set(g, to);
+            n++;
+        }
+        if (n == 0) return 0;
+        Counters.Add(PerfCounter.P2mTypeChange, n);
+        Mode?.OnP2mChanged(gfns[0], gfns[^1] + 1, flush);
+        return n;
+    }
+
+    /// <summary>Maximal runs [start, end) of gfns that are RAM in the p2m, ascending.</summary>
+    public List<(ulong Start, ulong End)> RamRuns()
+    {
+        var runs = new List<(ulong, ulong)>();
+        ulong start = 0, next = ulong.MaxValue;
+        foreach (var (pfn, _) in P2m.EnumerateRam())
+        {
+            if (pfn != next)
+            {
+                if (next != ulong.MaxValue) runs.Add((start, next));
+                start = pfn;
+            }
+            next = pfn + 1;
+        }
+        if (next != ulong.MaxValue) runs.Add((start, next));
+        return runs;
+    }
+
+    /// <summary>The highest gfn with RAM behind it (Xen's max_mapped_pfn).</summary>
+    public ulong MaxMappedPfn
+    {
+        get
+        {
+            foreach (var (pfn, _) in P2m.EnumerateRamDescending()) return pfn;
+            return 0;
+        }
+    }
+
+    // ---- framebuffers ---------------------------------------------------------------------
+
+    public Framebuffer? FindFramebuffer(string name)
+    {
+        foreach (var f in _framebuffers) if (string.Equals(f.Name, name, StringComparison.OrdinalIgnoreCase)) return f;
+        return null;
+    }
+
+    /// <summary>
+    /// Plugs a monitor in: its gfn range is backed by RAM (frames are populated where the p2m has
+    /// none or an identity entry, as a PCI BAR of VRAM would be), and it can then be tracked.
+    /// </summary>
+    public Framebuffer AddFramebuffer(FramebufferConfig config)
+    {
+        var probe = Config.Clone();
+        probe.Framebuffers = new List<FramebufferConfig>(Config.Framebuffers) { config };
+        var problems = probe.Problems();
+        if (problems.Count > 0) throw new InvalidConfigurationException($"Framebuffer '{config.Name}' cannot be added: {string.Join("; ", problems)}.");
+        var fb = new Framebuffer(config);
+        PopulateFramebuffer(fb);
+        Config.Framebuffers.Add(config);
+        return fb;
+    }
+
+    private void PopulateFramebuffer(Framebuffer fb)
+    {
+        ulong first = fb.Config.FirstGfn, pages = fb.Config.Pages;
+        if (first + pages > P2mTree.MaxPfn)
+            throw new InvalidConfigurationException($"Framebuffer '{fb.Name}' at gfn 0x{first:x} is beyond the p2m tree's reach.");
+        foreach (var other in _framebuffers)
+            if (first < other.Config.FirstGfn + other.Config.Pages && other.Config.FirstGfn < first + pages)
+                throw new InvalidConfigurationException($"Framebuffer '{fb.Name}' overlaps framebuffer '{other.Name}'.");
+        var need = new List<ulong>();
+        for (ulong g = first; g < first + pages; g++)
+            if (P2mTree.Classify(P2m.Get(g)) != P2mEntryKind.Ram) need.Add(g);
+        var mfns = new Mfn[need.Count];
+        _machine.Allocate(mfns);                          // all or nothing
+        for (int i = 0; i < need.Count; i++)
+        {
+            fb.Populated.Add((need[i], P2m.Get(need[i])));
+            P2m.SetMfn(need[i], mfns[i]);
+        }
+        Counters.Add(PerfCounter.FramebufferPages, need.Count);
+        Counters.Add(PerfCounter.P2mSet, need.Count);
+        if (need.Count > 0) Mode?.OnP2mChanged(first, first + pages);
+        _framebuffers.Add(fb);
+    }
+
+    /// <summary>Unplugs a monitor: stops tracking its range and gives back the frames plugging it in populated.</summary>
+    public void RemoveFramebuffer(string name)
+    {
+        var fb = FindFramebuffer(name) ?? throw new InvalidConfigurationException($"Domain '{Name}' has no framebuffer '{name}'.");
+        ulong first = fb.Config.FirstGfn, pages = fb.Config.Pages;
+        var range = Vram.Find(first, pages);
+        if (range is not null) Vram.StopAll();
+        foreach (var (gfn, previous) in fb.Populated)
+        {
+            TryGetRam(gfn, out var mfn);
+            Types.Forget(gfn);
+            if (P2mTree.Classify(previous) == P2mEntryKind.Identity) P2m.Set(gfn, P2mTree.IdentityFrame(gfn));
+            else P2m.Set(gfn, P2mTree.InvalidEntry);
+            _machine.Free(mfn);
+        }
+        if (fb.Populated.Count > 0) Mode?.OnP2mChanged(first, first + pages);
+        FlushAllTlbs();
+        _framebuffers.Remove(fb);
+        Config.Framebuffers.RemoveAll(f => string.Equals(f.Name, fb.Name, StringComparison.OrdinalIgnoreCase));
+    }
+
+    /// <summary>Asks the guest kernel to map a framebuffer at <paramref name="va"/> (several aliases allowed).</summary>
+    public void MountFramebuffer(string name, ulong va, bool writable = true)
+    {
+        var fb = FindFramebuffer(name) ?? throw new InvalidConfigurationException($"Domain '{Name}' has no framebuffer '{name}'.");
+        Kernel.Map(va, fb.Config.FirstGfn, fb.Config.Pages, writable ? Guest.MapFlags.Writable : Guest.MapFlags.None);
+        fb.Mounts.Add(va);
+    }
+
+    public bool IsFramebufferGfn(ulong gfn)
+    {
+        foreach (var f in _framebuffers)
+            if (gfn >= f.Config.FirstGfn && gfn < f.Config.FirstGfn + f.Config.Pages) return true;
+        return false;
     }
 
     // ---- guest-physical access -------------------------------------------------------
@@ -285,6 +444,7 @@ public sealed class Domain
             int n = Math.Min(Page.Size - off, source.Length - done);
             if (TryGetRam(gfn, out var mfn))
             {
+                if (Vram.Ranges.Count != 0) Vram.NoteDirectWrite(gfn);
                 var action = Mode?.BeforeGuestWrite(gfn, writer) ?? GuestWriteAction.Direct;
                 if (action != GuestWriteAction.Discard)
                     source.Slice(done, n).CopyTo(_machine.Write(mfn).Slice(off, n));
@@ -391,7 +551,7 @@ public sealed class Domain
         foreach (var (pfn, _) in P2m.EnumerateRamDescending())
         {
             if ((ulong)pfns.Count == pages) break;
-            if (Kernel.OwnsPfn(pfn) || !E820.IsRam(pfn)) continue;
+            if (Kernel.OwnsPfn(pfn) || !E820.IsRam(pfn) || IsFramebufferGfn(pfn)) continue;
             pfns.Add(pfn);
         }
         foreach (ulong pfn in pfns)
@@ -414,6 +574,20 @@ public sealed class Domain
     }
 
     public override string ToString() => $"{Name} (domid {Id})";
+}
+
+/// <summary>A plugged-in monitor: its geometry, where the guest mapped it, and the frames plugging it in populated.</summary>
+public sealed class Framebuffer
+{
+    internal Framebuffer(FramebufferConfig config) => Config = config;
+    public FramebufferConfig Config { get; }
+    public string Name => Config.Name;
+    public ulong FirstGfn => Config.FirstGfn;
+    public ulong Pages => Config.Pages;
+    /// <summary>Virtual addresses the guest kernel mapped it at (Mount).</summary>
+    public List<ulong> Mounts { get; } = new();
+    internal List<(ulong Gfn, ulong Previous)> Populated { get; } = new();
+    public override string ToString() => $"{Name}: {Config.Width}x{Config.Height}x{Config.Bpp} at gfn 0x{FirstGfn:x} ({Pages} pages)";
 }
 
 public enum BalloonOutcome

@@ -50,8 +50,18 @@ public interface IPagingMode
     GuestWriteAction BeforeGuestWrite(ulong gfn, Vcpu? writer);
     /// <summary>Called after a write for which <see cref="BeforeGuestWrite"/> said Validate.</summary>
     void AfterGuestWrite(ulong gfn, int offset, int length);
-    /// <summary>The domain's pfn -> mfn entries in [start, end) may have changed (balloon, identity, framebuffer).</summary>
-    void OnP2mChanged(ulong startGfn, ulong endGfn);
+    /// <summary>
+    /// The domain's pfn -> mfn entries or types in [start, end) may have changed (balloon, identity,
+    /// framebuffer, type change). With <paramref name="flush"/> false the mode updates its entries
+    /// but leaves TLBs and walk caches as they are (the teaching switch that loses writes).
+    /// </summary>
+    void OnP2mChanged(ulong startGfn, ulong endGfn, bool flush = true);
+
+    /// <summary>A mode-specific dirty-VRAM strategy (shadow's back-links or D bits), or null if this mode has none of that kind.</summary>
+    XenLab.Dirty.IVramStrategy? CreateVramStrategy(XenLab.Dirty.VramStrategy kind);
+
+    /// <summary>How this mode notices first writes (log-dirty, type-based dirty VRAM).</summary>
+    XenLab.Dirty.IDirtyTracker DirtyTracker { get; }
 
     /// <summary>Checks every entry the mode keeps against the guest and the p2m; adds one line per problem.</summary>
     void Audit(List<string> problems);

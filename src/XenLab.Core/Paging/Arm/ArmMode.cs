@@ -18,10 +18,12 @@ public sealed class ArmMode : IPagingMode
     public void Detach() { }
     public Translation Translate(Vcpu v, ulong va, AccessKind access) => throw new System.NotSupportedException();
     public Translation Explain(Vcpu v, ulong va, AccessKind access, TranslationTrace trace) => throw new System.NotSupportedException();
+    public XenLab.Dirty.IVramStrategy? CreateVramStrategy(XenLab.Dirty.VramStrategy kind) => null;
     public void OnCr3Load(Vcpu v) { }
     public void OnInvlpg(Vcpu v, ulong va) { }
     public GuestWriteAction BeforeGuestWrite(ulong gfn, Vcpu? writer) => GuestWriteAction.Direct;
     public void AfterGuestWrite(ulong gfn, int offset, int length) { }
-    public void OnP2mChanged(ulong startGfn, ulong endGfn) { }
+    public void OnP2mChanged(ulong startGfn, ulong endGfn, bool flush = true) { }
+    public XenLab.Dirty.IDirtyTracker DirtyTracker => throw new System.NotSupportedException();
     public void Audit(List<string> problems) { }
 }

@@ -225,6 +225,7 @@ public sealed class HapMode : IPagingMode
         return new Translation(TranslateStatus.Ok, va, t.Gfn, EptEntry.FrameOf(leaf), rights, 12, PageFaultErrorCode.None, refs);
     }
 
+    public XenLab.Dirty.IVramStrategy? CreateVramStrategy(XenLab.Dirty.VramStrategy kind) => null;
     public void OnCr3Load(Vcpu v) { }
     public void OnInvlpg(Vcpu v, ulong va) { }
 
@@ -247,9 +248,12 @@ public sealed class HapMode : IPagingMode
 
     public void AfterGuestWrite(ulong gfn, int offset, int length) { }
 
-    public void OnP2mChanged(ulong startGfn, ulong endGfn)
+    public XenLab.Dirty.IDirtyTracker DirtyTracker => _tracker ??= new XenLab.Dirty.TypeDirtyTracker(_domain);
+    private XenLab.Dirty.IDirtyTracker? _tracker;
+
+    public void OnP2mChanged(ulong startGfn, ulong endGfn, bool flush = true)
     {
-        bool flush = false;
+        bool needFlush = false;
         for (ulong gfn = startGfn; gfn < endGfn; gfn++)
         {
             ulong want = Expected(gfn);
@@ -262,10 +266,10 @@ public sealed class HapMode : IPagingMode
             // Only a removed right or a moved frame can leave a stale cached translation.
             bool upgrade = EptEntry.IsPresent(have) && EptEntry.FrameOf(have) == EptEntry.FrameOf(want)
                 && ((have & EptEntry.Rwx) & ~(want & EptEntry.Rwx)) == 0;
-            if (!upgrade) flush = true;
+            if (!upgrade) needFlush = true;
             else InvalidateCached(gfn);
         }
-        if (flush) InvEpt();
+        if (needFlush && flush) InvEpt();
     }
 
     /// <summary>The leaf the EPT should hold for a RAM gfn; 0 for anything else (populated lazily or absent).</summary>

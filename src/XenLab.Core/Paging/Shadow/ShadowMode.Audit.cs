@@ -54,7 +54,7 @@ public sealed partial class ShadowMode
             if (top.Gfn != _domain.Vcpus[v].Cr3 >> 12) problems.Add($"shadow: vcpu{v} runs on {top} but its CR3 is gfn 0x{_domain.Vcpus[v].Cr3 >> 12:x}");
             if (!_shadows.ContainsKey((top.Gfn, ShadowType.L4))) problems.Add($"shadow: vcpu{v} runs on a freed top {top}");
         }
-        int used = _shadows.Count + (Snapshots ? _oosSnapshot.Length * Slots : 0);
+        int used = _shadows.Count + (Snapshots ? _oosSnapshot.Length * Slots : 0) + _linkPages;
         if (used != _pool.Used) problems.Add($"shadow: pool has {_pool.Used} frames in use, {used} accounted for");
     }
 

@@ -39,6 +39,8 @@ public sealed partial class ShadowMode : IPagingMode
     private readonly Dictionary<ulong, List<(ShadowPage Page, int Index)>> _rmap = new();
     private ShadowPage?[] _top = Array.Empty<ShadowPage?>();
     private long _clock;
+    /// <summary>Set while applying a change whose caller asked for no TLB flush (teaching switch).</summary>
+    private bool _suppressFlush;
 
     public ShadowMode(PagingOptions options)
     {
@@ -77,6 +79,7 @@ public sealed partial class ShadowMode : IPagingMode
 
     public void Detach()
     {
+        _vramPages.Clear();
         _shadows.Clear();
         _bySmfn.Clear();
         _levelsOf.Clear();
@@ -337,16 +340,21 @@ public sealed partial class ShadowMode : IPagingMode
         ulong old = _machine.ReadUInt64(l1.Smfn, index * 8);
         if (old == entry) return;
         bool oldPresent = (old & X86Pte.Present) != 0, newPresent = (entry & X86Pte.Present) != 0;
-        if (oldPresent) RmapRemove(l1.MappedGfn![index], l1, index);
+        if (oldPresent)
+        {
+            RmapRemove(l1.MappedGfn![index], l1, index);
+            if (_vramPages.Count != 0) VramOnUnmapped(l1.MappedGfn[index], l1, index, old);
+        }
         _machine.WriteUInt64(l1.Smfn, index * 8, entry);
         if (newPresent)
         {
-            ulong gfn = (guestEntry & X86Pte.FrameMask) >> 12;
+            ulong gfn = l1.Type == ShadowType.FL1 ? l1.Gfn + (ulong)index : (guestEntry & X86Pte.FrameMask) >> 12;
             l1.MappedGfn![index] = gfn;
             RmapAdd(gfn, l1, index);
+            if (_vramPages.Count != 0) VramOnMapped(gfn, l1, index);
         }
         // SHADOW_SET_FLUSH: a mapping that went away, moved, or lost a right may be cached.
-        if (oldPresent && (!newPresent || ((old ^ entry) & (X86Pte.FrameMask | ShadowMmio)) != 0
+        if (!_suppressFlush && oldPresent && (!newPresent || ((old ^ entry) & (X86Pte.FrameMask | ShadowMmio)) != 0
             || (old & ~entry & (X86Pte.Writable | X86Pte.User)) != 0))
             _domain.FlushAllTlbs();
     }
@@ -439,7 +447,12 @@ public sealed partial class ShadowMode : IPagingMode
         if (sp.Type is ShadowType.L1 or ShadowType.FL1)
         {
             for (int i = 0; i < 512; i++)
-                if ((_machine.ReadUInt64(sp.Smfn, i * 8) & X86Pte.Present) != 0) RmapRemove(sp.MappedGfn![i], sp, i);
+            {
+                ulong e = _machine.ReadUInt64(sp.Smfn, i * 8);
+                if ((e & X86Pte.Present) == 0) continue;
+                RmapRemove(sp.MappedGfn![i], sp, i);
+                if (_vramPages.Count != 0) VramOnUnmapped(sp.MappedGfn[i], sp, i, e);
+            }
             if (sp.Type == ShadowType.L1 && IsOutOfSync(sp.Gfn)) DropOutOfSync(sp.Gfn);
         }
         else
@@ -586,7 +599,10 @@ public sealed partial class ShadowMode : IPagingMode
     }
 
     /// <summary>p2m entries or types changed: every shadow L1 entry mapping those gfns is zapped (refaults re-propagate).</summary>
-    public void OnP2mChanged(ulong startGfn, ulong endGfn)
+    public XenLab.Dirty.IDirtyTracker DirtyTracker => _tracker ??= new XenLab.Dirty.TypeDirtyTracker(_domain);
+    private XenLab.Dirty.IDirtyTracker? _tracker;
+
+    public void OnP2mChanged(ulong startGfn, ulong endGfn, bool flush = true)
     {
         var hit = new List<(ShadowPage, int)>();
         if (endGfn - startGfn <= 4096)
@@ -599,8 +615,13 @@ public sealed partial class ShadowMode : IPagingMode
             foreach (var (g, list) in _rmap)
                 if (g >= startGfn && g < endGfn) hit.AddRange(list);
         }
-        foreach (var (page, index) in hit) SetL1(page, index, 0, 0);
-        if (hit.Count > 0) _domain.FlushAllTlbs();
+        _suppressFlush = !flush;
+        try
+        {
+            foreach (var (page, index) in hit) SetL1(page, index, 0, 0);
+        }
+        finally { _suppressFlush = false; }
+        if (hit.Count > 0 && flush) _domain.FlushAllTlbs();
     }
 
     // ---- explain ------------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+// Log-dirty for the whole domain (what a live migration uses): enable arms every RAM page;
+// a read with peek keeps the bits, a read with clean hands them out, resets them and re-arms
+// the pages found dirty. Fault and dirty counts are reset by a clean, as in Xen.
+using System;
+using System.Collections.Generic;
+using XenLab.Diagnostics;
+using XenLab.Domains;
+using XenLab.Memory;
+
+namespace XenLab.Dirty;
+
+/// <summary>A read of the log: the bitmap for pfns [0, Pfns), and the counts since the last clean.</summary>
+public sealed record DirtyLogView(string DomainName, ulong Pfns, byte[] Bitmap, long DirtyPages, long FaultCount, bool Cleaned, int TreePages)
+{
+    public IEnumerable<ulong> DirtyGfns()
+    {
+        for (ulong i = 0; i < Pfns; i++)
+            if ((Bitmap[i >> 3] & (1 << (int)(i & 7))) != 0) yield return i;
+    }
+    public override string ToString() => $"{DomainName}: {DirtyPages} dirty page(s) of {Pfns}, {FaultCount} fault(s){(Cleaned ? ", cleaned" : "")}";
+}
+
+public sealed class LogDirty
+{
+    private readonly Domain _domain;
+    private readonly LogDirtyBitmap _bitmap = new();
+    private long _faultsAtClean;
+
+    internal LogDirty(Domain domain) => _domain = domain;
+
+    public bool Enabled { get; private set; }
+    public LogDirtyBitmap Bitmap => _bitmap;
+
+    public void Enable()
+    {
+        if (Enabled) return;
+        _domain.Vram.OnLogDirtyEnabled();
+        foreach (var (s, e) in _domain.RamRuns()) _domain.Mode!.DirtyTracker.Start(s, e);
+        Enabled = true;
+        _bitmap.Clear();
+        _faultsAtClean = _domain.Counters[PerfCounter.LogDirtyFault];
+    }
+
+    public void Disable()
+    {
+        if (!Enabled) return;
+        foreach (var (s, e) in _domain.RamRuns()) _domain.Mode!.DirtyTracker.Stop(s, e);
+        Enabled = false;
+        _domain.Vram.OnLogDirtyDisabled();
+        _bitmap.Clear();
+    }
+
+    /// <summary>Reads the log; with <paramref name="clean"/> also resets it (XEN_DOMCTL_SHADOW_OP_CLEAN vs PEEK).</summary>
+    public DirtyLogView Read(bool clean)
+    {
+        if (!Enabled) throw new InvalidConfigurationException($"Log-dirty is not enabled for domain '{_domain.Name}'; enable it first.");
+        var tracker = _domain.Mode!.DirtyTracker;
+        foreach (var (s, e) in _domain.RamRuns())
+        {
+            var part = new byte[(int)((e - s + 7) / 8)];
+            tracker.Collect(s, e, part, clear: clean, flush: true);
+            for (ulong i = 0; i < e - s; i++)
+                if ((part[i >> 3] & (1 << (int)(i & 7))) != 0) _bitmap.Mark(s + i);
+        }
+        ulong pfns = _domain.MaxMappedPfn + 1;
+        var bytes = new byte[(pfns + 7) / 8];
+        long dirty = 0;
+        foreach (ulong pfn in _bitmap.DirtyPfns())
+        {
+            if (pfn >= pfns) continue;
+            bytes[pfn >> 3] |= (byte)(1 << (int)(pfn & 7));
+            dirty++;
+        }
+        long faults = _domain.Counters[PerfCounter.LogDirtyFault] - _faultsAtClean;
+        var view = new DirtyLogView(_domain.Name, pfns, bytes, dirty, faults, clean, _bitmap.Pages);
+        _domain.Counters.Inc(clean ? PerfCounter.LogDirtyClean : PerfCounter.LogDirtyPeek);
+        if (clean)
+        {
+            _bitmap.Clear();
+            _faultsAtClean = _domain.Counters[PerfCounter.LogDirtyFault];
+        }
+        return view;
+    }
+
+    /// <summary>After a mode switch the new mode arms every page again (a conservative restart: all dirty next read).</summary>
+    internal void Rearm()
+    {
+        if (!Enabled) return;
+        foreach (var (s, e) in _domain.RamRuns())
+        {
+            _domain.Mode!.DirtyTracker.Start(s, e);
+            for (ulong g = s; g < e; g++) _bitmap.Mark(g);
+        }
+    }
+}

@@ -1,0 +1,231 @@
+// Dirty VRAM under shadow paging, two designs side by side.
+//
+// Back-links (seed 000, the multi-framebuffer patch as the reviewer asked for it): every
+// VRAM page keeps links to each shadow L1 entry that maps it (a guest may map a framebuffer
+// more than once). Links are bounded (64 per page, as the posted patch) and live in pages of
+// the shadow pool; when one cannot be had tracking is never silently lost: the range reports
+// all dirty from then on (vram_link_exhausted). A query test-and-clears the D bit of every
+// linked entry and adds the dirtiness of entries that went away since the last query; the
+// range is kept when its mapping count reaches zero (the guest may remap).
+//
+// The D-bit design (seed 003, Tim Deegan's review): find the guest's one writable mapping of
+// the framebuffer by virtual address, walk its shadow L1 entries reading and clearing D; an
+// entry that points elsewhere, or a mapping that is gone, backs off to "all dirty"; a page
+// mapped writable more than once is assumed dirty; entries made or cleared set the page's bit.
+using System;
+using System.Collections.Generic;
+using XenLab.Diagnostics;
+using XenLab.Dirty;
+using XenLab.Memory;
+
+namespace XenLab.Paging.Shadow;
+
+public sealed partial class ShadowMode
+{
+    public const int MaxLinksPerPage = 64;
+    private const int LinksPerPoolPage = 256;           // 16-byte links in a 4 KiB page
+
+    private sealed class BackLinks
+    {
+        public required VramRange Range;
+        public required List<(ShadowPage Page, int Index)>[] Links;
+        public readonly List<Mfn> PoolPages = new();
+        public int Used;
+    }
+
+    /// <summary>VRAM pages being tracked under shadow, and by what.</summary>
+    private readonly Dictionary<ulong, (VramRange Range, BackLinks? Links)> _vramPages = new();
+    private int _linkPages;
+
+    public IVramStrategy? CreateVramStrategy(VramStrategy kind) => kind switch
+    {
+        VramStrategy.BackLinks => new BackLinkStrategy(this),
+        VramStrategy.DirtyBit => new DirtyBitStrategy(this),
+        _ => null,
+    };
+
+    /// <summary>A present shadow L1 entry now maps <paramref name="gfn"/>.</summary>
+    private void VramOnMapped(ulong gfn, ShadowPage sp, int index)
+    {
+        if (!_vramPages.TryGetValue(gfn, out var t)) return;
+        int i = (int)(gfn - t.Range.BeginPfn);
+        if (t.Links is null) { t.Range.RemovedDirty[i] = true; return; }   // D-bit design: made -> dirty
+        AddLink(t.Links, i, sp, index);
+    }
+
+    /// <summary>A shadow L1 entry that mapped <paramref name="gfn"/> is gone or replaced.</summary>
+    private void VramOnUnmapped(ulong gfn, ShadowPage sp, int index, ulong oldEntry)
+    {
+        if (!_vramPages.TryGetValue(gfn, out var t)) return;
+        int i = (int)(gfn - t.Range.BeginPfn);
+        if (t.Links is null) { t.Range.RemovedDirty[i] = true; return; }   // D-bit design: cleared -> dirty
+        var list = t.Links.Links[i];
+        for (int k = 0; k < list.Count; k++)
+        {
+            if (!ReferenceEquals(list[k].Page, sp) || list[k].Index != index) continue;
+            list[k] = list[^1];
+            list.RemoveAt(list.Count - 1);
+            t.Links.Used--;
+            break;
+        }
+        if ((oldEntry & X86Pte.Dirty) != 0)
+        {
+            // Remember the dirtiness of a mapping removed since the last query.
+            t.Range.RemovedDirty[i] = true;
+            _counters.Inc(PerfCounter.VramRemovedDirty);
+        }
+    }
+
+    private void AddLink(BackLinks bl, int i, ShadowPage sp, int index)
+    {
+        var list = bl.Links[i];
+        foreach (var (p, x) in list) if (ReferenceEquals(p, sp) && x == index) return;
+        if (list.Count >= MaxLinksPerPage || (bl.Used % LinksPerPoolPage == 0 && bl.Used / LinksPerPoolPage >= bl.PoolPages.Count && !TakeLinkPage(bl)))
+        {
+            if (!bl.Range.AllDirtyForever)
+                _domain.Trace.Add(TraceKind.ShadowRecycle, -1, 0, bl.Range.BeginPfn + (ulong)i, 0, (ulong)list.Count, "vram back-links exhausted: range all dirty from now on");
+            bl.Range.AllDirtyForever = true;
+            _counters.Inc(PerfCounter.VramLinkExhausted);
+            return;
+        }
+        list.Add((sp, index));
+        bl.Used++;
+        _counters.Inc(PerfCounter.VramLinks);
+    }
+
+    private bool TakeLinkPage(BackLinks bl)
+    {
+        if (!_pool.TryAllocate(out var m)) return false;     // links come from the shadow pool; no recycling for them
+        bl.PoolPages.Add(m);
+        _linkPages++;
+        _counters.Inc(PerfCounter.VramLinkPages);
+        return true;
+    }
+
+    private sealed class BackLinkStrategy : IVramStrategy
+    {
+        private readonly ShadowMode _m;
+        public BackLinkStrategy(ShadowMode m) => _m = m;
+
+        public void Arm(VramRange r)
+        {
+            var bl = new BackLinks { Range = r, Links = new List<(ShadowPage, int)>[r.Pages] };
+            for (ulong i = 0; i < r.Pages; i++) bl.Links[i] = new List<(ShadowPage, int)>(1);
+            r.State = bl;
+            for (ulong i = 0; i < r.Pages; i++)
+            {
+                ulong gfn = r.BeginPfn + i;
+                _m._vramPages[gfn] = (r, bl);
+                if (_m._rmap.TryGetValue(gfn, out var maps))
+                    foreach (var (p, x) in maps) _m.AddLink(bl, (int)i, p, x);
+            }
+        }
+
+        public void Disarm(VramRange r)
+        {
+            if (r.State is not BackLinks bl) return;
+            for (ulong i = 0; i < r.Pages; i++) _m._vramPages.Remove(r.BeginPfn + i);
+            foreach (var m in bl.PoolPages) _m._pool.Release(m);
+            _m._linkPages -= bl.PoolPages.Count;
+            bl.PoolPages.Clear();
+            r.State = null;
+        }
+
+        public bool Collect(VramRange r, Span<byte> bitmap, bool clear)
+        {
+            var bl = (BackLinks)r.State!;
+            var machine = _m._machine;
+            for (ulong i = 0; i < r.Pages; i++)
+            {
+                bool dirty = r.RemovedDirty[i];
+                foreach (var (p, x) in bl.Links[i])
+                {
+                    ulong e = machine.ReadUInt64(p.Smfn, x * 8);
+                    if ((e & X86Pte.Dirty) == 0) continue;
+                    dirty = true;
+                    if (clear) machine.WriteUInt64(p.Smfn, x * 8, e & ~X86Pte.Dirty);
+                }
+                if (clear) r.RemovedDirty[i] = false;
+                if (dirty) bitmap[(int)(i >> 3)] |= (byte)(1 << (int)(i & 7));
+            }
+            return true;
+        }
+    }
+
+    private sealed class DirtyBitStrategy : IVramStrategy
+    {
+        private readonly ShadowMode _m;
+        public DirtyBitStrategy(ShadowMode m) => _m = m;
+
+        public void Arm(VramRange r)
+        {
+            for (ulong i = 0; i < r.Pages; i++) _m._vramPages[r.BeginPfn + i] = (r, null);
+        }
+
+        public void Disarm(VramRange r)
+        {
+            for (ulong i = 0; i < r.Pages; i++) _m._vramPages.Remove(r.BeginPfn + i);
+        }
+
+        public bool Collect(VramRange r, Span<byte> bitmap, bool clear)
+        {
+            ulong? va0 = null;
+            foreach (var fb in _m._domain.Framebuffers)
+                if (fb.FirstGfn == r.BeginPfn && fb.Mounts.Count > 0) { va0 = fb.Mounts[0]; break; }
+            var top = _m._top[0];
+            if (va0 is null || top is null) return BackOff(r, clear);
+            var machine = _m._machine;
+            Span<(Mfn Table, int Index, ulong Entry)> found = r.Pages <= 8192 ? new (Mfn, int, ulong)[r.Pages] : new (Mfn, int, ulong)[r.Pages];
+            for (ulong i = 0; i < r.Pages; i++)
+            {
+                ulong va = va0.Value + (i << Page.Shift);
+                ulong table = top.Smfn.Value;
+                for (int level = 4; level >= 2 && table != 0; level--)
+                {
+                    ulong e = machine.ReadUInt64(new Mfn(table), X86Pte.IndexAt(va, level) * 8);
+                    table = (e & X86Pte.Present) != 0 ? (e & X86Pte.FrameMask) >> 12 : 0;
+                }
+                if (table == 0) return BackOff(r, clear);                       // the mapping is gone: try the slow way
+                int idx = X86Pte.IndexAt(va, 1);
+                ulong sl1e = machine.ReadUInt64(new Mfn(table), idx * 8);
+                if ((sl1e & X86Pte.Present) == 0) return BackOff(r, clear);
+                if (!_m._domain.TryGetRam(r.BeginPfn + i, out var mfn) || (sl1e & X86Pte.FrameMask) >> 12 != mfn.Value)
+                    return BackOff(r, clear);                                   // an entry pointing at the wrong place
+                found[(int)i] = (new Mfn(table), idx, sl1e);
+            }
+            for (ulong i = 0; i < r.Pages; i++)
+            {
+                var (table, idx, sl1e) = found[(int)i];
+                bool dirty = r.RemovedDirty[i] || (sl1e & X86Pte.Dirty) != 0;
+                if (WritableMappings(r.BeginPfn + i) > 1)
+                {
+                    dirty = true;                                               // mapped writable more than once: assume dirty
+                    _m._counters.Inc(PerfCounter.VramMultiMapDirty);
+                }
+                if (clear)
+                {
+                    if ((sl1e & X86Pte.Dirty) != 0) machine.WriteUInt64(table, idx * 8, sl1e & ~X86Pte.Dirty);
+                    r.RemovedDirty[i] = false;
+                }
+                if (dirty) bitmap[(int)(i >> 3)] |= (byte)(1 << (int)(i & 7));
+            }
+            return true;
+        }
+
+        private bool BackOff(VramRange r, bool clear)
+        {
+            _m._counters.Inc(PerfCounter.VramDbitBackoff);
+            if (clear) Array.Clear(r.RemovedDirty);
+            return false;
+        }
+
+        private int WritableMappings(ulong gfn)
+        {
+            if (!_m._rmap.TryGetValue(gfn, out var maps)) return 0;
+            int n = 0;
+            foreach (var (p, x) in maps)
+                if ((_m._machine.ReadUInt64(p.Smfn, x * 8) & X86Pte.Writable) != 0) n++;
+            return n;
+        }
+    }
+}

@@ -1,0 +1,153 @@
+using System;
+using System.Collections.Generic;
+using XenLab.Config;
+using XenLab.Diagnostics;
+using XenLab.Dirty;
+using XenLab.Domains;
+using XenLab.Guest;
+using XenLab.Paging.Modes;
+
+namespace XenLab.Tests;
+
+/// <summary>The reviewer's points of seed 000, in every mode that has VRAM tracking.</summary>
+public class DirtyVramTests
+{
+    // 1024x768x32: stride 4096, 768 pages, in the PCI hole at 3.75 GiB (populated on plug-in).
+    private static readonly FramebufferConfig Mon0 = new("mon0", 0xF0000000, 1024, 768, 32);
+    private const ulong FbGfn = 0xF0000;
+    private const ulong MountVa = 0x40000000;
+
+    public static IEnumerable<object[]> Setups() => new[]
+    {
+        new object[] { PagingModeKind.Hap, VramStrategy.Auto },
+        new object[] { PagingModeKind.Hap, VramStrategy.Memcmp },
+        new object[] { PagingModeKind.Shadow, VramStrategy.BackLinks },
+        new object[] { PagingModeKind.Shadow, VramStrategy.DirtyBit },
+        new object[] { PagingModeKind.Shadow, VramStrategy.Memcmp },
+        new object[] { PagingModeKind.Shadow, VramStrategy.Tracker },
+    };
+
+    internal static Domain Build(PagingModeKind mode, VramStrategy strategy, ulong shadowMiB = 8)
+    {
+        var host = new XenHost(4UL << 30);
+        var c = TestDomains.Config("vram", 64, vcpus: 2);
+        c.Paging = mode;
+        c.ShadowMemoryMiB = shadowMiB;
+        c.Framebuffers.Add(Mon0);
+        var d = host.CreateDomain(c);
+        d.Vram.Strategy = strategy;
+        d.MountFramebuffer("mon0", MountVa);
+        // Touch every page once so the D-bit design finds present entries.
+        for (ulong p = 0; p < 768; p++) d.Vcpus[0].ReadVirtual(MountVa + (p << 12), new byte[1]);
+        return d;
+    }
+
+    private static List<int> Dirty(VramQueryResult r)
+    {
+        var list = new List<int>();
+        for (ulong i = 0; i < r.Pages; i++) if ((r.Bitmap[i >> 3] & (1 << (int)(i & 7))) != 0) list.Add((int)i);
+        return list;
+    }
+
+    [Theory]
+    [MemberData(nameof(Setups))]
+    public void TheFirstQueryIsAllDirtyThenOnlyWrittenPagesAre(PagingModeKind mode, VramStrategy strategy)
+    {
+        var d = Build(mode, strategy);
+        var first = d.Vram.Track(FbGfn, 768);
+        Assert.True(first.AllDirty);
+        Assert.Equal(768, first.DirtyPages);
+        var v = d.Vcpus[0];
+        v.WriteVirtual(MountVa + 5 * 4096 + 100, new byte[] { 1, 2, 3 });
+        v.WriteVirtual(MountVa + 700 * 4096, new byte[] { 9 });
+        var second = d.Vram.Track(FbGfn, 768);
+        if (strategy == VramStrategy.DirtyBit && second.AllDirty) return;     // the D-bit design may back off
+        Assert.False(second.AllDirty);
+        Assert.Equal(new[] { 5, 700 }, Dirty(second));
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));                       // nothing since
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Theory]
+    [MemberData(nameof(Setups))]
+    public void PeekKeepsWhatItRead(PagingModeKind mode, VramStrategy strategy)
+    {
+        var d = Build(mode, strategy);
+        d.Vram.Track(FbGfn, 768);
+        d.Vcpus[1].WriteVirtual(MountVa + 3 * 4096, new byte[] { 7 });
+        var peek = d.Vram.Track(FbGfn, 768, peek: true);
+        var read = d.Vram.Track(FbGfn, 768);
+        if (strategy == VramStrategy.DirtyBit && (peek.AllDirty || read.AllDirty)) return;
+        Assert.Equal(new[] { 3 }, Dirty(peek));
+        Assert.Equal(new[] { 3 }, Dirty(read));
+    }
+
+    [Fact]
+    public void BoundsFollowTheCorrectedCheck()
+    {
+        var d = Build(PagingModeKind.Hap, VramStrategy.Auto);
+        ulong max = d.MaxMappedPfn;
+        Assert.Equal(FbGfn + 767, max);                                      // the framebuffer is the highest RAM
+        var over = Assert.Throws<VramException>(() => d.Vram.Track(FbGfn, 769));   // end = max + 2
+        Assert.Equal(VramErrno.EINVAL, over.Errno);
+        d.Vram.Track(FbGfn, 768);                                            // end == max + 1 is allowed
+        var wrap = Assert.Throws<VramException>(() => d.Vram.Track(ulong.MaxValue - 1, 4));
+        Assert.Contains("end_pfn < begin_pfn", wrap.Message);
+    }
+
+    [Theory]
+    [InlineData(PagingModeKind.Hap)]
+    [InlineData(PagingModeKind.Shadow)]
+    public void NrZeroStopsAllTrackingAndTheNextQueryStartsAgain(PagingModeKind mode)
+    {
+        // XenLab's one meaning of nr == 0, the same in every mode: stop all VRAM tracking.
+        var d = Build(mode, VramStrategy.Auto);
+        d.Vram.Track(FbGfn, 768);
+        var overlap = Assert.Throws<VramException>(() => d.Vram.Track(FbGfn, 384));   // another size over a tracked range
+        Assert.Contains("overlaps tracked range", overlap.Message);
+        var stop = d.Vram.Track(FbGfn, 0);
+        Assert.Equal(0UL, stop.Pages);
+        Assert.Empty(d.Vram.Ranges);
+        Assert.Equal(P2m.P2mType.RamRw, d.GetP2mType(FbGfn));                 // HAP: types restored
+        Assert.True(d.Vram.Track(FbGfn, 384).AllDirty);                      // a new range starts all dirty
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void WholeDomainLogDirtyMakesVramTrackingFailWithEnodata()
+    {
+        var d = Build(PagingModeKind.Hap, VramStrategy.Auto);
+        d.LogDirty.Enable();
+        var ex = Assert.Throws<VramException>(() => d.Vram.Track(FbGfn, 768));
+        Assert.Equal(VramErrno.ENODATA, ex.Errno);
+        Assert.Equal("VramENODATA", ex.ErrorId);
+    }
+
+    [Fact]
+    public void DisablingLogDirtyUnderVramTrackingIsAnInconsistentStateEinval()
+    {
+        var d = Build(PagingModeKind.Hap, VramStrategy.Auto);
+        d.Vram.Track(FbGfn, 768);
+        d.LogDirty.Enable();
+        d.LogDirty.Disable();
+        var ex = Assert.Throws<VramException>(() => d.Vram.Track(FbGfn, 768));
+        Assert.Equal(VramErrno.EINVAL, ex.Errno);
+        Assert.Contains("machinery", ex.Message);
+        d.Vram.Track(FbGfn, 0);                                              // nr == 0 resets
+        Assert.True(d.Vram.Track(FbGfn, 768).AllDirty);
+    }
+
+    [Fact]
+    public void AnUntrackedRangeIsAllDirtyAndARangeSurvivesZeroMappings()
+    {
+        var d = Build(PagingModeKind.Shadow, VramStrategy.BackLinks);
+        d.Vram.Track(FbGfn, 768);
+        d.Kernel.Unmap(MountVa, 768);                                        // the guest unmaps the framebuffer entirely
+        Assert.Single(d.Vram.Ranges);                                        // not freed at zero mappings
+        var r = d.Vram.Track(FbGfn, 768);
+        Assert.False(r.AllDirty);
+        d.MountFramebuffer("mon0", MountVa);
+        d.Vcpus[0].WriteVirtual(MountVa + 42 * 4096, new byte[] { 1 });
+        Assert.Equal(new[] { 42 }, Dirty(d.Vram.Track(FbGfn, 768)));
+    }
+}
