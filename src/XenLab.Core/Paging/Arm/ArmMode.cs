@@ -416,27 +416,48 @@ public sealed class ArmMode : IPagingMode
 
     // ---- audit -----------------------------------------------------------------------------
 
-    public void Audit(List<string> problems)
+    /// <summary>A RAM gfn's leaf must match the p2m's mfn and type; tracing may only clear write and set DIRTY.</summary>
+    private void AuditRam(ulong pfn, Mfn mfn, ulong have, List<string> problems)
     {
         const ulong tracingBits = Stage2Entry.S2apWrite | Stage2Entry.Dirty;
+        var type = _domain.GetP2mType(pfn);
+        ulong want = Stage2Entry.Leaf(mfn.Value, type);
+        bool traced = _traced.Contains(pfn);
+        bool dirty = Stage2Entry.IsDirty(have);
+        bool writeOk = Stage2Entry.IsWritable(have) == (Stage2Entry.TypeAllowsWrite(type) && (!traced || dirty));
+        if ((have & ~tracingBits) != (want & ~tracingBits) || !writeOk || (dirty && !traced))
+            problems.Add($"arm: gfn 0x{pfn:x}: stage-2 leaf 0x{have:x16} ({Stage2Entry.Describe(have, 3)}), p2m says 0x{want:x16} ({Stage2Entry.Describe(want, 3)}){(traced ? ", traced" : "")}");
+    }
+
+    /// <summary>A leaf for a gfn that is not RAM is allowed only as the lazily made mmio_direct of an identity gfn.</summary>
+    private void AuditNonRam(ulong gfn, ulong leaf, List<string> problems)
+    {
+        var kind = P2mTree.Classify(_domain.P2m.Get(gfn));
+        if (kind == P2mEntryKind.Identity && leaf == Stage2Entry.Leaf(gfn, P2mType.MmioDirect)) return;
+        problems.Add($"arm: gfn 0x{gfn:x}: stage-2 leaf 0x{leaf:x16} ({Stage2Entry.Describe(leaf, 3)}) for a {kind} gfn");
+    }
+
+    public void Audit(List<string> problems)
+    {
+        // One ascending pass over the p2m's RAM and the stage-2 leaves together.
+        using var leaves = _s2!.EnumerateLeaves().GetEnumerator();
+        bool more = leaves.MoveNext();
         foreach (var (pfn, mfn) in _domain.P2m.EnumerateRam())
         {
-            var type = _domain.GetP2mType(pfn);
-            ulong want = Stage2Entry.Leaf(mfn.Value, type);
-            ulong have = _s2!.Peek(pfn);
-            bool traced = _traced.Contains(pfn);
-            bool dirty = Stage2Entry.IsDirty(have);
-            bool writeOk = Stage2Entry.IsWritable(have) == (Stage2Entry.TypeAllowsWrite(type) && (!traced || dirty));
-            if ((have & ~tracingBits) != (want & ~tracingBits) || !writeOk || (dirty && !traced))
-                problems.Add($"arm: gfn 0x{pfn:x}: stage-2 leaf 0x{have:x16} ({Stage2Entry.Describe(have, 3)}), p2m says 0x{want:x16} ({Stage2Entry.Describe(want, 3)}){(traced ? ", traced" : "")}");
+            while (more && leaves.Current.Gfn < pfn)
+            {
+                AuditNonRam(leaves.Current.Gfn, leaves.Current.Leaf, problems);
+                more = leaves.MoveNext();
+            }
+            ulong have = 0;
+            if (more && leaves.Current.Gfn == pfn)
+            {
+                have = leaves.Current.Leaf;
+                more = leaves.MoveNext();
+            }
+            AuditRam(pfn, mfn, have, problems);
         }
-        foreach (var (gfn, leaf) in _s2!.EnumerateLeaves())
-        {
-            var kind = P2mTree.Classify(_domain.P2m.Get(gfn));
-            if (kind == P2mEntryKind.Ram) continue;    // checked above
-            if (kind == P2mEntryKind.Identity && leaf == Stage2Entry.Leaf(gfn, P2mType.MmioDirect)) continue;
-            problems.Add($"arm: gfn 0x{gfn:x}: stage-2 leaf 0x{leaf:x16} ({Stage2Entry.Describe(leaf, 3)}) for a {kind} gfn");
-        }
+        for (; more; more = leaves.MoveNext()) AuditNonRam(leaves.Current.Gfn, leaves.Current.Leaf, problems);
         if (_slice is not null) _slice.Window.Audit(_slice, _s2, problems);
     }
 }

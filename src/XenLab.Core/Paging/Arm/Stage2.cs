@@ -187,6 +187,7 @@ public sealed class Stage2Table
     /// <summary>Every valid leaf (gfn, descriptor), ascending.</summary>
     public IEnumerable<(ulong Gfn, ulong Leaf)> EnumerateLeaves()
     {
+        var entries = new ulong[512];
         for (int i1 = 0; i1 < 512; i1++)
         {
             ulong e1 = _machine.ReadUInt64(Root, i1 * 8);
@@ -198,11 +199,9 @@ public sealed class Stage2Table
                 if (!Stage2Entry.IsTable(e2)) continue;
                 var l3 = new Mfn(Stage2Entry.FrameOf(e2));
                 ulong baseGfn = ((ulong)i1 << 18) | ((ulong)i2 << 9);
+                System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(_machine.Read(l3)).CopyTo(entries);
                 for (int i3 = 0; i3 < 512; i3++)
-                {
-                    ulong e = _machine.ReadUInt64(l3, i3 * 8);
-                    if (Stage2Entry.IsValid(e)) yield return (baseGfn + (ulong)i3, e);
-                }
+                    if (Stage2Entry.IsValid(entries[i3])) yield return (baseGfn + (ulong)i3, entries[i3]);
             }
         }
     }
