@@ -154,6 +154,25 @@ public class ArmModeTests
     }
 
     [Fact]
+    public void HardwareAccessFlagAndDirtyUpdatesDirtyTheTablePageTheyWrite()
+    {
+        // The MMU's AF/DBM update of a stage-1 descriptor is a write through stage 2: tracing all
+        // of RAM sees the guest's third-level table page dirtied even by a read.
+        var d = Arm();
+        var arm = Mode(d);
+        var v = d.Vcpus[0];
+        ulong top = d.E820.Top >> 12;
+        ulong tableGfn = GuestLeaf(d, Va).EntryAddress >> 12;
+        arm.WriteProtectForTracing(0, top);
+        v.ReadVirtual(Va, new byte[1]);                                    // sets AF in the table page
+        Assert.Equal(new[] { tableGfn }, arm.TestAndClearDirty(0, top));
+        Assert.Equal(1, d.Counters[PerfCounter.Stage2AbortPermission]);
+        v.WriteVirtual(Va, new byte[1]);                                   // clears AP[2] there, and writes the page
+        Assert.Equal(new[] { tableGfn, DataGfn }, arm.TestAndClearDirty(0, top));
+        Assert.Equal(3, d.Counters[PerfCounter.Stage2AbortPermission]);
+    }
+
+    [Fact]
     public void TheWalkLookupMapsThreeLevelsPerFault()
     {
         var d = Arm(ArmLeafLookup.Walk);

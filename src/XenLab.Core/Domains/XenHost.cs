@@ -30,12 +30,13 @@ public sealed class XenHost
     /// <summary>The virtual-linear page table window ARM domains' fault handlers use (ArmLeafLookup.Vlpt).</summary>
     public VlptWindow VlptWindow { get; }
 
+    public IReadOnlyList<Domain> Domains => _domains;
+
     /// <summary>
     /// The scheduler switching a pCPU from <paramref name="from"/> to <paramref name="to"/>: with
     /// shared VLPT slots this is where their rewrite and TLB maintenance are paid. Returns the slots written.
     /// </summary>
     public int ContextSwitch(Domain? from, Domain to) => VlptWindow.ContextSwitch(from, to);
-    public IReadOnlyList<Domain> Domains => _domains;
 
     /// <summary>Builds a domain; on any failure nothing is left allocated or registered.</summary>
     public Domain CreateDomain(DomainConfig config)
