@@ -185,11 +185,12 @@ public static class LabRunner
         ("shadow, oos snapshot", PagingModeKind.Shadow, PagingOptions.Default),
         ("shadow, oos no snapshot", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.NoSnapshot }),
         ("shadow, oos off", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.Off }),
+        ("arm stage-2", PagingModeKind.Arm, PagingOptions.Default),
     };
 
     private static readonly PerfCounter[] CompareColumns =
     {
-        PerfCounter.TlbMiss, PerfCounter.HapWalkMemRef, PerfCounter.ShadowWalkMemRef, PerfCounter.ShadowFaultFixed,
+        PerfCounter.TlbMiss, PerfCounter.HapWalkMemRef, PerfCounter.ShadowWalkMemRef, PerfCounter.Stage2WalkMemRef, PerfCounter.ShadowFaultFixed,
         PerfCounter.ShadowEmulateWrite, PerfCounter.ShadowValidate, PerfCounter.OosUnsync, PerfCounter.OosResync,
         PerfCounter.OosEntriesCompared, PerfCounter.OosEntriesRepropagated,
     };
@@ -226,6 +227,7 @@ public static class LabRunner
         PerfCounter.TlbMiss => "tlb_miss",
         PerfCounter.HapWalkMemRef => "2d_refs",
         PerfCounter.ShadowWalkMemRef => "shadow_refs",
+        PerfCounter.Stage2WalkMemRef => "s2_refs",
         PerfCounter.ShadowFaultFixed => "sh_faults",
         PerfCounter.ShadowEmulateWrite => "emulated",
         PerfCounter.ShadowValidate => "validated",

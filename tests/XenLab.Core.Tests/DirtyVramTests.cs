@@ -25,6 +25,8 @@ public class DirtyVramTests
         new object[] { PagingModeKind.Shadow, VramStrategy.DirtyBit },
         new object[] { PagingModeKind.Shadow, VramStrategy.Memcmp },
         new object[] { PagingModeKind.Shadow, VramStrategy.Tracker },
+        new object[] { PagingModeKind.Arm, VramStrategy.Auto },
+        new object[] { PagingModeKind.Arm, VramStrategy.Memcmp },
     };
 
     internal static Domain Build(PagingModeKind mode, VramStrategy strategy, ulong shadowMiB = 8)

@@ -6,6 +6,7 @@ using XenLab.Config;
 using XenLab.Domains;
 using XenLab.Guest;
 using XenLab.Paging;
+using XenLab.Paging.Arm;
 using XenLab.Paging.Modes;
 
 namespace XenLab.Tests;
@@ -25,7 +26,7 @@ public class ModeDifferentialTests
     private const ulong MissingGfn = 0x7000;        // RAM in the E820, never populated
     private const ulong MmioGfn = 0xC0000;          // identity
 
-    private sealed record Variant(string Name, PagingModeKind Mode, PagingOptions Options, bool Switches = false);
+    private sealed record Variant(string Name, PagingModeKind Mode, PagingOptions Options, bool Switches = false, bool Traced = false);
 
     private static readonly PagingOptions Defaults = PagingOptions.Default;
 
@@ -37,6 +38,9 @@ public class ModeDifferentialTests
         new Variant("shadow-nosnapshot", PagingModeKind.Shadow, Defaults with { Oos = OosMode.NoSnapshot }),
         new Variant("shadow-off-noprefetch", PagingModeKind.Shadow, Defaults with { Oos = OosMode.Off, ShadowPrefetch = false }),
         new Variant("shadow-1slot-tinypool", PagingModeKind.Shadow, Defaults with { OosSlots = 1 }),
+        new Variant("arm-walk", PagingModeKind.Arm, Defaults with { ArmLeafLookup = ArmLeafLookup.Walk }),
+        new Variant("arm-vlpt-traced", PagingModeKind.Arm, Defaults with { ArmLeafLookup = ArmLeafLookup.Vlpt }, Traced: true),
+        new Variant("arm-walk-traced", PagingModeKind.Arm, Defaults with { ArmLeafLookup = ArmLeafLookup.Walk }, Traced: true),
         new Variant("switching", PagingModeKind.Hap, Defaults, Switches: true),
     };
 
@@ -50,6 +54,8 @@ public class ModeDifferentialTests
         c.ShadowMemoryMiB = v.Name.Contains("tinypool") ? 1UL : 4UL;
         var d = host.CreateDomain(c);
         d.Kernel.Map(AliasVa, d.Kernel.PoolBaseGfn, (ulong)d.Kernel.PoolPages, MapFlags.Writable);
+        // ARM dirty tracing over all of RAM (page tables included) must be invisible to the guest.
+        if (v.Traced) ((ArmMode)d.Mode!).WriteProtectForTracing(0, d.E820.Top >> 12);
         return d;
     }
 
@@ -60,6 +66,8 @@ public class ModeDifferentialTests
         (PagingModeKind.Shadow, Defaults with { Oos = OosMode.Off }),
         (PagingModeKind.Shadow, Defaults with { Oos = OosMode.NoSnapshot }),
         (PagingModeKind.Hap, Defaults with { HapGpaCacheEntries = 0 }),
+        (PagingModeKind.Arm, Defaults with { ArmLeafLookup = ArmLeafLookup.Walk }),
+        (PagingModeKind.Arm, Defaults with { ArmLeafLookup = ArmLeafLookup.Vlpt }),
     };
 
     [Theory]
@@ -86,6 +94,8 @@ public class ModeDifferentialTests
                     domains[i].SetPagingMode(mode, options);
                 }
                 string result = Apply(domains[i], op);
+                if (variants[i].Traced && step % 7 == 6)     // harvest: read, clear and write-protect again
+                    ((ArmMode)domains[i].Mode!).TestAndClearDirty(DataGfn, DataGfn + 256);
                 reference ??= result;
                 Assert.True(reference == result,
                     $"seed {seed} step {step} {op}: {variants[i].Name} gave\n  {result}\nbut {variants[0].Name} gave\n  {reference}");

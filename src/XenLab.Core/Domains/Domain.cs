@@ -53,6 +53,8 @@ public sealed class Domain
     }
 
     public int Id { get; }
+    /// <summary>The host that built the domain (its host-wide resources, such as the VLPT window).</summary>
+    public XenHost? Host { get; internal set; }
     public string Name => Config.Name;
     public DomainConfig Config { get; }
     public E820Map E820 { get; }

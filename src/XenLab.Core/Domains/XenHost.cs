@@ -4,6 +4,7 @@ using System;
 using System.Collections.Generic;
 using XenLab.Config;
 using XenLab.Memory;
+using XenLab.Paging.Arm;
 
 namespace XenLab.Domains;
 
@@ -15,13 +16,27 @@ public sealed class XenHost
     private readonly List<Domain> _domains = new();
     private int _nextDomid = 1;
 
-    public XenHost(ulong memoryBytes = DefaultMemoryBytes)
+    /// <param name="memoryBytes">Host machine memory.</param>
+    /// <param name="vlptWindowBytes">The hypervisor VA region ARM domains' VLPTs share (seed 002: 128 MiB).</param>
+    /// <param name="vlptLayout">Per-domain slices of that window (default) or slots shared and rewritten at context switch.</param>
+    public XenHost(ulong memoryBytes = DefaultMemoryBytes, ulong vlptWindowBytes = VlptWindow.DefaultBytes,
+        VlptLayout vlptLayout = VlptLayout.PerDomainSlices)
     {
         Machine = new MachineMemory(memoryBytes);
+        VlptWindow = new VlptWindow(Machine, vlptWindowBytes, vlptLayout);
     }
 
     public MachineMemory Machine { get; }
+    /// <summary>The virtual-linear page table window ARM domains' fault handlers use (ArmLeafLookup.Vlpt).</summary>
+    public VlptWindow VlptWindow { get; }
+
     public IReadOnlyList<Domain> Domains => _domains;
+
+    /// <summary>
+    /// The scheduler switching a pCPU from <paramref name="from"/> to <paramref name="to"/>: with
+    /// shared VLPT slots this is where their rewrite and TLB maintenance are paid. Returns the slots written.
+    /// </summary>
+    public int ContextSwitch(Domain? from, Domain to) => VlptWindow.ContextSwitch(from, to);
 
     /// <summary>Builds a domain; on any failure nothing is left allocated or registered.</summary>
     public Domain CreateDomain(DomainConfig config)
@@ -30,7 +45,7 @@ public sealed class XenHost
         config.Validate();
         if (Find(config.Name) is not null)
             throw new InvalidConfigurationException($"A domain named '{config.Name}' already exists.");
-        var domain = new Domain(_nextDomid, config.Clone(), Machine);
+        var domain = new Domain(_nextDomid, config.Clone(), Machine) { Host = this };
         try
         {
             domain.Build();

@@ -1,29 +1,500 @@
+// Xen-on-ARM style two-stage translation (seed 002, SPEC 1 "ARM"): the guest's AArch64 stage-1
+// tables are walked by the "CPU", and every IPA on the way (each table, then the page) goes
+// through the stage-2 p2m in LPAE format. A cold walk reads 4 stage-1 levels x (3 stage-2 + 1)
+// + 3 = 19 descriptors. No stage-2 walk cache is modelled (every IPA walks stage 2 again).
+//
+// Dirty tracing the seed's way: write-protect stage-2 leaves; a guest write takes a stage-2
+// permission fault; the handler finds the leaf (walking the p2m with on-demand maps, or through
+// the VLPT window: PagingOptions.ArmLeafLookup), marks the page dirty in the leaf's avail bit
+// and gives write back; the access retries. Which gfns are traced is kept apart from p2m types,
+// so ram_ro (write refused), ram_logdirty (first write calls Domain.OnLogDirtyWrite, as HAP's
+// EPT violation does) and tracing compose. Tracing state lives in the stage-2 tables, so a
+// mode switch (which rebuilds them) ends it.
 using System.Collections.Generic;
 using XenLab.Config;
+using XenLab.Diagnostics;
 using XenLab.Domains;
+using XenLab.Memory;
+using XenLab.P2m;
 using XenLab.Paging.Modes;
 
 namespace XenLab.Paging.Arm;
 
-// Placeholder while the ARM stage-2 mode is being written on its own branch.
 public sealed class ArmMode : IPagingMode
 {
     private readonly PagingOptions _options;
+    private readonly GfnRanges _traced = new();
+    private Domain _domain = null!;
+    private Stage2Table? _s2;
+    private VlptSlice? _slice;
+
     public ArmMode(PagingOptions options) => _options = options;
+
     public PagingModeKind Kind => PagingModeKind.Arm;
-    public IGuestPageTableFormat GuestFormat => X86GuestFormat.Instance;
-    public ulong FramesHeld => 0;
+    public IGuestPageTableFormat GuestFormat => Aarch64GuestFormat.Instance;
+    public ulong FramesHeld => (ulong)(_s2?.Pages ?? 0);
     public string Options => _options.Describe(Kind);
-    public void Attach(Domain domain) => throw new InvalidConfigurationException("ARM stage-2 paging is not built yet.");
-    public void Detach() { }
-    public Translation Translate(Vcpu v, ulong va, AccessKind access) => throw new System.NotSupportedException();
-    public Translation Explain(Vcpu v, ulong va, AccessKind access, TranslationTrace trace) => throw new System.NotSupportedException();
-    public XenLab.Dirty.IVramStrategy? CreateVramStrategy(XenLab.Dirty.VramStrategy kind) => null;
+    public ArmLeafLookup LeafLookup => _options.ArmLeafLookup;
+    public Stage2Table Stage2 => _s2 ?? throw new System.InvalidOperationException("ARM mode is not attached.");
+    /// <summary>The domain's part of the host's VLPT window (leaf lookup = vlpt), else null.</summary>
+    public VlptSlice? VlptSlice => _slice;
+    public bool TracingActive => !_traced.IsEmpty;
+    public IReadOnlyList<(ulong Start, ulong End)> TracedRanges => _traced.Ranges;
+
+    public void Attach(Domain domain)
+    {
+        _domain = domain;
+        VlptSlice? slice = null;
+        var s2 = new Stage2Table(domain.Machine, domain.Counters);
+        try
+        {
+            if (_options.ArmLeafLookup == ArmLeafLookup.Vlpt)
+            {
+                var window = domain.Host?.VlptWindow
+                    ?? throw new InvalidConfigurationException($"Domain '{domain.Name}' has no host, so no VLPT window; use arm_leaf_lookup walk.");
+                var mine = window.Allocate(domain, VlptWindow.SlotsFor(domain));
+                slice = mine;
+                // Every second-level table the p2m grows is slotted into the window as it appears.
+                s2.SecondLevelCreated = (i, table) => { if (i < mine.Slots) window.MapSlot(mine, i, table); };
+            }
+            // RAM gets leaves now; identity (MMIO) gfns get mmio_direct on first touch.
+            foreach (var (pfn, mfn) in domain.P2m.EnumerateRam())
+                s2.Set(pfn, Stage2Entry.Leaf(mfn.Value, domain.GetP2mType(pfn)));
+        }
+        catch
+        {
+            if (slice is not null) slice.Window.Free(slice);
+            s2.Free();
+            throw;
+        }
+        _s2 = s2;
+        _slice = slice;
+        _traced.Clear();
+    }
+
+    public void Detach()
+    {
+        if (_slice is not null) _slice.Window.Free(_slice);
+        _slice = null;
+        _s2?.Free();
+        _s2 = null;
+        _traced.Clear();
+    }
+
+    // ---- the two-stage walk ------------------------------------------------------------
+
+    private struct Access : IGuestTableAccess
+    {
+        public ArmMode Mode;
+        public int Vcpu;
+        public TranslationTrace? TraceSink;
+        public PerfCounters CountersIn;
+        public PerfCounters Counters => CountersIn;
+        public TranslationTrace? Trace => TraceSink;
+
+        public bool TryRead(ulong gpa, out ulong value, ref int refs, out TranslateStatus failure)
+        {
+            // S1PTW: the stage-1 table's IPA goes through stage 2 like any other access.
+            ulong leaf = Mode.Resolve(Vcpu, gpa >> 12, AccessKind.Read, ref refs, TraceSink, CountersIn, out failure);
+            if (failure != TranslateStatus.Ok || Stage2Entry.TypeOf(leaf) == P2mType.MmioDirect)
+            {
+                value = 0;
+                if (failure == TranslateStatus.Ok) failure = TranslateStatus.PhysicalMissing;   // tables in MMIO
+                return false;
+            }
+            value = Mode._domain.Machine.ReadUInt64(new Mfn(Stage2Entry.FrameOf(leaf)), (int)(gpa & 0xFFF));
+            refs++;
+            return true;
+        }
+
+        public bool TryWriteAccessedDirty(ulong gpa, ulong value, ref int refs)
+        {
+            if (TraceSink is not null) return true;       // explaining: show, do not touch
+            // The hardware AF/DBM update is a write through stage 2: a traced table page aborts first.
+            ulong leaf = Mode._s2!.Peek(gpa >> 12);
+            if (!Stage2Entry.IsWritable(leaf))
+            {
+                int ignored = 0;
+                leaf = Mode.Resolve(Vcpu, gpa >> 12, AccessKind.Write, ref ignored, null, CountersIn, out var failure);
+                if (failure != TranslateStatus.Ok) return false;
+            }
+            Mode._domain.Machine.WriteUInt64(new Mfn(Stage2Entry.FrameOf(leaf)), (int)(gpa & 0xFFF), value);
+            return true;
+        }
+    }
+
+    public Translation Translate(Vcpu v, ulong va, AccessKind access) => TranslateCore(v, va, access, null);
+
+    public Translation Explain(Vcpu v, ulong va, AccessKind access, TranslationTrace trace) => TranslateCore(v, va, access, trace);
+
+    private Translation TranslateCore(Vcpu v, ulong va, AccessKind access, TranslationTrace? trace)
+    {
+        var counters = trace is null ? _domain.Counters : new PerfCounters();   // explaining counts nothing real
+        var acc = new Access { Mode = this, Vcpu = v.Id, TraceSink = trace, CountersIn = counters };
+        var t = Aarch64Walker.Walk(ref acc, v.Cr3, va, access, out var fault);
+        if (!t.IsOk)
+        {
+            if (t.Status == TranslateStatus.PageFault && trace is null)
+                _domain.Trace.Add(TraceKind.GuestPageFault, v.Id, va, 0, (ulong)fault.Code, (ulong)t.ErrorCode, FaultWord(fault.Kind));
+            return t;
+        }
+        int refs = t.MemoryReferences;
+        ulong leaf = Resolve(v.Id, t.Gfn, access & AccessKind.Write, ref refs, trace, counters, out var failure);
+        if (failure != TranslateStatus.Ok)
+            return Translation.Fault(failure, va, t.Gfn, PageFaultErrorCode.None, refs);
+        ulong rights = t.Rights;
+        if (Stage2Entry.IsWritable(leaf)) rights |= TlbRights.HostWritable;
+        if (Stage2Entry.TypeOf(leaf) == P2mType.MmioDirect) rights |= TlbRights.Mmio;
+        trace?.Note($"two-stage walk: {refs} memory reference(s)");
+        return new Translation(TranslateStatus.Ok, va, t.Gfn, Stage2Entry.FrameOf(leaf), rights, 12, PageFaultErrorCode.None, refs);
+    }
+
+    private static string FaultWord(ArmFaultKind k) => k switch
+    {
+        ArmFaultKind.Translation => "s1 translation",
+        ArmFaultKind.Permission => "s1 permission",
+        ArmFaultKind.AddressSize => "s1 address size",
+        _ => "s1 access flag",
+    };
+
+    private enum AbortOutcome { Retry, ReadOnly }
+
+    /// <summary>
+    /// The stage-2 side of one IPA access: walk, then handle the aborts the hypervisor fixes
+    /// (mmio_direct populate, tracing and log-dirty write faults) and retry. When explaining
+    /// (trace set) nothing is changed: the notes say what the handler would do.
+    /// </summary>
+    private ulong Resolve(int vcpu, ulong gfn, AccessKind access, ref int refs, TranslationTrace? trace, PerfCounters counters, out TranslateStatus failure)
+    {
+        bool write = (access & AccessKind.Write) != 0;
+        for (int attempt = 0; attempt < 3; attempt++)
+        {
+            ulong leaf = _s2!.Walk(gfn, ref refs, counters, trace);
+            if (Stage2Entry.IsValid(leaf) && (!write || Stage2Entry.IsWritable(leaf)))
+            {
+                failure = TranslateStatus.Ok;
+                return leaf;
+            }
+            counters.Inc(PerfCounter.Stage2Abort);
+            if (!Stage2Entry.IsValid(leaf))
+            {
+                counters.Inc(PerfCounter.Stage2AbortTranslation);
+                var tf = new ArmFault(ArmFaultKind.Translation, _s2.Locate(gfn).ArmLevel);
+                if (P2mTree.Classify(_domain.P2m.Get(gfn)) == P2mEntryKind.Identity)
+                {
+                    ulong mmio = Stage2Entry.Leaf(gfn, P2mType.MmioDirect);
+                    if (trace is not null)
+                    {
+                        trace.Note($"stage-2 {tf} at IPA 0x{gfn << 12:x}: identity frame; the hypervisor would map it mmio_direct and retry");
+                        failure = TranslateStatus.Ok;
+                        return mmio;
+                    }
+                    _domain.Trace.Add(TraceKind.Stage2Abort, vcpu, 0, gfn, gfn, (ulong)tf.Code, "mmio populate");
+                    _s2.Set(gfn, mmio);
+                    continue;
+                }
+                _domain.Trace.Add(TraceKind.Stage2Abort, vcpu, 0, gfn, 0, (ulong)tf.Code, "missing");
+                trace?.Note($"stage-2 {tf} at IPA 0x{gfn << 12:x}: no p2m entry");
+                failure = TranslateStatus.PhysicalMissing;
+                return 0;
+            }
+            counters.Inc(PerfCounter.Stage2AbortPermission);
+            if (HandlePermissionFault(vcpu, gfn, leaf, counters, trace, out ulong fixedLeaf) == AbortOutcome.ReadOnly)
+            {
+                failure = TranslateStatus.P2mReadOnly;
+                return leaf;
+            }
+            if (trace is not null)
+            {
+                failure = TranslateStatus.Ok;
+                return fixedLeaf;                          // what the retry would find
+            }
+        }
+        failure = TranslateStatus.PhysicalMissing;
+        return 0;
+    }
+
+    /// <summary>
+    /// A stage-2 permission fault (a write to a leaf without S2AP write): find the leaf with the
+    /// configured strategy, mark it dirty in its avail bit if the gfn is traced, turn a
+    /// ram_logdirty page back to ram_rw, give write back. ram_ro stays refused.
+    /// </summary>
+    private AbortOutcome HandlePermissionFault(int vcpu, ulong gfn, ulong leaf, PerfCounters counters, TranslationTrace? trace, out ulong fixedLeaf)
+    {
+        var type = Stage2Entry.TypeOf(leaf);
+        var pf = new ArmFault(ArmFaultKind.Permission, 3);
+        bool traced = _traced.Contains(gfn);
+        fixedLeaf = leaf;
+        if (!Stage2Entry.TypeAllowsWrite(type) && type != P2mType.RamLogDirty)
+        {
+            counters.Inc(PerfCounter.Stage2AbortRamRo);
+            if (trace is null) _domain.Trace.Add(TraceKind.Stage2Abort, vcpu, 0, gfn, Stage2Entry.FrameOf(leaf), (ulong)type, P2mTypeInfo.Name(type) + " write");
+            trace?.Note($"stage-2 {pf} at IPA 0x{gfn << 12:x}: write to {P2mTypeInfo.Name(type)}, discarded");
+            return AbortOutcome.ReadOnly;
+        }
+        if (trace is not null)
+        {
+            fixedLeaf = leaf | Stage2Entry.S2apWrite | (traced ? Stage2Entry.Dirty : 0);
+            if (type == P2mType.RamLogDirty) fixedLeaf = (fixedLeaf & ~Stage2Entry.TypeField) | ((ulong)P2mType.RamRw << Stage2Entry.TypeShift);
+            string what = (traced ? "set DIRTY (bit 58) in the leaf, " : "") + (type == P2mType.RamLogDirty ? "turn ram_logdirty back to ram_rw, " : "");
+            trace.Note($"stage-2 {pf} at IPA 0x{gfn << 12:x}: the handler would find the leaf {DescribeLookup(gfn)}, {what}set S2AP write and retry");
+            return AbortOutcome.Retry;
+        }
+        var where = FindLeaf(gfn, counters);
+        ulong e = where.Value;
+        if (traced && !Stage2Entry.IsDirty(e))
+        {
+            e |= Stage2Entry.Dirty;
+            counters.Inc(PerfCounter.ArmDirtyBitSet);
+        }
+        if (type == P2mType.RamLogDirty)
+        {
+            counters.Inc(PerfCounter.Stage2AbortLogDirty);
+            WriteLeaf(where, e);                        // the dirty bit first: the type change keeps it
+            _domain.OnLogDirtyWrite(gfn);               // ram_rw again; OnP2mChanged gives write back
+        }
+        else
+        {
+            WriteLeaf(where, e | Stage2Entry.S2apWrite);
+        }
+        fixedLeaf = _s2!.Peek(gfn);
+        _domain.Trace.Add(TraceKind.Stage2Abort, vcpu, 0, gfn, Stage2Entry.FrameOf(leaf), fixedLeaf, type == P2mType.RamLogDirty ? "logdirty write" : "dirty");
+        return AbortOutcome.Retry;
+    }
+
+    private string DescribeLookup(ulong gfn) => UsesVlpt(gfn)
+        ? $"through the VLPT (second level at 0x{_slice!.SecondVa(gfn):x}, leaf at 0x{_slice.LeafVa(gfn):x}: 2 reads, no maps)"
+        : "by walking the p2m (3 levels mapped on demand, 3 reads)";
+
+    private bool UsesVlpt(ulong gfn) => _options.ArmLeafLookup == ArmLeafLookup.Vlpt && _slice is not null && _slice.Covers(gfn);
+
+    /// <summary>The fault handler's leaf lookup, by the configured strategy, counted.</summary>
+    public Stage2LeafRef FindLeaf(ulong gfn, PerfCounters counters)
+    {
+        if (UsesVlpt(gfn))
+        {
+            var r = _slice!.Window.Lookup(_slice, gfn, counters);
+            if (r.Found) return r;
+            _domain.Trace.Add(TraceKind.Stage2Abort, -1, 0, gfn, 0, 0, "vlpt miss, walk");   // should not happen: the audit says why
+        }
+        return WalkLeaf(gfn, counters);
+    }
+
+    /// <summary>Walks the p2m from the root, mapping each level's table page on demand (map_domain_page).</summary>
+    private Stage2LeafRef WalkLeaf(ulong gfn, PerfCounters counters)
+    {
+        counters.Inc(PerfCounter.Stage2LeafWalk);
+        var machine = _domain.Machine;
+        var table = _s2!.Root;
+        for (int level = Stage2Table.Levels; level >= 1; level--)
+        {
+            int idx = (int)((gfn >> (9 * (level - 1))) & 511);
+            counters.Inc(PerfCounter.Stage2LeafWalkMaps);
+            ulong e = machine.ReadUInt64(table, idx * 8);
+            counters.Inc(PerfCounter.Stage2LeafWalkMemRef);
+            int armLevel = Stage2Entry.ArmLevel(level);
+            if (level == 1) return new Stage2LeafRef(table, idx, e, armLevel);
+            if (!Stage2Entry.IsValid(e)) return new Stage2LeafRef(Mfn.Invalid, idx, 0, armLevel);
+            if (Stage2Entry.IsBlock(e)) return new Stage2LeafRef(table, idx, e, armLevel);
+            table = new Mfn(Stage2Entry.FrameOf(e));
+        }
+        return default;
+    }
+
+    private void WriteLeaf(Stage2LeafRef where, ulong value) =>
+        _domain.Machine.WriteUInt64(where.Table, where.Index * 8, value);
+
     public void OnCr3Load(Vcpu v) { }
     public void OnInvlpg(Vcpu v, ulong va) { }
-    public GuestWriteAction BeforeGuestWrite(ulong gfn, Vcpu? writer) => GuestWriteAction.Direct;
+
+    /// <summary>A write through the guest's direct map is a stage-2 access like any other: the same aborts.</summary>
+    public GuestWriteAction BeforeGuestWrite(ulong gfn, Vcpu? writer)
+    {
+        ulong leaf = _s2!.Peek(gfn);
+        if (!Stage2Entry.IsValid(leaf) || Stage2Entry.IsWritable(leaf)) return GuestWriteAction.Direct;
+        var counters = _domain.Counters;
+        counters.Inc(PerfCounter.Stage2Abort);
+        counters.Inc(PerfCounter.Stage2AbortPermission);
+        return HandlePermissionFault(writer?.Id ?? -1, gfn, leaf, counters, null, out _) == AbortOutcome.ReadOnly
+            ? GuestWriteAction.Discard : GuestWriteAction.Direct;
+    }
+
     public void AfterGuestWrite(ulong gfn, int offset, int length) { }
-    public void OnP2mChanged(ulong startGfn, ulong endGfn, bool flush = true) { }
-    public XenLab.Dirty.IDirtyTracker DirtyTracker => throw new System.NotSupportedException();
-    public void Audit(List<string> problems) { }
+
+    public void OnP2mChanged(ulong startGfn, ulong endGfn, bool flush = true) => Refresh(startGfn, endGfn, resetDirty: false, allowFlush: flush);
+
+    public XenLab.Dirty.IVramStrategy? CreateVramStrategy(XenLab.Dirty.VramStrategy kind) => null;
+
+    /// <summary>Dirty tracking the seed's way: write-protected leaves, the dirty bit in the entry itself.</summary>
+    public XenLab.Dirty.IDirtyTracker DirtyTracker => _tracker ??= new AvailBitTracker(this);
+    private XenLab.Dirty.IDirtyTracker? _tracker;
+
+    private sealed class AvailBitTracker : XenLab.Dirty.IDirtyTracker
+    {
+        private readonly ArmMode _m;
+        public AvailBitTracker(ArmMode m) => _m = m;
+        public void Start(ulong startGfn, ulong endGfn) { if (endGfn > startGfn) _m.WriteProtectForTracing(startGfn, endGfn); }
+        public void Stop(ulong startGfn, ulong endGfn) { if (endGfn > startGfn) _m.StopTracing(startGfn, endGfn); }
+
+        public void Collect(ulong startGfn, ulong endGfn, System.Span<byte> bitmap, bool clear, bool flush)
+        {
+            bool any = false;
+            for (ulong gfn = startGfn; gfn < endGfn; gfn++)
+            {
+                bool dirty;
+                if (clear)
+                {
+                    if (!_m.TestAndClearOne(gfn, out dirty)) dirty = true;       // not traced: when in doubt, dirty
+                    any |= dirty;
+                }
+                else
+                {
+                    var where = _m._s2!.Locate(gfn);
+                    dirty = !_m._traced.Contains(gfn) || (where.Found && Stage2Entry.IsDirty(where.Value));
+                }
+                if (!dirty) continue;
+                ulong i = gfn - startGfn;
+                bitmap[(int)(i >> 3)] |= (byte)(1 << (int)(i & 7));
+            }
+            if (any && flush) _m._domain.FlushAllTlbs();
+        }
+    }
+
+    /// <summary>Rewrites the leaves of [start, end) to what the p2m, the types and tracing say; flushes if rights were removed.</summary>
+    private void Refresh(ulong startGfn, ulong endGfn, bool resetDirty, bool allowFlush = true)
+    {
+        bool flush = false;
+        for (ulong gfn = startGfn; gfn < endGfn; gfn++)
+        {
+            ulong have = _s2!.Peek(gfn);
+            ulong want = Expected(gfn, resetDirty ? have & ~Stage2Entry.Dirty : have);
+            // An mmio_direct leaf is populated lazily: keep it only while the gfn is still identity.
+            if (want == 0 && Stage2Entry.IsValid(have) && Stage2Entry.TypeOf(have) == P2mType.MmioDirect
+                && P2mTree.Classify(_domain.P2m.Get(gfn)) == P2mEntryKind.Identity) continue;
+            if (want == have || (want == 0 && !Stage2Entry.IsValid(have))) continue;
+            _s2.Set(gfn, want);
+            bool upgrade = Stage2Entry.IsValid(have) && Stage2Entry.FrameOf(have) == Stage2Entry.FrameOf(want)
+                && !(Stage2Entry.IsWritable(have) && !Stage2Entry.IsWritable(want));
+            if (!upgrade) flush = true;
+        }
+        if (flush && allowFlush) _domain.FlushAllTlbs();       // TLBI VMALLS12E1IS: combined entries carry stage-2 rights
+    }
+
+    /// <summary>The leaf a RAM gfn should have (keeping the dirty bit of <paramref name="have"/> while traced); 0 for anything else.</summary>
+    private ulong Expected(ulong gfn, ulong have)
+    {
+        if (!_domain.TryGetRam(gfn, out var mfn)) return 0;
+        bool traced = _traced.Contains(gfn);
+        bool dirty = traced && Stage2Entry.IsValid(have) && Stage2Entry.FrameOf(have) == mfn.Value && Stage2Entry.IsDirty(have);
+        return Stage2Entry.Leaf(mfn.Value, _domain.GetP2mType(gfn), writeProtect: traced && !dirty, dirty);
+    }
+
+    // ---- dirty tracing (seed 002) -------------------------------------------------------
+
+    private static void CheckRange(ulong startGfn, ulong endGfn)
+    {
+        if (endGfn <= startGfn || endGfn > P2mTree.MaxPfn)
+            throw new InvalidConfigurationException($"gfn range [0x{startGfn:x}, 0x{endGfn:x}) is empty, reversed or beyond 0x{P2mTree.MaxPfn:x}.");
+    }
+
+    /// <summary>
+    /// Starts tracing [start, end): RAM leaves lose S2AP write and their dirty bit, then every
+    /// vCPU's TLB is flushed so no cached writable translation survives (seed 003's lesson).
+    /// </summary>
+    public void WriteProtectForTracing(ulong startGfn, ulong endGfn)
+    {
+        CheckRange(startGfn, endGfn);
+        _traced.Add(startGfn, endGfn);
+        Refresh(startGfn, endGfn, resetDirty: true);      // flushes when it removed write anywhere
+    }
+
+    /// <summary>
+    /// Reads and clears a traced gfn's dirty bit, write-protecting it again (with a TLB flush if
+    /// it had been written). A gfn that is not traced answers true: when in doubt, dirty.
+    /// </summary>
+    public bool TestAndClearDirty(ulong gfn)
+    {
+        if (!TestAndClearOne(gfn, out bool dirty)) return true;
+        if (dirty) _domain.FlushAllTlbs();
+        return dirty;
+    }
+
+    /// <summary>The traced gfns of [start, end) written since the last call, cleared and write-protected again, with one flush.</summary>
+    public List<ulong> TestAndClearDirty(ulong startGfn, ulong endGfn)
+    {
+        CheckRange(startGfn, endGfn);
+        var dirty = new List<ulong>();
+        for (ulong gfn = startGfn; gfn < endGfn; gfn++)
+        {
+            if (!TestAndClearOne(gfn, out bool d) || d) dirty.Add(gfn);
+        }
+        if (dirty.Count > 0) _domain.FlushAllTlbs();
+        return dirty;
+    }
+
+    private bool TestAndClearOne(ulong gfn, out bool dirty)
+    {
+        dirty = false;
+        if (!_traced.Contains(gfn)) return false;
+        var where = _s2!.Locate(gfn);
+        if (!where.Found || !Stage2Entry.IsDirty(where.Value)) return true;
+        dirty = true;
+        WriteLeaf(where, where.Value & ~(Stage2Entry.Dirty | Stage2Entry.S2apWrite));
+        return true;
+    }
+
+    /// <summary>Ends tracing of [start, end): write comes back where the type allows it, dirty bits go.</summary>
+    public void StopTracing(ulong startGfn, ulong endGfn)
+    {
+        CheckRange(startGfn, endGfn);
+        _traced.Remove(startGfn, endGfn);
+        Refresh(startGfn, endGfn, resetDirty: true);
+    }
+
+    // ---- audit -----------------------------------------------------------------------------
+
+    /// <summary>A RAM gfn's leaf must match the p2m's mfn and type; tracing may only clear write and set DIRTY.</summary>
+    private void AuditRam(ulong pfn, Mfn mfn, ulong have, List<string> problems)
+    {
+        const ulong tracingBits = Stage2Entry.S2apWrite | Stage2Entry.Dirty;
+        var type = _domain.GetP2mType(pfn);
+        ulong want = Stage2Entry.Leaf(mfn.Value, type);
+        bool traced = _traced.Contains(pfn);
+        bool dirty = Stage2Entry.IsDirty(have);
+        bool writeOk = Stage2Entry.IsWritable(have) == (Stage2Entry.TypeAllowsWrite(type) && (!traced || dirty));
+        if ((have & ~tracingBits) != (want & ~tracingBits) || !writeOk || (dirty && !traced))
+            problems.Add($"arm: gfn 0x{pfn:x}: stage-2 leaf 0x{have:x16} ({Stage2Entry.Describe(have, 3)}), p2m says 0x{want:x16} ({Stage2Entry.Describe(want, 3)}){(traced ? ", traced" : "")}");
+    }
+
+    /// <summary>A leaf for a gfn that is not RAM is allowed only as the lazily made mmio_direct of an identity gfn.</summary>
+    private void AuditNonRam(ulong gfn, ulong leaf, List<string> problems)
+    {
+        var kind = P2mTree.Classify(_domain.P2m.Get(gfn));
+        if (kind == P2mEntryKind.Identity && leaf == Stage2Entry.Leaf(gfn, P2mType.MmioDirect)) return;
+        problems.Add($"arm: gfn 0x{gfn:x}: stage-2 leaf 0x{leaf:x16} ({Stage2Entry.Describe(leaf, 3)}) for a {kind} gfn");
+    }
+
+    public void Audit(List<string> problems)
+    {
+        // One ascending pass over the p2m's RAM and the stage-2 leaves together.
+        using var leaves = _s2!.EnumerateLeaves().GetEnumerator();
+        bool more = leaves.MoveNext();
+        foreach (var (pfn, mfn) in _domain.P2m.EnumerateRam())
+        {
+            while (more && leaves.Current.Gfn < pfn)
+            {
+                AuditNonRam(leaves.Current.Gfn, leaves.Current.Leaf, problems);
+                more = leaves.MoveNext();
+            }
+            ulong have = 0;
+            if (more && leaves.Current.Gfn == pfn)
+            {
+                have = leaves.Current.Leaf;
+                more = leaves.MoveNext();
+            }
+            AuditRam(pfn, mfn, have, problems);
+        }
+        for (; more; more = leaves.MoveNext()) AuditNonRam(leaves.Current.Gfn, leaves.Current.Leaf, problems);
+        if (_slice is not null) _slice.Window.Audit(_slice, _s2, problems);
+    }
 }
