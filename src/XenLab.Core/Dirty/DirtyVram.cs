@@ -65,6 +65,8 @@ public sealed class VramRange
     public bool AllDirtyForever { get; internal set; }
     /// <summary>Per page: a dirty mapping went away (or a direct write happened) since the last query.</summary>
     internal bool[] RemovedDirty { get; }
+    /// <summary>Created or re-armed by a peek: the next query that clears must still say all dirty.</summary>
+    internal bool PendingAllDirty { get; set; }
     /// <summary>Memcmp baseline: the device model's copy.</summary>
     internal byte[]? Copy { get; set; }
     /// <summary>Strategy-private state (back-links, the D-bit strategy's mapping address).</summary>
@@ -134,8 +136,8 @@ public sealed class DirtyVram
             foreach (var r in _ranges)
                 if (beginPfn < r.EndPfn && r.BeginPfn < end)
                     throw new VramException(VramErrno.EINVAL, $"[0x{beginPfn:x}, 0x{end:x}) overlaps tracked range [0x{r.BeginPfn:x}, 0x{r.EndPfn:x}); query its exact bounds or stop tracking (nr = 0).");
-            range = new VramRange(beginPfn, nr, Resolve(Strategy), _domain.PagingMode);
-            StrategyFor(range).Arm(range);
+            range = new VramRange(beginPfn, nr, Resolve(Strategy), _domain.PagingMode) { PendingAllDirty = peek };
+            ArmFresh(range, peek);
             _ranges.Add(range);
             return AllDirty(range, bitmap, "new range: tracking starts, repaint everything");
         }
@@ -145,8 +147,16 @@ public sealed class DirtyVram
             range.Strategy = Resolve(range.Strategy is VramStrategy.Memcmp ? VramStrategy.Memcmp : Strategy);
             range.ArmedIn = _domain.PagingMode;
             range.State = null;
-            StrategyFor(range).Arm(range);
+            ArmFresh(range, peek);
+            range.PendingAllDirty = peek;
             return AllDirty(range, bitmap, "paging mode changed: range re-armed");
+        }
+        if (range.PendingAllDirty)
+        {
+            // Armed by a peek: what was written before arming has not been handed out yet.
+            StrategyFor(range).Collect(range, bitmap, clear: !peek);
+            range.PendingAllDirty = peek;
+            return AllDirty(range, bitmap, "armed by a peek: repaint everything");
         }
         bool exact = StrategyFor(range).Collect(range, bitmap, clear: !peek);
         if (!peek)
@@ -157,6 +167,20 @@ public sealed class DirtyVram
         if (!exact || range.AllDirtyForever)
             return AllDirty(range, bitmap, range.AllDirtyForever ? "back-links exhausted: always all dirty" : "strategy backed off");
         return new VramQueryResult(beginPfn, nr, bitmap, false, "");
+    }
+
+    /// <summary>
+    /// Arms a range and, unless this is a peek, forgets whatever dirty state predates it (D bits
+    /// set by earlier writes, removed mappings): the all-dirty answer covers those writes.
+    /// </summary>
+    private void ArmFresh(VramRange range, bool peek)
+    {
+        var strategy = StrategyFor(range);
+        strategy.Arm(range);
+        if (peek) return;
+        var scratch = new byte[(range.Pages + 7) / 8];
+        strategy.Collect(range, scratch, clear: true);
+        if (range.Strategy is not (VramStrategy.Memcmp or VramStrategy.Tracker) && !SkipTlbFlush) _domain.FlushAllTlbs();
     }
 
     /// <summary>Pages the guest wrote through a physical path (no mapping to see it): remembered for the back-link and D-bit strategies.</summary>
@@ -170,6 +194,13 @@ public sealed class DirtyVram
     {
         foreach (var r in _ranges) if (r.BeginPfn == beginPfn && r.Pages == nr) return r;
         return null;
+    }
+
+    /// <summary>Stops tracking one range (a monitor unplugged); the others go on.</summary>
+    public void Stop(VramRange range)
+    {
+        if (!_ranges.Remove(range)) return;
+        if (range.ArmedIn == _domain.PagingMode && !_machineryOff) StrategyFor(range).Disarm(range);
     }
 
     public void StopAll()

@@ -32,6 +32,9 @@ public sealed class TypeDirtyTracker : IDirtyTracker
             bitmap[(int)(i >> 3)] |= (byte)(1 << (int)(i & 7));
             written.Add(g);
         }
-        if (clear && written.Count > 0) _domain.ChangeP2mTypes(written, P2mType.RamRw, P2mType.RamLogDirty, flush);
+        if (clear && written.Count > 0) _domain.ChangeP2mTypes(written, P2mType.RamRw, P2mType.RamLogDirty, flush: false);
+        // Always flush after a clean, written pages or not (hap_clean_vram_tracking_range's flush_tlb_mask):
+        // a flush skipped earlier may have left writable entries behind.
+        if (clear && flush) _domain.Mode!.FlushTlbs();
     }
 }

@@ -338,7 +338,7 @@ public sealed class Domain
         var fb = FindFramebuffer(name) ?? throw new InvalidConfigurationException($"Domain '{Name}' has no framebuffer '{name}'.");
         ulong first = fb.Config.FirstGfn, pages = fb.Config.Pages;
         var range = Vram.Find(first, pages);
-        if (range is not null) Vram.StopAll();
+        if (range is not null) Vram.Stop(range);
         foreach (var (gfn, previous) in fb.Populated)
         {
             TryGetRam(gfn, out var mfn);

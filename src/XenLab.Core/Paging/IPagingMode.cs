@@ -39,6 +39,9 @@ public interface IPagingMode
     /// <summary>The same translation with every entry read, without filling any TLB.</summary>
     Translation Explain(Vcpu v, ulong va, AccessKind access, TranslationTrace trace);
 
+    /// <summary>Flushes every vCPU's TLB and whatever walk caches the mode models (INVEPT under HAP).</summary>
+    void FlushTlbs();
+
     void OnCr3Load(Vcpu v);
     void OnInvlpg(Vcpu v, ulong va);
 

@@ -304,6 +304,7 @@ public sealed class ArmMode : IPagingMode
     private void WriteLeaf(Stage2LeafRef where, ulong value) =>
         _domain.Machine.WriteUInt64(where.Table, where.Index * 8, value);
 
+    public void FlushTlbs() => _domain.FlushAllTlbs();
     public void OnCr3Load(Vcpu v) { }
     public void OnInvlpg(Vcpu v, ulong va) { }
 
@@ -356,7 +357,7 @@ public sealed class ArmMode : IPagingMode
                 ulong i = gfn - startGfn;
                 bitmap[(int)(i >> 3)] |= (byte)(1 << (int)(i & 7));
             }
-            if (any && flush) _m._domain.FlushAllTlbs();
+            if (clear && flush) _m._domain.FlushAllTlbs();       // always after a clean: earlier skipped flushes leave stale entries
         }
     }
 

@@ -226,6 +226,7 @@ public sealed class HapMode : IPagingMode
     }
 
     public XenLab.Dirty.IVramStrategy? CreateVramStrategy(XenLab.Dirty.VramStrategy kind) => null;
+    public void FlushTlbs() => InvEpt();
     public void OnCr3Load(Vcpu v) { }
     public void OnInvlpg(Vcpu v, ulong va) { }
 

@@ -287,7 +287,9 @@ public sealed partial class ShadowMode : IPagingMode
             _ => ulong.MaxValue,
         };
         if (e == ulong.MaxValue) return 0;
-        e |= gl1e & (X86Pte.Present | X86Pte.Writable | X86Pte.User | X86Pte.NoExecute | X86Pte.Accessed | X86Pte.Dirty);
+        // D is not passed through (Xen's pass_thru_flags): the CPU sets it in the shadow on a real
+        // write, which is what dirty-VRAM tracking reads and clears.
+        e |= gl1e & (X86Pte.Present | X86Pte.Writable | X86Pte.User | X86Pte.NoExecute | X86Pte.Accessed);
         if ((gl1e & X86Pte.Dirty) == 0) e &= ~X86Pte.Writable;              // the first write must fault to set D
         if ((e & ShadowMmio) == 0)
         {
@@ -521,6 +523,8 @@ public sealed partial class ShadowMode : IPagingMode
     }
 
     // ---- guest events -----------------------------------------------------------------------
+
+    public void FlushTlbs() => _domain.FlushAllTlbs();
 
     public void OnCr3Load(Vcpu v)
     {
