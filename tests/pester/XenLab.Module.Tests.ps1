@@ -31,6 +31,13 @@ Describe 'XenLab module conventions' -Tag 'XenLab', 'Conventions' {
         (Get-Command -Module XenLab).Name | Sort-Object | Should -Be ($manifest.CmdletsToExport | Sort-Object)
     }
 
+    It 'finds the about_XenLab topic through Get-Help' {
+        # Found in module/en-US because the nested manifest module/XenLab.Help.psd1 makes module/ a module base.
+        $about = Get-Help about_XenLab
+        $about.Name | Should -Be 'about_XenLab'
+        ($about | Out-String) | Should -Match 'SHORT DESCRIPTION'
+    }
+
     Context 'Help of <Name>' -ForEach $commands {
         BeforeAll {
             $help = Get-Help $Name -Full
