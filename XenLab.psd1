@@ -15,7 +15,7 @@
     Author               = 'XenLab contributors'
     CompanyName          = 'XenLab'
     Copyright            = '(c) XenLab contributors'
-    Description          = 'An emulator lab for how Xen manages guest memory: domains, E820, the p2m tree and its identity holes, ballooning, guest page tables and performance counters.'
+    Description          = 'An emulator lab for how Xen manages guest memory: domains, E820, the p2m tree and its identity holes, ballooning, guest page tables, paging modes (shadow, HAP/EPT, ARM stage 2) with traces and audits, and performance counters.'
     PowerShellVersion    = '7.4'
     CompatiblePSEditions = @('Core')
     TypesToProcess       = @('module/XenLab.types.ps1xml')
@@ -34,6 +34,10 @@
         'Add-XenGuestMapping'
         'Get-XenGuestMapping'
         'Remove-XenGuestMapping'
+        'Set-XenPagingMode'
+        'Get-XenTranslation'
+        'Get-XenTrace'
+        'Test-XenPaging'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

@@ -22,7 +22,7 @@ Describe 'XenLab module conventions' -Tag 'XenLab', 'Conventions' {
 
     It 'found the module''s commands and examples to check' -ForEach @{ CommandCount = $commands.Count; ExampleCount = $examples.Count } {
         # Guard: with no commands found, every -ForEach below would run nothing and pass.
-        $CommandCount | Should -BeGreaterOrEqual 13
+        $CommandCount | Should -BeGreaterOrEqual 17
         $ExampleCount | Should -BeGreaterOrEqual $CommandCount
     }
 
