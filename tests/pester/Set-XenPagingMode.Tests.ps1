@@ -92,6 +92,25 @@ Describe 'Set-XenPagingMode' -Tag 'XenLab', 'Set-XenPagingMode' {
             $d.PagingMode | Should -Be 'Hap'
         }
 
+        It 'converts the guest''s tables to AArch64 and back, keeping mappings and memory' {
+            Write-PesterBytes
+            Set-XenPagingMode -DomainName pester-pm -Mode Arm -ArmLeafLookup Vlpt -ErrorVariable err -ErrorAction SilentlyContinue
+            if ($err -and $err[0].Exception.Message -like '*not built yet*') {
+                Set-ItResult -Pending -Because $err[0].Exception.Message
+                return
+            }
+            $domain.PagingOptionsText | Should -Be 'leaf_lookup=vlpt'
+            # The mapping is read back from the converted tables, whose leaf is now an AArch64 L3 entry.
+            (Get-XenGuestMapping -DomainName pester-pm).Gfn | Should -Be 0x1000
+            (Get-XenTranslation -DomainName pester-pm 0x400000 -Step | Where-Object Table -eq 'guest').Name | Should -Be 'L0', 'L1', 'L2', 'L3'
+            Read-PesterBytes | Should -Be 0xDE, 0xAD, 0xBE, 0xEF
+            Test-XenPaging -DomainName pester-pm | Should -BeTrue
+            Set-XenPagingMode -DomainName pester-pm -Mode Hap
+            (Get-XenTranslation -DomainName pester-pm 0x400000 -Step | Where-Object Table -eq 'guest').Name | Should -Be 'PML4E', 'PDPTE', 'PDE', 'PTE'
+            Read-PesterBytes | Should -Be 0xDE, 0xAD, 0xBE, 0xEF
+            Test-XenPaging -DomainName pester-pm | Should -BeTrue
+        }
+
         It 'leaves a clean audit and a ModeSwitch trace event' {
             Write-PesterBytes
             Set-XenPagingMode -DomainName pester-pm -Mode Shadow
@@ -110,23 +129,6 @@ Describe 'Set-XenPagingMode' -Tag 'XenLab', 'Set-XenPagingMode' {
     }
 
     Context 'Errors' {
-        It 'passes a refused Arm switch through as a non-terminating InvalidConfiguration error and keeps the mode' {
-            Write-PesterBytes
-            Set-XenPagingMode -DomainName pester-pm -Mode Arm -ArmLeafLookup Vlpt -ErrorVariable err -ErrorAction SilentlyContinue
-            if (-not $err) {
-                Set-ItResult -Skipped -Because 'the emulator has an ARM mode now; the switch succeeds and is tested above'
-                return
-            }
-            $err.Count | Should -Be 1
-            $err[0].FullyQualifiedErrorId | Should -BeLike 'InvalidConfiguration,*'
-            $err[0].CategoryInfo.Category | Should -Be 'InvalidArgument'
-            $err[0].TargetObject.Name | Should -Be 'pester-pm'
-            $domain.PagingMode | Should -Be 'Hap'
-            $domain.Config.PagingOptions.ArmLeafLookup | Should -Be 'Walk'   # the refused options are not stored
-            Read-PesterBytes | Should -Be 0xDE, 0xAD, 0xBE, 0xEF
-            Test-XenPaging -DomainName pester-pm | Should -BeTrue
-        }
-
         It 'refuses a HAP cache size that is not a power of two, whatever the mode' {
             Set-XenPagingMode -DomainName pester-pm -Mode Shadow -HapGpaCache 3 -ErrorVariable err -ErrorAction SilentlyContinue
             $err[0].FullyQualifiedErrorId | Should -BeLike 'InvalidConfiguration,*'
