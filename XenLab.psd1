@@ -4,14 +4,18 @@
 # The assembly is a nested module, not the RootModule, on purpose: PowerShell looks for a
 # RootModule's cmdlet help only under this manifest's folder, but for a nested module's it
 # also looks in the assembly's own folder, where the build puts en-US/XenLab.PowerShell.dll-Help.xml.
+#
+# module/XenLab.Help.psd1 exports nothing: it is loaded so that module/ is the base of a loaded
+# module. Get-Help looks for about_ topics only in <base>/<culture> of loaded modules (and in
+# $PSHOME and the PSModulePath folders), so that is how it finds module/en-US/about_XenLab.help.txt.
 @{
-    NestedModules        = @('module/bin/XenLab.PowerShell.dll')
+    NestedModules        = @('module/bin/XenLab.PowerShell.dll', 'module/XenLab.Help.psd1')
     ModuleVersion        = '0.1.0'
     GUID                 = '458b9a0f-1283-4c21-a428-0d852155949f'
     Author               = 'XenLab contributors'
     CompanyName          = 'XenLab'
     Copyright            = '(c) XenLab contributors'
-    Description          = 'An emulator lab for how Xen manages guest memory: domains, E820, the p2m tree and its identity holes, ballooning, guest page tables and performance counters.'
+    Description          = 'An emulator lab for how Xen manages guest memory: domains, E820, the p2m tree and its identity holes, ballooning, guest page tables, paging modes (shadow, HAP/EPT, ARM stage 2) with traces and audits, and performance counters.'
     PowerShellVersion    = '7.4'
     CompatiblePSEditions = @('Core')
     TypesToProcess       = @('module/XenLab.types.ps1xml')
@@ -30,6 +34,10 @@
         'Add-XenGuestMapping'
         'Get-XenGuestMapping'
         'Remove-XenGuestMapping'
+        'Set-XenPagingMode'
+        'Get-XenTranslation'
+        'Get-XenTrace'
+        'Test-XenPaging'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

@@ -11,6 +11,7 @@ namespace XenLab.PowerShell;
 public sealed class AddXenGuestMappingCommand : DomainCmdlet
 {
     [Parameter(Mandatory = true)]
+    [AddressTransformation]
     public ulong VirtualAddress { get; set; }
 
     [Parameter(Mandatory = true)]
@@ -49,6 +50,7 @@ public sealed class AddXenGuestMappingCommand : DomainCmdlet
 public sealed class RemoveXenGuestMappingCommand : DomainCmdlet
 {
     [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    [AddressTransformation]
     public ulong VirtualAddress { get; set; }
 
     [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]

@@ -109,6 +109,7 @@ public abstract class GuestMemoryCmdlet : XenCmdlet
     public string DomainName { get; set; } = null!;
 
     [Parameter(Mandatory = true, Position = 1)]
+    [AddressTransformation]
     public ulong Address { get; set; }
 
     [Parameter(ParameterSetName = ParameterSets.DomainPhysical)]

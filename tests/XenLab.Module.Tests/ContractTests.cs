@@ -102,7 +102,8 @@ public class ContractTests
     [Fact]
     public void ViewObjectsCarryADomainNameAndDomainGetsItFromTheTypesFile()
     {
-        var outputTypes = BuiltModule.Commands.SelectMany(c => c.OutputTypes).Distinct().ToList();
+        // XenLab's own types; a System.Boolean (Test-XenPaging) has no domain to name.
+        var outputTypes = BuiltModule.Commands.SelectMany(c => c.OutputTypes).Distinct().Where(t => t.StartsWith("XenLab.")).ToList();
         var lacking = BuiltModule.Inspect((asm, mlc) =>
         {
             var core = mlc.LoadFromAssemblyPath(Path.Combine(BuiltModule.ModuleBin, "XenLab.Core.dll"));

@@ -25,13 +25,25 @@ public class ManifestTests
     }
 
     [Fact]
-    public void TheBuiltAssemblyIsTheOneNestedModule()
+    public void TheBuiltAssemblyAndTheHelpManifestAreTheNestedModules()
     {
         // Nested, not RootModule: only then does Get-Help look for the MAML beside the assembly (module/bin/en-US).
         Assert.Null(BuiltModule.ManifestValue("RootModule"));
         var nested = BuiltModule.ManifestList("NestedModules");
-        Assert.Equal(new[] { "module/bin/XenLab.PowerShell.dll" }, nested);
-        Assert.True(File.Exists(Path.Combine(BuiltModule.Root, nested[0])), $"{nested[0]} does not exist: build the solution first");
+        Assert.Equal(new[] { "module/bin/XenLab.PowerShell.dll", "module/XenLab.Help.psd1" }, nested);
+        foreach (var n in nested)
+            Assert.True(File.Exists(Path.Combine(BuiltModule.Root, n)), $"{n} does not exist: build the solution first");
+    }
+
+    [Fact]
+    public void TheHelpManifestMakesModuleAModuleBaseWithTheAboutTopic()
+    {
+        // Get-Help finds about_ topics only in <base>/<culture> of loaded modules; the nested
+        // manifest's base is module/, so module/en-US/about_XenLab.help.txt is found. It exports nothing.
+        string help = File.ReadAllText(Path.Combine(BuiltModule.Root, "module", "XenLab.Help.psd1"));
+        foreach (var key in new[] { "CmdletsToExport", "FunctionsToExport", "AliasesToExport", "VariablesToExport" })
+            Assert.Matches(key + @"\s*=\s*@\(\s*\)", help);
+        Assert.True(File.Exists(Path.Combine(BuiltModule.Root, "module", "en-US", "about_XenLab.help.txt")));
     }
 
     [Fact]

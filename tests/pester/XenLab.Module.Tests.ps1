@@ -22,13 +22,20 @@ Describe 'XenLab module conventions' -Tag 'XenLab', 'Conventions' {
 
     It 'found the module''s commands and examples to check' -ForEach @{ CommandCount = $commands.Count; ExampleCount = $examples.Count } {
         # Guard: with no commands found, every -ForEach below would run nothing and pass.
-        $CommandCount | Should -BeGreaterOrEqual 13
+        $CommandCount | Should -BeGreaterOrEqual 17
         $ExampleCount | Should -BeGreaterOrEqual $CommandCount
     }
 
     It 'exports exactly the cmdlets the assembly has' {
         $manifest = Import-PowerShellDataFile (Join-Path $PSScriptRoot '../../XenLab.psd1')
         (Get-Command -Module XenLab).Name | Sort-Object | Should -Be ($manifest.CmdletsToExport | Sort-Object)
+    }
+
+    It 'finds the about_XenLab topic through Get-Help' {
+        # Found in module/en-US because the nested manifest module/XenLab.Help.psd1 makes module/ a module base.
+        $about = Get-Help about_XenLab
+        $about.Name | Should -Be 'about_XenLab'
+        ($about | Out-String) | Should -Match 'SHORT DESCRIPTION'
     }
 
     Context 'Help of <Name>' -ForEach $commands {
