@@ -110,7 +110,12 @@ public static class DirtyRectangles
     {
         private readonly long _stride;
         private readonly int _height, _width, _bytesPerPixel, _rowBytes;
+        private readonly long _size;
         private readonly List<PixelRect> _rects = new();
+
+        // The row the last run ended in, and its first byte.
+        private int _cursorRow;
+        private long _cursorRowStart;
 
         // Spans of the row being filled: [x0, x1) pairs, sorted and disjoint.
         private int[] _spans;
@@ -129,6 +134,7 @@ public static class DirtyRectangles
             _width = fb.Width;
             _bytesPerPixel = fb.Bpp / 8;
             _rowBytes = fb.Width * _bytesPerPixel;
+            _size = _stride * _height;
             // Runs are separated by at least a clean page, so at most rowBytes/4096 + 1 touch one row.
             int maxSpans = _rowBytes / Page.Size + 2;
             _spans = new int[maxSpans * 2];
@@ -136,24 +142,54 @@ public static class DirtyRectangles
             _nextOpen = new int[maxSpans * 3];
         }
 
-        /// <summary>Framebuffer bytes [begin, end) are dirty.</summary>
+        /// <summary>Framebuffer bytes [begin, end) are dirty; runs come in increasing order.</summary>
         public void AddByteRun(long begin, long end)
         {
-            long size = _stride * _height;
-            if (end > size) end = size;
+            if (end > _size) end = _size;
             if (begin >= end) return;
-            int firstRow = (int)(begin / _stride), lastRow = (int)((end - 1) / _stride);
-            for (int row = firstRow; row <= lastRow; row++)
+            // Walk the cursor down to the row holding begin: no division, and over a whole
+            // query it moves at most Height rows.
+            int row = _cursorRow;
+            long rowStart = _cursorRowStart;
+            while (rowStart + _stride <= begin)
             {
-                long rowStart = row * _stride;
-                long s = Math.Max(begin - rowStart, 0);
-                long e = Math.Min(end - rowStart, _rowBytes);
-                if (s >= e) continue;  // only padding of this row
-                int x0 = (int)(s / _bytesPerPixel);
-                int x1 = (int)((e + _bytesPerPixel - 1) / _bytesPerPixel);
-                AddSpan(row, x0, Math.Min(x1, _width));
+                row++;
+                rowStart += _stride;
             }
+            while (true)
+            {
+                long rowEnd = rowStart + _stride;
+                if (begin <= rowStart && rowEnd <= end)
+                    AddSpan(row, 0, _width);  // the run covers this row from end to end
+                else
+                    AddRowPart(row, rowStart, begin, end);
+                if (rowEnd >= end) break;
+                row++;
+                rowStart = rowEnd;
+            }
+            _cursorRow = row;
+            _cursorRowStart = rowStart;
         }
+
+        /// <summary>The pixels of the row at <paramref name="rowStart"/> that bytes [begin, end) touch, padding excluded.</summary>
+        private void AddRowPart(int row, long rowStart, long begin, long end)
+        {
+            long s = Math.Max(begin - rowStart, 0);
+            long e = Math.Min(end - rowStart, _rowBytes);
+            if (s >= e) return;  // only padding of this row
+            int x0 = PixelOf(s);
+            int x1 = PixelOf(e + _bytesPerPixel - 1);  // a pixel partly inside counts
+            AddSpan(row, x0, Math.Min(x1, _width));
+        }
+
+        /// <summary>The pixel holding byte <paramref name="offset"/> of a row; constant divisors so the JIT avoids idiv.</summary>
+        private int PixelOf(long offset) => _bytesPerPixel switch
+        {
+            4 => (int)(offset >> 2),
+            3 => (int)((ulong)offset / 3),
+            2 => (int)(offset >> 1),
+            _ => (int)offset,
+        };
 
         private void AddSpan(int row, int x0, int x1)
         {
