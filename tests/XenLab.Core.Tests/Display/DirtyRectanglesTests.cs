@@ -76,6 +76,20 @@ public class DirtyRectanglesTests
     }
 
     [Fact]
+    public void ARowEndingJustPastAPageKeepsItsLastPixelClean()
+    {
+        // 1025 px * 4 = 4100 bytes a row, 2 rows = 8200 bytes = 3 pages. Pixel (1024, 0) is bytes [4096, 4100): page 1.
+        var fb = new FramebufferConfig("fb0", 0, 1025, 2, 32);
+        Assert.Equal(3UL, fb.Pages);
+        // Page 0 = [0, 4096): row 0 pixels [0, 1024), its last pixel not included.
+        Assert.Equal(Rects(new PixelRect(0, 0, 1024, 1)), DirtyRectangles.FromPages(fb, Bitmap(3, 0)));
+        // Page 1 = [4096, 8192): row 0 pixel 1024; row 1 = [4100, 8200) gets [0, 4092) -> pixels [0, 1023).
+        Assert.Equal(Rects(new PixelRect(1024, 0, 1, 1), new(0, 1, 1023, 1)), DirtyRectangles.FromPages(fb, Bitmap(3, 1)));
+        // Page 2 = [8192, 8200): row 1 bytes [4092, 4100) -> pixels [1023, 1025).
+        Assert.Equal(Rects(new PixelRect(1023, 1, 2, 1)), DirtyRectangles.FromPages(fb, Bitmap(3, 2)));
+    }
+
+    [Fact]
     public void SeveralSpansPerRowEachMergeDownwards()
     {
         // 4096 px * 4 = 16384 bytes a row = 4 pages, so page 4r + k is row r, pixels [1024k, 1024k + 1024).
@@ -198,6 +212,8 @@ public class DirtyRectanglesTests
         { 5, 100, 300, 32, 512 },
         { 6, 3000, 40, 24, 12288 },
         { 7, 640, 480, 16, 1344 },
+        { 8, 1025, 50, 32, 0 },      // rows end 4 bytes after a page does
+        { 9, 1365, 60, 24, 4097 },   // rows end 1 byte after a page does, one byte of padding
     };
 
     [Theory]
