@@ -68,6 +68,21 @@ public class HapModeTests
     }
 
     [Fact]
+    public void ExplainingAWriteToALogDirtyPageChangesNeitherTypeNorCounters()
+    {
+        var d = Hap();
+        d.SetP2mType(DataGfn, P2mType.RamLogDirty);
+        long violations = d.Counters[PerfCounter.EptViolation], refs = d.Counters[PerfCounter.HapWalkMemRef];
+        var trace = new TranslationTrace();
+        var t = d.Vcpus[0].Explain(Va, AccessKind.Write, trace);
+        Assert.True(t.IsOk);
+        Assert.Equal(P2mType.RamLogDirty, d.GetP2mType(DataGfn));          // the handler did not run
+        Assert.Equal(violations, d.Counters[PerfCounter.EptViolation]);
+        Assert.Equal(refs, d.Counters[PerfCounter.HapWalkMemRef]);
+        Assert.Contains(trace.Notes, n => n.Contains("would mark it dirty"));
+    }
+
+    [Fact]
     public void WritesToRamRoAreDiscardedAndCountedReadsWork()
     {
         var d = Hap();

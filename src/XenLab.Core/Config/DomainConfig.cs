@@ -87,9 +87,7 @@ public sealed class DomainConfig
         if (ShadowMemoryMiB is 0) p.Add("shadow_memory must be at least 1 MiB");
         if (KernelPtPages < 8 || KernelPtPages > 65536) p.Add($"kernel_pt_pages {KernelPtPages} must be between 8 and 65536");
         if (TlbEntries < 1 || TlbEntries > 65536 || (TlbEntries & (TlbEntries - 1)) != 0) p.Add($"tlb_entries {TlbEntries} must be a power of two up to 65536");
-        if (PagingOptions.OosSlots < 1 || PagingOptions.OosSlots > 64) p.Add($"oos_slots {PagingOptions.OosSlots} must be between 1 and 64");
-        int gc = PagingOptions.HapGpaCacheEntries;
-        if (gc < 0 || gc > 4096 || (gc & (gc - 1)) != 0) p.Add($"hap_gpa_cache {gc} must be 0 or a power of two up to 4096");
+        p.AddRange(PagingOptions.Problems());
         if (E820 is null && (MmioHoleMiB < 16 || MmioHoleMiB > 3584 || MmioHoleMiB % 16 != 0))
             p.Add($"mmio_hole {MmioHoleMiB} MiB must be a multiple of 16 between 16 and 3584");
         for (int i = 0; i < Identity.Count; i++)

@@ -123,6 +123,9 @@ public sealed class Domain
     /// </summary>
     public void SetPagingMode(PagingModeKind kind, PagingOptions? options = null)
     {
+        var problems = (options ?? Config.PagingOptions).Problems();
+        if (problems.Count > 0)
+            throw new InvalidConfigurationException($"Domain '{Name}' cannot switch paging mode: {string.Join("; ", problems)}. Nothing changed.");
         var next = PagingModes.Create(kind, options ?? Config.PagingOptions);
         var old = Mode;
         Mode = null;                                   // table conversion writes go straight to RAM

@@ -124,8 +124,15 @@ public sealed class Vcpu
     }
 
     /// <summary>A translation with every entry it reads, for display; does not use or fill the TLB.</summary>
-    public Translation Explain(ulong va, AccessKind access, TranslationTrace trace) =>
-        _domain.Mode!.Explain(this, va, access, trace);
+    public Translation Explain(ulong va, AccessKind access, TranslationTrace trace)
+    {
+        if (!X86Pte.IsCanonical(va))
+        {
+            trace.Note($"0x{va:x} is not canonical: #GP before any walk");
+            return Translation.Fault(TranslateStatus.NonCanonical, va, 0, PageFaultErrorCode.None, 0);
+        }
+        return _domain.Mode!.Explain(this, va, access, trace);
+    }
 
     /// <summary>Reads guest-virtual memory; all pages are translated before any byte moves.</summary>
     public VirtualAccessResult ReadVirtual(ulong va, Span<byte> destination, AccessKind privilege = AccessKind.Read)

@@ -76,15 +76,16 @@ public sealed class Ept
     public int Pages => _pages.Count;
 
     /// <summary>Reads the leaf for <paramref name="gfn"/> as the CPU would, counting each entry read.</summary>
-    public ulong Walk(ulong gfn, ref int refs, TranslationTrace? trace)
+    public ulong Walk(ulong gfn, ref int refs, TranslationTrace? trace, PerfCounters? counters = null)
     {
+        counters ??= _counters;
         ulong table = Root.Value;
         for (int level = 4; level >= 1; level--)
         {
             int idx = (int)((gfn >> (9 * (level - 1))) & 511);
             ulong e = _machine.ReadUInt64(new Mfn(table), idx * 8);
             refs++;
-            _counters.Inc(PerfCounter.HapNestedMemRef);
+            counters.Inc(PerfCounter.HapNestedMemRef);
             trace?.Add(new WalkStep("ept", level, EptEntry.LevelName(level), table, idx, (table << 12) + (ulong)idx * 8, e, EptEntry.Describe(e, level)));
             if (level == 1) return e;
             if (!EptEntry.IsPresent(e)) return 0;

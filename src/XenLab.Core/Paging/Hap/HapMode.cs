@@ -85,6 +85,7 @@ public sealed class HapMode : IPagingMode
     /// <summary>Translates a gfn through the EPT (or the vCPU's cache), counting references.</summary>
     private ulong Nested(int vcpu, ulong gfn, ref int refs, TranslationTrace? trace)
     {
+        if (trace is not null) return _ept!.Walk(gfn, ref refs, trace, new PerfCounters());   // explaining: no cache, no counting
         _domain.Counters.Inc(PerfCounter.HapNestedWalk);
         if (_cacheMask >= 0 && trace is null)
         {
@@ -103,7 +104,7 @@ public sealed class HapMode : IPagingMode
             }
             return leaf;
         }
-        return _ept!.Walk(gfn, ref refs, trace);
+        return _ept!.Walk(gfn, ref refs, null);
     }
 
     private struct Access : IGuestTableAccess
@@ -162,8 +163,24 @@ public sealed class HapMode : IPagingMode
                 failure = TranslateStatus.Ok;
                 return leaf;
             }
-            _domain.Counters.Inc(PerfCounter.EptViolation);
             var kind = P2mTree.Classify(_domain.P2m.Get(gfn));
+            if (trace is not null)
+            {
+                // Explaining: say what the violation handler would do, change nothing.
+                failure = TranslateStatus.Ok;
+                if (!EptEntry.IsPresent(leaf) && kind == P2mEntryKind.Identity)
+                {
+                    trace.Note($"EPT violation at gfn 0x{gfn:x}: the handler would populate an mmio_direct entry");
+                    return EptEntry.Leaf(gfn, P2mType.MmioDirect);
+                }
+                if (!EptEntry.IsPresent(leaf)) { trace.Note($"EPT violation at gfn 0x{gfn:x}: no p2m entry"); failure = TranslateStatus.PhysicalMissing; return 0; }
+                var t = EptEntry.TypeOf(leaf);
+                if (t == P2mType.RamLogDirty) { trace.Note($"EPT violation at gfn 0x{gfn:x}: the handler would mark it dirty and make it ram_rw"); return leaf | EptEntry.Write; }
+                trace.Note($"EPT violation at gfn 0x{gfn:x}: a write to {P2mTypeInfo.Name(t)} would be discarded");
+                failure = TranslateStatus.P2mReadOnly;
+                return leaf;
+            }
+            _domain.Counters.Inc(PerfCounter.EptViolation);
             if (!EptEntry.IsPresent(leaf))
             {
                 if (kind == P2mEntryKind.Identity)
@@ -208,14 +225,17 @@ public sealed class HapMode : IPagingMode
         var t = GuestWalker.Walk(ref acc, v.Cr3, v.WriteProtect, v.NoExecuteEnable, va, access);
         if (!t.IsOk)
         {
-            if (t.Status == TranslateStatus.PageFault)
-                _domain.Trace.Add(TraceKind.GuestPageFault, v.Id, va, 0, 0, (ulong)t.ErrorCode, "guest tables");
-            _domain.Counters.Add(PerfCounter.HapWalkMemRef, t.MemoryReferences);
+            if (trace is null)
+            {
+                if (t.Status == TranslateStatus.PageFault)
+                    _domain.Trace.Add(TraceKind.GuestPageFault, v.Id, va, 0, 0, (ulong)t.ErrorCode, "guest tables");
+                _domain.Counters.Add(PerfCounter.HapWalkMemRef, t.MemoryReferences);
+            }
             return t;
         }
         int refs = t.MemoryReferences;
         ulong leaf = Resolve(v.Id, t.Gfn, access & AccessKind.Write, ref refs, trace, out var failure);
-        _domain.Counters.Add(PerfCounter.HapWalkMemRef, refs);
+        if (trace is null) _domain.Counters.Add(PerfCounter.HapWalkMemRef, refs);
         if (failure != TranslateStatus.Ok)
             return Translation.Fault(failure, va, t.Gfn, PageFaultErrorCode.None, refs);
         ulong rights = t.Rights;

@@ -1,5 +1,7 @@
 // Switches for every optimisation and strategy a mode has (Xen's SHOPT_* idea): each can be
 // turned off on its own so a lab can measure what it buys. Defaults follow what Xen merged.
+using System;
+using System.Collections.Generic;
 using XenLab.Config;
 
 namespace XenLab.Paging.Modes;
@@ -38,6 +40,18 @@ public sealed record PagingOptions
     public ArmLeafLookup ArmLeafLookup { get; init; } = ArmLeafLookup.Walk;
 
     public static readonly PagingOptions Default = new();
+
+    /// <summary>Every out-of-range switch, whatever the mode (a switch stores all of them).</summary>
+    public List<string> Problems()
+    {
+        var p = new List<string>();
+        if (OosSlots < 1 || OosSlots > 64) p.Add($"oos_slots {OosSlots} must be between 1 and 64");
+        int gc = HapGpaCacheEntries;
+        if (gc < 0 || gc > 4096 || (gc & (gc - 1)) != 0) p.Add($"hap_gpa_cache {gc} must be 0 or a power of two up to 4096");
+        if (!Enum.IsDefined(Oos)) p.Add($"oos {(int)Oos} is not a known setting");
+        if (!Enum.IsDefined(ArmLeafLookup)) p.Add($"arm_leaf_lookup {(int)ArmLeafLookup} is not a known setting");
+        return p;
+    }
 
     public string Describe(PagingModeKind kind) => kind switch
     {
