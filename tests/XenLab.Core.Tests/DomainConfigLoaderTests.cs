@@ -20,6 +20,8 @@ public class DomainConfigLoaderTests
         identity_strategy: coarse
         kernel_pt_pages: 64
         tlb_entries: 256
+        vram_strategy: dbit
+        vram_tlb_flush: off
         identity:
           - { start: 0xA0000000, size: 16M }
         framebuffers:
@@ -41,6 +43,8 @@ public class DomainConfigLoaderTests
         Assert.Equal(IdentityStrategy.Coarse, c.IdentityStrategy);
         Assert.Equal(64, c.KernelPtPages);
         Assert.Equal(256, c.TlbEntries);
+        Assert.Equal(XenLab.Dirty.VramStrategy.DirtyBit, c.VramStrategy);
+        Assert.False(c.VramTlbFlush);
         Assert.Equal(new IdentityHoleConfig(0xA0000000, 0xA1000000), c.Identity[0]);
         Assert.Equal(0xF1000000UL, c.Framebuffers[1].Address);
         Assert.Equal(2048 * 600UL, c.Framebuffers[1].SizeBytes);

@@ -60,6 +60,10 @@ public sealed class DomainConfig
     public int TlbEntries { get; set; } = XenLab.Paging.Tlb.DefaultEntries;
     /// <summary>Per-mode switches: OOS, prefetch, HAP's nested cache, ARM's leaf lookup.</summary>
     public XenLab.Paging.Modes.PagingOptions PagingOptions { get; set; } = XenLab.Paging.Modes.PagingOptions.Default;
+    /// <summary>Dirty-VRAM strategy for new ranges (Auto: the mode's natural one).</summary>
+    public XenLab.Dirty.VramStrategy VramStrategy { get; set; } = XenLab.Dirty.VramStrategy.Auto;
+    /// <summary>Flush TLBs after clearing dirty state (off only to show what it costs to forget).</summary>
+    public bool VramTlbFlush { get; set; } = true;
 
     public ulong EffectiveMaxMemMiB => MaxMemMiB ?? MemoryMiB;
 

@@ -19,7 +19,7 @@ public static class DomainConfigLoader
     {
         "name", "memory", "maxmem", "vcpus", "shadow_memory", "videoram", "paging", "mmio_hole",
         "e820", "identity", "identity_strategy", "framebuffers", "kernel_pt_pages", "tlb_entries",
-        "oos", "oos_slots", "shadow_prefetch", "hap_gpa_cache", "arm_leaf_lookup",
+        "oos", "oos_slots", "shadow_prefetch", "hap_gpa_cache", "arm_leaf_lookup", "vram_strategy", "vram_tlb_flush",
     };
     private static readonly string[] E820Keys = { "start", "size", "end", "type" };
     private static readonly string[] IdentityKeys = { "start", "size", "end" };
@@ -139,6 +139,12 @@ public static class DomainConfigLoader
                     case "arm_leaf_lookup":
                         c.PagingOptions = c.PagingOptions with { ArmLeafLookup = Enum<ArmLeafLookup>(value, "arm_leaf_lookup", ("walk", ArmLeafLookup.Walk), ("vlpt", ArmLeafLookup.Vlpt)) };
                         break;
+                    case "vram_strategy":
+                        c.VramStrategy = Enum<XenLab.Dirty.VramStrategy>(value, "vram_strategy", ("auto", XenLab.Dirty.VramStrategy.Auto),
+                            ("backlinks", XenLab.Dirty.VramStrategy.BackLinks), ("dbit", XenLab.Dirty.VramStrategy.DirtyBit),
+                            ("tracker", XenLab.Dirty.VramStrategy.Tracker), ("memcmp", XenLab.Dirty.VramStrategy.Memcmp));
+                        break;
+                    case "vram_tlb_flush": c.VramTlbFlush = Enum<bool>(value, "vram_tlb_flush", ("on", true), ("off", false), ("true", true), ("false", false)); break;
                     case "e820": c.E820 = ReadE820(value); break;
                     case "identity": c.Identity = ReadIdentity(value); break;
                     case "framebuffers": c.Framebuffers = ReadFramebuffers(value); break;

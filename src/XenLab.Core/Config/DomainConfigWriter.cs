@@ -30,6 +30,15 @@ public static class DomainConfigWriter
         if (o.ShadowPrefetch != d.ShadowPrefetch) sb.Append("shadow_prefetch: ").Append(o.ShadowPrefetch ? "on" : "off").Append('\n');
         if (o.HapGpaCacheEntries != d.HapGpaCacheEntries) sb.Append(inv, $"hap_gpa_cache: {o.HapGpaCacheEntries}\n");
         if (o.ArmLeafLookup != d.ArmLeafLookup) sb.Append("arm_leaf_lookup: ").Append(o.ArmLeafLookup.ToString().ToLowerInvariant()).Append('\n');
+        if (c.VramStrategy != XenLab.Dirty.VramStrategy.Auto)
+            sb.Append("vram_strategy: ").Append(c.VramStrategy switch
+            {
+                XenLab.Dirty.VramStrategy.BackLinks => "backlinks",
+                XenLab.Dirty.VramStrategy.DirtyBit => "dbit",
+                XenLab.Dirty.VramStrategy.Tracker => "tracker",
+                _ => "memcmp",
+            }).Append('\n');
+        if (!c.VramTlbFlush) sb.Append("vram_tlb_flush: off\n");
         if (c.E820 is not null)
         {
             sb.Append("e820:\n");

@@ -109,6 +109,8 @@ public sealed class Domain
         foreach (var hole in Config.Identity)
             SetIdentityRange(hole.Start >> Page.Shift, (hole.End + Page.OffsetMask) >> Page.Shift, Config.IdentityStrategy);
         foreach (var fb in Config.Framebuffers) PopulateFramebuffer(new Framebuffer(fb));
+        Vram.Strategy = Config.VramStrategy;
+        Vram.SkipTlbFlush = !Config.VramTlbFlush;
         Kernel.Initialise(X86GuestFormat.Instance);
         var mode = PagingModes.Create(Config.Paging, Config.PagingOptions);
         if (mode.GuestFormat != Kernel.Format) Kernel.ConvertTables(mode.GuestFormat);
