@@ -28,11 +28,13 @@ public sealed class LabOptions
     public string? Workload { get; set; }
     public int Rounds { get; set; } = 200;
     public bool CompareModes { get; set; }
+    /// <summary>Pre-copy live migration with this dirty ratio (guest writes per page sent).</summary>
+    public double? MigrateRatio { get; set; }
     public bool ShowHelp { get; set; }
 
     public const string Usage =
         "usage: xenlab [lab.yaml] [--host-memory SIZE] [--gfn GFN]... [--balloon MIB] [--write-config]\n" +
-        "              [--workload pt-churn|pte-update] [--rounds N] [--compare-modes]\n" +
+        "              [--workload pt-churn|pte-update] [--rounds N] [--compare-modes] [--migrate RATIO]\n" +
         "  lab.yaml          a domain file (see README, 'YAML reference'); none: the embedded default lab\n" +
         "  --host-memory     host machine memory (default 64G; frames cost nothing until written)\n" +
         "  --gfn GFN         look this gfn up in the p2m (repeatable; default: samples around every E820 boundary)\n" +
@@ -40,7 +42,8 @@ public sealed class LabOptions
         "  --write-config    print the domain's configuration back as YAML\n" +
         "  --workload NAME   run a built-in memory workload on the domain and print what it cost\n" +
         "  --rounds N        rounds of the workload (default 200)\n" +
-        "  --compare-modes   run the workload on a fresh copy of the domain in every paging mode and setting\n";
+        "  --compare-modes   run the workload on a fresh copy of the domain in every paging mode and setting\n" +
+        "  --migrate RATIO   pre-copy live migration over log-dirty; the guest writes RATIO times per page sent\n";
 
     /// <summary>Parses arguments; throws <see cref="XenLabException"/> with the offending argument named.</summary>
     public static LabOptions Parse(IReadOnlyList<string> args)
@@ -63,6 +66,12 @@ public sealed class LabOptions
                 case "--workload": o.Workload = Next(); break;
                 case "--rounds": o.Rounds = (int)Math.Min(Size(a, Next(), 1), int.MaxValue); break;
                 case "--compare-modes": o.CompareModes = true; break;
+                case "--migrate":
+                    string ratio = Next();
+                    if (!double.TryParse(ratio, NumberStyles.Float, CultureInfo.InvariantCulture, out double rr) || rr < 0)
+                        throw new XenLabException($"--migrate: '{ratio}' is not a non-negative number.");
+                    o.MigrateRatio = rr;
+                    break;
                 default:
                     if (a.StartsWith('-')) throw new XenLabException($"Unknown option '{a}'.\n{Usage}");
                     if (o.File is not null) throw new XenLabException($"Only one lab file may be given; got '{o.File}' and '{a}'.");
@@ -118,6 +127,16 @@ public static class LabRunner
         }
         if (o.CompareModes)
             CompareModes(config, o, output);
+        if (o.MigrateRatio is { } mr)
+        {
+            output.WriteLine();
+            var m = LiveMigration.PreCopy(d, mr);
+            output.WriteLine($"Pre-copy live migration, {mr.ToString(CultureInfo.InvariantCulture)} guest writes per page sent, paging {m.Mode}");
+            output.WriteLine("  round  pages sent  guest writes  dirty after  log-dirty faults");
+            foreach (var r in m.Rounds)
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {r.Round,5}  {r.PagesSent,10}  {r.GuestWrites,12}  {r.DirtyAfter,11}  {r.LogDirtyFaults,16}"));
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  stop-and-copy: {m.StopAndCopyPages} page(s); {m.PagesSent} sent in all; {(m.Converged ? "converged" : "did not converge")}: {m.Why}"));
+        }
         if (o.WriteConfig)
         {
             output.WriteLine();

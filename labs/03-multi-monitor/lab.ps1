@@ -1,0 +1,66 @@
+#Requires -Version 7.4
+<#
+.SYNOPSIS
+    Lab 03: dirty VRAM for several monitors: hot-plug, dirty rectangles, PNG.
+.DESCRIPTION
+    Two monitors are mapped by the guest (the left one twice), written to, and polled with
+    Get-DirtyVram as a display server would each frame; a third monitor is hot-plugged and
+    unplugged; the frames are exported as PNGs with the dirty regions outlined. Then the same
+    is done with each strategy of each paging mode. Run from the repository root after
+    `dotnet build XenLab.sln`:  pwsh labs/03-multi-monitor/lab.ps1
+#>
+$ErrorActionPreference = 'Stop'
+Import-Module (Join-Path $PSScriptRoot '../../XenLab.psd1') -Force
+$out = Join-Path ([System.IO.Path]::GetTempPath()) 'xenlab-lab03'
+$null = New-Item -ItemType Directory -Force -Path $out
+
+$d = New-XenDomain -Path (Join-Path $PSScriptRoot 'lab.yaml')
+Mount-XenFramebuffer -Domain $d -Framebuffer left  -VirtualAddress 0x40000000
+Mount-XenFramebuffer -Domain $d -Framebuffer left  -VirtualAddress 0x50000000     # a second alias
+Mount-XenFramebuffer -Domain $d -Framebuffer right -VirtualAddress 0x60000000
+Get-XenFramebuffer -Domain $d | Format-Table
+
+Write-Host "== Frame 0: the first query of each range starts tracking and says 'repaint everything'"
+Get-DirtyVram -Domain $d | Format-Table Framebuffer, DirtyPages, Pages, AllDirty, Reason
+
+function Draw-Box($va, $stride, $x, $y, $w, $h, [byte]$shade) {
+    $row = [byte[]]::new($w * 4); for ($i = 0; $i -lt $row.Length; $i++) { $row[$i] = $shade }
+    for ($r = 0; $r -lt $h; $r++) {
+        Write-XenGuestMemory -Domain $d -Virtual -Address ($va + ($y + $r) * $stride + $x * 4) -Value $row -Confirm:$false
+    }
+}
+
+Write-Host "== Frame 1: a window on the left (through the first alias), a cursor on the right"
+Draw-Box 0x40000000 4096 100 200 300 40 0x80
+Draw-Box 0x60000000 3200 400 300 16 16 0xFF
+Get-DirtyVram -Domain $d -AsRectangle | Format-Table Framebuffer, X, Y, Width, Height
+
+Write-Host "== Frame 2: the guest draws through the second alias of the left monitor"
+Draw-Box 0x50000000 4096 0 700 1024 8 0x40
+Get-DirtyVram -Domain $d -AsRectangle | Format-Table Framebuffer, X, Y, Width, Height
+Export-XenFramebuffer -Domain $d -Framebuffer left  -Path (Join-Path $out 'left.png') -HighlightDirty
+Export-XenFramebuffer -Domain $d -Framebuffer right -Path (Join-Path $out 'right.png') -HighlightDirty
+
+Write-Host "== Hot-plug: a third monitor comes and goes while the others keep being tracked"
+Add-XenFramebuffer -Domain $d -Name extra -Address 0xF2000000 -Width 640 -Height 480
+Mount-XenFramebuffer -Domain $d -Framebuffer extra -VirtualAddress 0x70000000
+Get-DirtyVram -Domain $d | Format-Table Framebuffer, DirtyPages, AllDirty
+Draw-Box 0x70000000 2560 0 0 640 4 0x10
+Get-DirtyVram -Domain $d -Framebuffer extra | Format-Table Framebuffer, DirtyPages, AllDirty
+Remove-XenFramebuffer -Domain $d -Framebuffer extra -Confirm:$false
+Get-XenFramebuffer -Domain $d | Format-Table Name, Width, Height, Tracked
+
+Write-Host "== The same frame under each strategy (pages reported for one 300x40 window)"
+$rows = foreach ($s in @(@{Mode='Shadow';Strategy='BackLinks'}, @{Mode='Shadow';Strategy='DirtyBit'},
+                         @{Mode='Shadow';Strategy='Memcmp'}, @{Mode='Hap';Strategy='Tracker'}, @{Mode='Arm';Strategy='Tracker'})) {
+    Set-XenVramTracking -Domain $d -Stop
+    Set-XenPagingMode -Domain $d -Mode $s.Mode
+    Set-XenVramTracking -Domain $d -Strategy $s.Strategy
+    $null = Get-DirtyVram -Domain $d -Framebuffer left                     # arm
+    Draw-Box 0x40000000 4096 100 200 300 40 0x33
+    $v = Get-DirtyVram -Domain $d -Framebuffer left
+    [pscustomobject]@{ Mode = $s.Mode; Strategy = $s.Strategy; DirtyPages = $v.DirtyPages; AllDirty = $v.AllDirty }
+}
+$rows | Format-Table -AutoSize
+"PNGs written to $out"
+$d | Remove-XenDomain -Confirm:$false
