@@ -90,42 +90,26 @@ public sealed class GuestKernel
     }
 
     /// <summary>Clears the leaf entries of the range; returns how many were present.</summary>
-    public ulong Unmap(ulong va, ulong count)
-    {
-        CheckRange(va, count);
-        ulong cleared = 0;
-        for (ulong i = 0; i < count; i++)
-        {
-            ulong pteAddr = LeafEntryAddress(va + (i << Page.Shift), create: false);
-            if (pteAddr == 0 || !_domain.TryReadPhysU64(pteAddr, out ulong pte) || !Format.Decode(pte, 1).Present) continue;
-            WritePte(pteAddr, 0);
-            cleared++;
-        }
-        Shootdown(va, count);
-        return cleared;
-    }
+    public ulong Unmap(ulong va, ulong count) =>
+        RewriteLeaves(va, count, static (s, _) => s with { Present = false });
 
     /// <summary>Sets or clears write permission of present leaf entries; returns how many changed.</summary>
-    public ulong Protect(ulong va, ulong count, bool writable)
-    {
-        CheckRange(va, count);
-        ulong changed = 0;
-        for (ulong i = 0; i < count; i++)
-        {
-            ulong pteAddr = LeafEntryAddress(va + (i << Page.Shift), create: false);
-            if (pteAddr == 0 || !_domain.TryReadPhysU64(pteAddr, out ulong pte)) continue;
-            var s = Format.Decode(pte, 1);
-            if (!s.Present || s.Writable == writable) continue;
-            WritePte(pteAddr, Format.Encode(s with { Writable = writable, Dirty = writable && s.Dirty }, 1));
-            changed++;
-        }
-        Shootdown(va, count);
-        return changed;
-    }
+    public ulong Protect(ulong va, ulong count, bool writable) =>
+        RewriteLeaves(va, count, writable, static (s, w) => s.Writable == w ? null : s with { Writable = w, Dirty = w && s.Dirty });
 
     /// <summary>Clears accessed and dirty in present leaf entries (what a working-set scan or a
     /// dirty-page harvest does); returns how many changed. Shoots down like any change.</summary>
-    public ulong ClearAccessedDirty(ulong va, ulong count)
+    public ulong ClearAccessedDirty(ulong va, ulong count) =>
+        RewriteLeaves(va, count, static (s, _) => !s.Accessed && !s.Dirty ? null : s with { Accessed = false, Dirty = false });
+
+    private ulong RewriteLeaves(ulong va, ulong count, Func<GuestEntryState, bool, GuestEntryState?> change) =>
+        RewriteLeaves(va, count, false, change);
+
+    /// <summary>
+    /// Applies <paramref name="change"/> to each present 4 KiB leaf of the range (null: leave it),
+    /// writes the changed entries as the guest would, then shoots down. Returns how many changed.
+    /// </summary>
+    private ulong RewriteLeaves(ulong va, ulong count, bool arg, Func<GuestEntryState, bool, GuestEntryState?> change)
     {
         CheckRange(va, count);
         ulong changed = 0;
@@ -134,8 +118,8 @@ public sealed class GuestKernel
             ulong pteAddr = LeafEntryAddress(va + (i << Page.Shift), create: false);
             if (pteAddr == 0 || !_domain.TryReadPhysU64(pteAddr, out ulong pte)) continue;
             var s = Format.Decode(pte, 1);
-            if (!s.Present || (!s.Accessed && !s.Dirty)) continue;
-            WritePte(pteAddr, Format.Encode(s with { Accessed = false, Dirty = false }, 1));
+            if (!s.Present || change(s, arg) is not { } next) continue;
+            WritePte(pteAddr, next.Present ? Format.Encode(next, 1) : 0);
             changed++;
         }
         Shootdown(va, count);
