@@ -63,7 +63,7 @@ public static class HelpValidator
         return problems;
     }
 
-    /// <summary>Cmdlets named Verb-Xen* that do not exist, and -Parameters of ours that do not exist.</summary>
+    /// <summary>Cmdlets named Verb-Xen* that do not exist, and -Parameters of ours (Get-DirtyVram included) that do not exist.</summary>
     public static IEnumerable<string> ExampleProblems(string code, IReadOnlyDictionary<string, CommandModel> commands)
     {
         foreach (string rawLine in code.Split('\n'))
@@ -71,8 +71,15 @@ public static class HelpValidator
             string line = StripStrings(StripComment(rawLine));
             foreach (string segment in SplitCommands(line))
             {
-                var m = Regex.Match(segment, @"(?<![\w-])([A-Za-z]+-Xen\w*)(?![\w-])");
-                if (!m.Success) continue;
+                // The first Verb-Noun that is one of ours (Get-DirtyVram has no Xen prefix) or looks like one.
+                Match? m = null;
+                foreach (Match candidate in Regex.Matches(segment, @"(?<![\w$-])([A-Za-z]+-[A-Za-z]\w*)(?![\w-])"))
+                {
+                    if (!commands.ContainsKey(candidate.Groups[1].Value) && !candidate.Groups[1].Value.Contains("-Xen", StringComparison.OrdinalIgnoreCase)) continue;
+                    m = candidate;
+                    break;
+                }
+                if (m is null) continue;
                 if (!commands.TryGetValue(m.Groups[1].Value, out var cmd))
                 {
                     yield return $"'{m.Groups[1].Value}' is not a cmdlet of the module.";

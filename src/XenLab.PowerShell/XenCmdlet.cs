@@ -22,6 +22,10 @@ public static class ParameterSets
     public const string DomainNamePhysical = "DomainNamePhysical";
     public const string DomainVirtual = "DomainVirtual";
     public const string DomainNameVirtual = "DomainNameVirtual";
+    public const string DomainAddress = "DomainAddress";
+    public const string DomainNameAddress = "DomainNameAddress";
+    public const string DomainFramebuffer = "DomainFramebuffer";
+    public const string DomainNameFramebuffer = "DomainNameFramebuffer";
 }
 
 /// <summary>Base of every XenLab cmdlet: one record processed under the session lock.</summary>
@@ -96,8 +100,53 @@ public abstract class XenCmdlet : PSCmdlet
         InvalidConfigurationException => ErrorCategory.InvalidArgument,
         MachineMemoryExhaustedException => ErrorCategory.LimitsExceeded,
         DomainNotFoundException => ErrorCategory.ObjectNotFound,
+        XenLab.Dirty.VramException { Errno: XenLab.Dirty.VramErrno.ENODATA } => ErrorCategory.ResourceUnavailable,
+        XenLab.Dirty.VramException => ErrorCategory.InvalidArgument,
         _ => ErrorCategory.NotSpecified,
     };
+
+    /// <summary>A domain's framebuffer by name; null (with FramebufferNotFound written) when it has none of that name.</summary>
+    protected XenLab.Domains.Framebuffer? FindFramebuffer(Domain d, string name)
+    {
+        var fb = d.FindFramebuffer(name);
+        if (fb is null) WriteFramebufferNotFound(d, name);
+        return fb;
+    }
+
+    /// <summary>
+    /// The domain's framebuffers whose names match <paramref name="names"/> (wildcards allowed), in
+    /// plug-in order; all of them without names. A plain name that matches none is FramebufferNotFound.
+    /// </summary>
+    protected System.Collections.Generic.List<XenLab.Domains.Framebuffer> SelectFramebuffers(Domain d, string[]? names)
+    {
+        var result = new System.Collections.Generic.List<XenLab.Domains.Framebuffer>();
+        if (names is null || names.Length == 0)
+        {
+            result.AddRange(d.Framebuffers);
+            return result;
+        }
+        foreach (string name in names)
+        {
+            var pattern = new WildcardPattern(name, WildcardOptions.IgnoreCase);
+            bool any = false;
+            foreach (var fb in d.Framebuffers)
+            {
+                if (!pattern.IsMatch(fb.Name)) continue;
+                any = true;
+                if (!result.Contains(fb)) result.Add(fb);
+            }
+            if (!any && !WildcardPattern.ContainsWildcardCharacters(name)) WriteFramebufferNotFound(d, name);
+        }
+        return result;
+    }
+
+    private void WriteFramebufferNotFound(Domain d, string name)
+    {
+        string have = d.Framebuffers.Count == 0 ? "it has none (Add-XenFramebuffer plugs one in)"
+            : "it has " + string.Join(", ", System.Linq.Enumerable.Select(d.Framebuffers, f => $"'{f.Name}'"));
+        WriteFailure("FramebufferNotFound", ErrorCategory.ObjectNotFound, name,
+            $"Domain '{d.Name}' has no framebuffer '{name}'; {have}.");
+    }
 
     protected static string Hex(ulong value) => "0x" + value.ToString("x", System.Globalization.CultureInfo.InvariantCulture);
 }

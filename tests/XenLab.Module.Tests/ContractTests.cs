@@ -15,7 +15,7 @@ public class ContractTests
     private static readonly string[] StateChangingVerbs = { "New", "Set", "Remove", "Enable", "Disable", "Add", "Mount", "Dismount", "Write", "Export" };
 
     /// <summary>Cmdlets that write nothing and have no -PassThru: the only ones allowed no [OutputType].</summary>
-    private static readonly string[] WritesNothing = { "Remove-XenDomain", "Remove-XenGuestMapping" };
+    private static readonly string[] WritesNothing = { "Remove-XenDomain", "Remove-XenGuestMapping", "Remove-XenFramebuffer" };
 
     public static IEnumerable<object[]> CommandNames() => NamingTests.ExpectedCmdlets.Select(n => new object[] { n });
 
@@ -75,28 +75,98 @@ public class ContractTests
         Assert.True(BuiltModule.Commands.Count(c => c.Parameters.Any(p => p.Name == "DomainName")) >= 10);
     }
 
-    [Fact]
-    public void EveryDomainNameParameterCompletes()
+    /// <summary>-Name parameters that name something new or not a domain, and what completes them.</summary>
+    private static readonly Dictionary<(string Command, string Parameter), string?> NameCompleters = new()
     {
+        [("Get-XenPerfCounter", "Name")] = null,                               // counter names
+        [("New-XenDomain", "Name")] = null,                                    // a new name cannot complete
+        [("Add-XenFramebuffer", "Name")] = null,                               // a new framebuffer's name
+        [("Invoke-XenWorkload", "Name")] = null,                               // ValidateSet completes the workloads
+        [("Get-XenFramebuffer", "Name")] = "FramebufferNameCompleter",
+    };
+
+    [Fact]
+    public void DomainAndFramebufferNamesComplete()
+    {
+        int framebufferParameters = 0;
         var missing = BuiltModule.Inspect((asm, _) =>
         {
             var result = new List<string>();
             foreach (var c in BuiltModule.Commands)
             {
                 var type = asm.GetType(c.TypeFullName, throwOnError: true)!;
-                foreach (var pname in new[] { "Name", "DomainName" })
+                foreach (var pname in new[] { "Name", "DomainName", "Framebuffer" })
                 {
                     var prop = type.GetProperty(pname);
-                    if (prop is null || c.Name == "Get-XenPerfCounter" && pname == "Name") continue;   // counter names, not domains
-                    if (c.Name == "New-XenDomain" && pname == "Name") continue;                          // a new name cannot complete
+                    if (prop is null) continue;
+                    string? expected = pname switch
+                    {
+                        "Framebuffer" => "FramebufferNameCompleter",
+                        "Name" when NameCompleters.TryGetValue((c.Name, pname), out var e) => e,
+                        _ => "DomainNameCompleter",
+                    };
+                    if (expected == "FramebufferNameCompleter") framebufferParameters++;
                     var completer = prop.GetCustomAttributesData().FirstOrDefault(a => a.AttributeType.Name == "ArgumentCompleterAttribute");
-                    if (completer is null || completer.ConstructorArguments[0].Value is not Type t || t.Name != "DomainNameCompleter")
-                        result.Add($"{c.Name} -{pname}");
+                    string? actual = completer?.ConstructorArguments[0].Value is Type t ? t.Name : null;
+                    if (actual != expected) result.Add($"{c.Name} -{pname}: {actual ?? "no completer"}, expected {expected ?? "none"}");
                 }
             }
             return result;
         });
-        Assert.True(missing.Count == 0, "no DomainNameCompleter on: " + string.Join(", ", missing));
+        Assert.True(missing.Count == 0, string.Join("; ", missing));
+        Assert.True(framebufferParameters >= 5, $"only {framebufferParameters} framebuffer parameters found");
+    }
+
+    [Fact]
+    public void FramebufferParametersBindByPropertyNameFromTheViews()
+    {
+        // Get-XenFramebuffer | Mount-/Export-/Remove-XenFramebuffer, Get-DirtyVram: the views carry DomainName and Framebuffer.
+        var problems = new List<string>();
+        foreach (var c in BuiltModule.Commands)
+        {
+            var fb = c.Parameters.SingleOrDefault(p => p.Name == "Framebuffer");
+            if (fb is null) continue;
+            if (!fb.Sets.All(s => s.ByPropertyName && !s.ByValue)) problems.Add($"{c.Name} -Framebuffer does not bind by property name in every set");
+        }
+        Assert.True(problems.Count == 0, string.Join("; ", problems));
+        var lacking = BuiltModule.Inspect((_, mlc) =>
+        {
+            var core = mlc.LoadFromAssemblyPath(Path.Combine(BuiltModule.ModuleBin, "XenLab.Core.dll"));
+            return new[] { "XenLab.Views.FramebufferView", "XenLab.Views.DirtyVramView", "XenLab.Views.DirtyPageView", "XenLab.Views.DirtyRectView" }
+                .Where(t => core.GetType(t, throwOnError: true)!.GetProperty("Framebuffer") is null).ToList();
+        });
+        Assert.Empty(lacking);
+    }
+
+    [Fact]
+    public void NothingButDomainNameBindsAPipedDomainsProperties()
+    {
+        // A Domain piped to a cmdlet binds -Domain by value, and by property name every parameter
+        // named like one of its properties: a -Name would silently take the domain's name.
+        var domainMembers = BuiltModule.Inspect((_, mlc) =>
+        {
+            var core = mlc.LoadFromAssemblyPath(Path.Combine(BuiltModule.ModuleBin, "XenLab.Core.dll"));
+            var names = core.GetType("XenLab.Domains.Domain", throwOnError: true)!.GetProperties().Select(p => p.Name).ToList();
+            names.AddRange(XDocument.Load(BuiltModule.TypesPath).Descendants("Type")
+                .Where(t => (string?)t.Element("Name") == "XenLab.Domains.Domain")
+                .SelectMany(t => t.Element("Members")!.Elements()).Select(m => (string?)m.Element("Name") ?? ""));
+            return names.ToHashSet(StringComparer.OrdinalIgnoreCase);
+        });
+        Assert.Contains("Name", domainMembers);
+        var problems = new List<string>();
+        foreach (var c in BuiltModule.Commands)
+        {
+            var domain = c.Parameters.SingleOrDefault(p => p.Name == "Domain");
+            if (domain is null) continue;
+            var domainSets = domain.Sets.Select(s => s.SetName).ToHashSet();
+            foreach (var p in c.Parameters)
+            {
+                if (p.Name == "Domain") continue;
+                bool byName = p.Sets.Any(s => s.ByPropertyName && (domainSets.Contains(s.SetName) || s.SetName == CommandMetadata.AllSets));
+                if (byName && p.Aliases.Prepend(p.Name).Any(domainMembers.Contains)) problems.Add($"{c.Name} -{p.Name}");
+            }
+        }
+        Assert.True(problems.Count == 0, "bind a piped Domain's property: " + string.Join(", ", problems));
     }
 
     [Fact]

@@ -78,4 +78,14 @@ public class HelpTests
         Assert.Empty(HelpValidator.ExampleProblems(code, byName));
         Assert.NotEmpty(HelpValidator.ExampleProblems("Get-XenDomain -Bogus", byName));
     }
+
+    [Fact]
+    public void ExampleCheckCoversGetDirtyVramThoughItHasNoXenPrefix()
+    {
+        var byName = BuiltModule.Commands.ToDictionary(c => c.Name, StringComparer.OrdinalIgnoreCase);
+        Assert.Empty(HelpValidator.ExampleProblems("Get-XenDomain lab | Get-DirtyVram -Peek | Where-Object DirtyPages -gt 0", byName));
+        Assert.Contains("Get-DirtyVram has no parameter -Frambuffer.", HelpValidator.ExampleProblems("Get-DirtyVram lab -Frambuffer mon0", byName));
+        // A hyphenated argument is not a command: only the segment's command is checked.
+        Assert.Empty(HelpValidator.ExampleProblems("Invoke-XenWorkload -DomainName lab -Name pt-churn -Rounds 5", byName));
+    }
 }

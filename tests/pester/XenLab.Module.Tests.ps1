@@ -22,7 +22,7 @@ Describe 'XenLab module conventions' -Tag 'XenLab', 'Conventions' {
 
     It 'found the module''s commands and examples to check' -ForEach @{ CommandCount = $commands.Count; ExampleCount = $examples.Count } {
         # Guard: with no commands found, every -ForEach below would run nothing and pass.
-        $CommandCount | Should -BeGreaterOrEqual 17
+        $CommandCount | Should -BeGreaterOrEqual 28
         $ExampleCount | Should -BeGreaterOrEqual $CommandCount
     }
 
@@ -71,7 +71,7 @@ Describe 'XenLab module conventions' -Tag 'XenLab', 'Conventions' {
         }
 
         It 'declares an output type unless it writes nothing' {
-            if ($Name -notin 'Remove-XenDomain', 'Remove-XenGuestMapping') {
+            if ($Name -notin 'Remove-XenDomain', 'Remove-XenGuestMapping', 'Remove-XenFramebuffer') {
                 $command.OutputType | Should -Not -BeNullOrEmpty
             }
         }
@@ -85,6 +85,7 @@ Describe 'XenLab module conventions' -Tag 'XenLab', 'Conventions' {
         AfterAll {
             Get-XenDomain | Where-Object Name -notin $before | Remove-XenDomain -Confirm:$false
             Remove-Item (Join-Path ([IO.Path]::GetTempPath()) 'xenlab-demo.yaml') -ErrorAction SilentlyContinue
+            Remove-Item (Join-Path ([IO.Path]::GetTempPath()) 'xenlab-*.png') -ErrorAction SilentlyContinue
         }
 
         It 'runs, failing only with an ErrorId its remarks name' {
