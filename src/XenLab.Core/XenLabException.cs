@@ -60,3 +60,10 @@ public sealed class DomainNotFoundException : XenLabException
     public string Name { get; }
     public override string ErrorId => "DomainNotFound";
 }
+
+/// <summary>A built-in workload's guest access failed (a fault the workload did not expect).</summary>
+public sealed class WorkloadFaultException : XenLabException
+{
+    public WorkloadFaultException(string message) : base(message) { }
+    public override string ErrorId => "WorkloadFault";
+}

@@ -232,7 +232,9 @@ public sealed class DirtyVram
         var mode = _domain.Mode!;
         if (s == VramStrategy.Auto) return mode.Kind == PagingModeKind.Shadow ? VramStrategy.BackLinks : VramStrategy.Tracker;
         if (s is VramStrategy.Memcmp or VramStrategy.Tracker || mode.CreateVramStrategy(s) is not null) return s;
-        throw new InvalidConfigurationException($"VRAM strategy {s} is not available in {mode.Kind} mode.");
+        // A shadow-only design asked for in another mode (the domain switched): use the mode's own.
+        _domain.Trace.Add(TraceKind.ModeSwitch, -1, 0, 0, 0, (ulong)s, $"vram strategy {s} unavailable in {mode.Kind}: using the mode's own");
+        return Resolve(VramStrategy.Auto);
     }
 
     private IVramStrategy StrategyFor(VramRange r) => r.Strategy switch

@@ -108,7 +108,7 @@ public sealed class Domain
             SetIdentityRange(region.Start >> Page.Shift, region.End >> Page.Shift, Config.IdentityStrategy);
         foreach (var hole in Config.Identity)
             SetIdentityRange(hole.Start >> Page.Shift, (hole.End + Page.OffsetMask) >> Page.Shift, Config.IdentityStrategy);
-        foreach (var fb in Config.Framebuffers) PopulateFramebuffer(new Framebuffer(fb));
+        foreach (var fb in Config.Framebuffers) PopulateFramebuffer(new Framebuffer(fb, this));
         Vram.Strategy = Config.VramStrategy;
         Vram.SkipTlbFlush = !Config.VramTlbFlush;
         Kernel.Initialise(X86GuestFormat.Instance);
@@ -307,7 +307,7 @@ public sealed class Domain
         probe.Framebuffers = new List<FramebufferConfig>(Config.Framebuffers) { config };
         var problems = probe.Problems();
         if (problems.Count > 0) throw new InvalidConfigurationException($"Framebuffer '{config.Name}' cannot be added: {string.Join("; ", problems)}.");
-        var fb = new Framebuffer(config);
+        var fb = new Framebuffer(config, this);
         PopulateFramebuffer(fb);
         Config.Framebuffers.Add(config);
         return fb;
@@ -363,7 +363,6 @@ public sealed class Domain
     {
         var fb = FindFramebuffer(name) ?? throw new InvalidConfigurationException($"Domain '{Name}' has no framebuffer '{name}'.");
         Kernel.Map(va, fb.Config.FirstGfn, fb.Config.Pages, writable ? Guest.MapFlags.Writable : Guest.MapFlags.None);
-        fb.Mounts.Add(va);
     }
 
     public bool IsFramebufferGfn(ulong gfn)
@@ -586,13 +585,34 @@ public sealed class Domain
 /// <summary>A plugged-in monitor: its geometry, where the guest mapped it, and the frames plugging it in populated.</summary>
 public sealed class Framebuffer
 {
-    internal Framebuffer(FramebufferConfig config) => Config = config;
+    internal Framebuffer(FramebufferConfig config, Domain owner)
+    {
+        Config = config;
+        _owner = owner;
+    }
+
+    private readonly Domain _owner;
     public FramebufferConfig Config { get; }
     public string Name => Config.Name;
     public ulong FirstGfn => Config.FirstGfn;
     public ulong Pages => Config.Pages;
-    /// <summary>Virtual addresses the guest kernel mapped it at (Mount).</summary>
-    public List<ulong> Mounts { get; } = new();
+    /// <summary>Virtual addresses where the guest's tables map the whole framebuffer now (read from the tables).</summary>
+    public List<ulong> Mounts => MappedAt(writableOnly: false);
+
+    /// <summary>Where the guest maps all of it writable: what seed 003's design looks for.</summary>
+    public List<ulong> WritableMounts => MappedAt(writableOnly: true);
+
+    private List<ulong> MappedAt(bool writableOnly)
+    {
+        var list = new List<ulong>();
+        foreach (var m in _owner.Kernel.Mappings())
+        {
+            if (writableOnly && !m.Writable) continue;
+            if (m.Gfn <= FirstGfn && m.Gfn + m.Count >= FirstGfn + Pages)
+                list.Add(m.VirtualAddress + ((FirstGfn - m.Gfn) << Page.Shift));
+        }
+        return list;
+    }
     internal List<(ulong Gfn, ulong Previous)> Populated { get; } = new();
     public override string ToString() => $"{Name}: {Config.Width}x{Config.Height}x{Config.Bpp} at gfn 0x{FirstGfn:x} ({Pages} pages)";
 }

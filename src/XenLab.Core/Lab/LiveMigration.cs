@@ -68,7 +68,7 @@ public static class LiveMigration
                 BitConverter.TryWriteBytes(buf, w);
                 var v = d.Vcpus[(int)(w % d.Vcpus.Count)];
                 var r = v.WriteVirtual(WorkingSetVa + ((ulong)page << Page.Shift) + (ulong)rng.Next(4088), buf);
-                if (!r.IsOk) throw new InvalidOperationException($"migration workload write failed: {r}");
+                if (!r.IsOk) throw new WorkloadFaultException($"migration workload write failed: {r}");
             }
             total += toSend;
             var log = d.LogDirty.Read(clean: true);

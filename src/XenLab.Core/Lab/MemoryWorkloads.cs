@@ -129,7 +129,7 @@ public static class MemoryWorkloads
 
     private static void Check(VirtualAccessResult r, ulong va)
     {
-        if (!r.IsOk) throw new InvalidOperationException($"workload access at 0x{va:x} failed: {r}");
+        if (!r.IsOk) throw new WorkloadFaultException($"workload access at 0x{va:x} failed: {r}");
     }
 
     private static long[] Snapshot(Domain d)

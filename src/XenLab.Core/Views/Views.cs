@@ -23,7 +23,7 @@ public sealed record E820EntryView(string DomainName, int Index, ulong Start, ul
 
 public sealed record P2mEntryView(
     string DomainName, ulong Gfn, ulong RawEntry, P2mEntryKind Kind, ulong? Mfn,
-    int TopIndex, int MidIndex, int Index, P2mPageKind MidPage, P2mPageKind LeafPage, string E820Type)
+    int TopIndex, int MidIndex, int Index, P2mPageKind MidPage, P2mPageKind LeafPage, string E820Type, string Type = "")
 {
     public bool IsIdentity => Kind == P2mEntryKind.Identity;
     public bool IsMissing => Kind == P2mEntryKind.Missing;
@@ -46,7 +46,7 @@ public sealed record P2mEntryView(
         var l = d.P2m.Lookup(gfn);
         string e820 = d.E820.Find(gfn << Page.Shift)?.Type.ToString() ?? (gfn << Page.Shift < d.E820.Top ? "gap" : "beyond map");
         return new P2mEntryView(d.Name, gfn, l.RawEntry, l.Kind, l.Mfn.IsValid ? l.Mfn.Value : null,
-            l.TopIndex, l.MidIndex, l.Index, l.MidPage, l.LeafPage, e820);
+            l.TopIndex, l.MidIndex, l.Index, l.MidPage, l.LeafPage, e820, P2mTypeInfo.Name(d.GetP2mType(gfn)));
     }
 }
 

@@ -170,8 +170,14 @@ public sealed partial class ShadowMode
         public bool Collect(VramRange r, Span<byte> bitmap, bool clear)
         {
             ulong? va0 = null;
+            // Figure out the VA of the writable mapping of the LFB (seed 003), from the guest's tables.
             foreach (var fb in _m._domain.Framebuffers)
-                if (fb.FirstGfn == r.BeginPfn && fb.Mounts.Count > 0) { va0 = fb.Mounts[0]; break; }
+            {
+                if (fb.FirstGfn != r.BeginPfn) continue;
+                var mounts = fb.WritableMounts;
+                if (mounts.Count > 0) va0 = mounts[0];
+                break;
+            }
             var top = _m._top[0];
             if (va0 is null || top is null) return BackOff(r, clear);
             var machine = _m._machine;
