@@ -31,7 +31,7 @@ $coarse, $edges | ForEach-Object { Get-XenP2m -Domain $_ -Tree } | Format-List
 
 Write-Host "== 4. Balloon both up to 2048 MiB: the guest's driver checks phys_to_machine_mapping_valid(pfn)"
 foreach ($d in $coarse, $edges) {
-    Set-XenDomain -Domain $d -MemoryMB 2048 -ErrorAction Continue -ErrorVariable refused
+    Set-XenDomain -Domain $d -MemoryMB 2048 -ErrorAction SilentlyContinue -ErrorVariable refused
     if ($refused) { Write-Host "-- $($d.Name): refused: $($refused[0].Exception.Message)" }
     else { Write-Host "-- $($d.Name): now $($d.MemoryMiB) MiB" }
 }

@@ -28,6 +28,7 @@ $null = Read-XenGuestMemory -Domain $d -Virtual -Address 0x400000 -Length 1
 Get-XenTranslation -Domain $d -VirtualAddress 0x400000 -Step | Where-Object Table -eq 'shadow' | Format-Table Step, Table, Name, RawEntry, Decoded
 
 Write-Host "== 3. pt-churn, $Rounds rounds, in each mode (counters are differences over the run)"
+function Count($r, $name) { if ($r.Counters.ContainsKey($name)) { $r.Counters[$name] } else { 0 } }
 $modes = @(
     @{ Mode = 'Hap';    HapGpaCache = 32 }
     @{ Mode = 'Hap';    HapGpaCache = 0 }
@@ -36,15 +37,14 @@ $modes = @(
 )
 $rows = foreach ($m in $modes) {
     Set-XenPagingMode -Domain $d @m
-    # The workload drives the guest kernel and vCPUs directly (a .NET call into the emulator).
-    $r = [XenLab.Lab.MemoryWorkloads]::Run($d, 'pt-churn', $Rounds)
+    $r = Invoke-XenWorkload -Domain $d -Name pt-churn -Rounds $Rounds
     [pscustomobject]@{
         Mode          = "$($r.Mode) ($($r.Options))"
-        TlbMisses     = $r.Counters['tlb_miss']
-        WalkRefs      = $r.Counters['hap_walk_mem_ref'] + $r.Counters['shadow_walk_mem_ref']
-        ShadowFaults  = $r.Counters['shadow_fault_fixed']
-        Emulated      = $r.Counters['shadow_emulate_write']
-        GuestFaults   = $r.Counters['guest_page_fault']
+        TlbMisses     = Count $r 'tlb_miss'
+        WalkRefs      = (Count $r 'hap_walk_mem_ref') + (Count $r 'shadow_walk_mem_ref')
+        ShadowFaults  = Count $r 'shadow_fault_fixed'
+        Emulated      = Count $r 'shadow_emulate_write'
+        GuestFaults   = Count $r 'guest_page_fault'
     }
 }
 $rows | Format-Table -AutoSize

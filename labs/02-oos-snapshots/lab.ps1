@@ -14,24 +14,27 @@ param([int]$Rounds = 400)
 $ErrorActionPreference = 'Stop'
 Import-Module (Join-Path $PSScriptRoot '../../XenLab.psd1') -Force
 
+function Count($r, $name) { if ($r.Counters.ContainsKey($name)) { $r.Counters[$name] } else { 0 } }
+
 $rows = foreach ($workload in 'pte-update', 'pt-churn') {
     foreach ($oos in 'Off', 'NoSnapshot', 'Snapshot') {
         $d = New-XenDomain -Path (Join-Path $PSScriptRoot 'lab.yaml')
         Set-XenPagingMode -Domain $d -Mode Shadow -Oos $oos
-        $r = [XenLab.Lab.MemoryWorkloads]::Run($d, $workload, $Rounds)
+        $r = Invoke-XenWorkload -Domain $d -Name $workload -Rounds ($workload -eq 'pt-churn' ? [math]::Max(1, $Rounds / 4) : $Rounds)
         [pscustomobject]@{
             Workload     = $workload
             Oos          = $oos
-            Emulated     = $r.Counters['shadow_emulate_write']
-            Unsync       = $r.Counters['oos_unsync']
-            Resync       = $r.Counters['oos_resync'] + $r.Counters['oos_light_resync']
-            Compared     = $r.Counters['oos_entries_compared']
-            Repropagated = $r.Counters['oos_entries_repropagated']
-            SnapshotUpd  = $r.Counters['oos_snapshot_update']
+            Emulated     = Count $r 'shadow_emulate_write'
+            Unsync       = Count $r 'oos_unsync'
+            Resync       = (Count $r 'oos_resync') + (Count $r 'oos_light_resync')
+            Compared     = Count $r 'oos_entries_compared'
+            Repropagated = Count $r 'oos_entries_repropagated'
+            SnapshotUpd  = Count $r 'oos_snapshot_update'
         }
         if ($workload -eq 'pte-update' -and $oos -eq 'Snapshot') {
             Write-Host "`n== OOS events of the snapshot run (last 8)"
-            Get-XenTrace -Domain $d -Kind OosUnsync, OosResync, OosEvict -Last 8 | Format-Table Sequence, Kind, Vcpu, Gfn, Value, Detail
+            Get-XenTrace -Domain $d -Kind OosUnsync, OosResync, OosEvict -Last 8 |
+                Format-Table Sequence, Kind, Vcpu, Gfn, Value, Detail | Out-Host
         }
         $d | Remove-XenDomain -Confirm:$false
     }

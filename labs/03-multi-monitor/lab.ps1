@@ -37,9 +37,11 @@ Get-DirtyVram -Domain $d -AsRectangle | Format-Table Framebuffer, X, Y, Width, H
 
 Write-Host "== Frame 2: the guest draws through the second alias of the left monitor"
 Draw-Box 0x50000000 4096 0 700 1024 8 0x40
-Get-DirtyVram -Domain $d -AsRectangle | Format-Table Framebuffer, X, Y, Width, Height
+Draw-Box 0x60000000 3200 420 310 16 16 0xFF
+# Export first: -HighlightDirty peeks, so the query below still sees the same pages.
 Export-XenFramebuffer -Domain $d -Framebuffer left  -Path (Join-Path $out 'left.png') -HighlightDirty
 Export-XenFramebuffer -Domain $d -Framebuffer right -Path (Join-Path $out 'right.png') -HighlightDirty
+Get-DirtyVram -Domain $d -AsRectangle | Format-Table Framebuffer, X, Y, Width, Height
 
 Write-Host "== Hot-plug: a third monitor comes and goes while the others keep being tracked"
 Add-XenFramebuffer -Domain $d -Name extra -Address 0xF2000000 -Width 640 -Height 480
@@ -51,13 +53,17 @@ Remove-XenFramebuffer -Domain $d -Framebuffer extra -Confirm:$false
 Get-XenFramebuffer -Domain $d | Format-Table Name, Width, Height, Tracked
 
 Write-Host "== The same frame under each strategy (pages reported for one 300x40 window)"
+$shade = 0x20
 $rows = foreach ($s in @(@{Mode='Shadow';Strategy='BackLinks'}, @{Mode='Shadow';Strategy='DirtyBit'},
                          @{Mode='Shadow';Strategy='Memcmp'}, @{Mode='Hap';Strategy='Tracker'}, @{Mode='Arm';Strategy='Tracker'})) {
     Set-XenVramTracking -Domain $d -Stop
     Set-XenPagingMode -Domain $d -Mode $s.Mode
     Set-XenVramTracking -Domain $d -Strategy $s.Strategy
+    # The D-bit design reads shadow entries that exist: touch every page of the mapping once.
+    for ($p = 0; $p -lt 768; $p++) { $null = Read-XenGuestMemory -Domain $d -Virtual -Address (0x40000000 + $p * 4096) -Length 1 }
     $null = Get-DirtyVram -Domain $d -Framebuffer left                     # arm
-    Draw-Box 0x40000000 4096 100 200 300 40 0x33
+    $shade += 0x10                                                          # new bytes, or memcmp sees no change
+    Draw-Box 0x40000000 4096 100 200 300 40 $shade
     $v = Get-DirtyVram -Domain $d -Framebuffer left
     [pscustomobject]@{ Mode = $s.Mode; Strategy = $s.Strategy; DirtyPages = $v.DirtyPages; AllDirty = $v.AllDirty }
 }

@@ -40,8 +40,7 @@ Disable-XenLogDirty -Domain $d
 Write-Host "`n== 2. The built-in pre-copy at several dirty rates (guest writes per page sent), per paging mode"
 $rows = foreach ($mode in 'Hap', 'Shadow', 'Arm') {
     foreach ($ratio in 0.02, 0.5, 1.5) {
-        $m = New-XenDomain -Path (Join-Path $PSScriptRoot 'lab.yaml') -Name "mig-$mode-$ratio" -ErrorAction SilentlyContinue
-        if (-not $m) { $m = New-XenDomain -Name "mig-$mode-$($ratio -replace '\.','_')" -MemoryMB 256 -Vcpus 2 }
+        $m = New-XenDomain -Name ("mig-{0}-{1}" -f $mode, ($ratio -replace '\.', '_')) -MemoryMB 256 -Vcpus 2
         Set-XenPagingMode -Domain $m -Mode $mode
         # A .NET call into the emulator's migration loop (the same log-dirty cmdlets underneath).
         $r = [XenLab.Lab.LiveMigration]::PreCopy($m, $ratio, 4096, 30, 64, 1)
