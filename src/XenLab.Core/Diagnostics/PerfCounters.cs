@@ -93,6 +93,14 @@ public enum PerfCounter
     VramMemcmpBytes,
     VramFlushSkipped,
     FramebufferPages,
+    CpuInstructionsRetired,
+    CpuDecodeHit,
+    CpuDecodeMiss,
+    CpuDecodeInvalidate,
+    CpuPageFaultDelivered,
+    CpuHypercall,
+    CpuStringChunk,
+    CpuStop,
 }
 
 public static class PerfCounterInfo
@@ -192,6 +200,14 @@ public static class PerfCounterInfo
         ("vram_memcmp_bytes", "bytes compared by the device-model memcmp baseline"),
         ("vram_flush_skipped", "TLB flushes skipped after clearing dirty state (teaching switch)"),
         ("framebuffer_pages", "frames populated to back framebuffers"),
+        ("cpu_instructions_retired", "guest instructions retired by the x86-64 vCPU interpreter"),
+        ("cpu_decode_hit", "instructions executed from the decoded-instruction cache"),
+        ("cpu_decode_miss", "instructions decoded with Iced (first execution, or after invalidation)"),
+        ("cpu_decode_invalidate", "decoded code pages dropped because the page was written (self-modifying code)"),
+        ("cpu_pf_delivered", "guest page faults delivered to the guest's #PF handler"),
+        ("cpu_hypercall", "vmcall hypercalls executed"),
+        ("cpu_string_chunk", "rep movs/stos chunks, one translation per page each"),
+        ("cpu_stop", "vCPU runs that stopped for a reason other than budget or hypercall"),
     };
 
     static PerfCounterInfo()

@@ -24,6 +24,10 @@ public enum TraceKind
     Cr3Load,
     Balloon,
     IdentityHole,
+    /// <summary>The vCPU stopped (halt, breakpoint, fault, unsupported); Detail is the instruction at RIP.</summary>
+    CpuStop,
+    /// <summary>A fault raised by a guest instruction, delivered or stopping; Detail is the instruction.</summary>
+    CpuFault,
 }
 
 /// <summary>One event. Fields not meaningful for a kind are zero; Detail is a short fixed word.</summary>

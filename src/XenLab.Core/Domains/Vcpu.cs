@@ -36,6 +36,9 @@ public sealed class Vcpu
 
     public int Id { get; }
     public Domain Domain => _domain;
+    private Cpu.X86Cpu? _cpu;
+    /// <summary>The x86-64 interpreter's state for this vCPU (registers, flags, decode cache), made on first use.</summary>
+    public Cpu.X86Cpu Cpu => _cpu ??= new Cpu.X86Cpu(this);
     public Tlb Tlb => _tlb;
     public ulong Cr3 { get; private set; }
     /// <summary>CR2: the linear address of the last page fault.</summary>
