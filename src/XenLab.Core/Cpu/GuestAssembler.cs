@@ -95,17 +95,23 @@ public static class GuestAssembler
 
         public byte[] Run(ulong origin)
         {
-            // Pass 1: every label, so a forward reference is known to be a label.
+            // Pass 1: every label, so a forward reference is known to be a label. Labels with no
+            // statement between them name the same spot and share one Iced label.
+            Label? open = null;
             for (int i = 0; i < _lines.Length; i++)
             {
                 _line = i + 1;
-                var (label, col, _) = SplitLabel(StripComment(_lines[i]));
-                if (label is null) continue;
-                if (!IsIdentifier(label)) throw Error(col, $"'{label}' is not a valid label name");
-                if (ParseRegister(label, out _)) throw Error(col, $"'{label}' is a register name and cannot be a label");
-                if (_labels.ContainsKey(label)) throw Error(col, $"label '{label}' is already defined on line {_labelLine[label]}");
-                _labels[label] = _asm.CreateLabel(label);
-                _labelLine[label] = _line;
+                var (label, col, rest) = SplitLabel(StripComment(_lines[i]));
+                if (label is not null)
+                {
+                    if (!IsIdentifier(label)) throw Error(col, $"'{label}' is not a valid label name");
+                    if (ParseRegister(label, out _)) throw Error(col, $"'{label}' is a register name and cannot be a label");
+                    if (_labels.ContainsKey(label)) throw Error(col, $"label '{label}' is already defined on line {_labelLine[label]}");
+                    open ??= _asm.CreateLabel(label);
+                    _labels[label] = open.Value;
+                    _labelLine[label] = _line;
+                }
+                if (rest.Trim().Length > 0) open = null;
             }
             // Pass 2: emit.
             for (int i = 0; i < _lines.Length; i++)
@@ -125,15 +131,10 @@ public static class GuestAssembler
 
         private void DefineLabel(string name)
         {
+            if (_pending is not null) return;          // an alias of the label just defined (pass 1 shared it)
             var l = _labels[name];
-            if (_pending is Label p)
-            {
-                // Two labels on the same spot: the second is an alias of the first.
-                _labels[name] = p;
-                return;
-            }
             _asm.Label(ref l);
-            _labels[name] = l;
+            foreach (var key in _labels.Where(kv => kv.Value.Equals(_labels[name])).Select(kv => kv.Key).ToList()) _labels[key] = l;
             _pending = l;
         }
 
