@@ -43,7 +43,50 @@ public sealed partial class X86Cpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static ulong SignExtend(ulong v, int size) => (ulong)((long)(v << (64 - (size << 3))) >> (64 - (size << 3)));
 
+    /// <summary>
+    /// The hot register-only forms, in a method small enough for the JIT to inline its helpers
+    /// (register access, lazy flags, conditions); everything else goes to <see cref="ExecuteCold"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private int Execute(ref DecodedInstruction d)
+    {
+        ulong next = _rip + d.Length;
+        int size = d.Size;
+        ulong r;
+        switch (d.Op)
+        {
+            case Op.MovRR:
+                SetReg(d.R0, size, GetReg(d.R1, size));
+                break;
+            case Op.MovRI:
+                SetReg(d.R0, size, (ulong)d.Imm);
+                break;
+            case Op.Lea:
+                SetReg(d.R0, size, EffectiveAddress(ref d, next));
+                break;
+            case Op.AluRR:
+                r = Alu((AluKind)d.Sub, GetReg(d.R0, size), GetReg(d.R1, size), size);
+                if (d.Sub < (byte)AluKind.Cmp) SetReg(d.R0, size, r);
+                break;
+            case Op.AluRI:
+                r = Alu((AluKind)d.Sub, GetReg(d.R0, size), (ulong)d.Imm, size);
+                if (d.Sub < (byte)AluKind.Cmp) SetReg(d.R0, size, r);
+                break;
+            case Op.UnaryR:
+                SetReg(d.R0, size, Unary((UnaryKind)d.Sub, GetReg(d.R0, size), size));
+                break;
+            case Op.Jcc:
+                if (Condition(d.Sub)) return Jump(next + (ulong)d.Disp);
+                break;
+            default:
+                return ExecuteCold(ref d);
+        }
+        _rip = next;
+        return Continue;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private int ExecuteCold(ref DecodedInstruction d)
     {
         ulong next = _rip + d.Length;
         int size = d.Size;

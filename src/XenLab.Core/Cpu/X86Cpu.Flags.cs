@@ -79,7 +79,15 @@ public sealed partial class X86Cpu
     }
 
     /// <summary>CF, computed from the lazy state without folding the rest.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ulong CarryFlag()
+    {
+        byte op = _lzOp;
+        if (op >= LzLogic) return op == LzLogic ? 0 : _lzCarry;             // logic: 0; inc/dec: the CF they kept
+        return op == LzNone ? _rflags & RFlags.CF : CarryFlagArith();
+    }
+
+    private ulong CarryFlagArith()
     {
         int size = _lzSize;
         ulong m = Mask(size);
@@ -157,6 +165,7 @@ public sealed partial class X86Cpu
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ulong Unary(UnaryKind kind, ulong a, int size)
     {
         ulong r;

@@ -30,7 +30,7 @@ public sealed partial class X86Cpu
     private static bool IsCanonical(ulong va) => ((long)va << 16 >> 16) == (long)va;
 
     /// <summary>Translates the operand; false (with the stop recorded) on a fault.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private bool Resolve(ulong va, int size, AccessKind access, out MemLoc loc)
     {
         loc = default;
@@ -64,7 +64,6 @@ public sealed partial class X86Cpu
         return true;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ulong Load(in MemLoc loc)
     {
         _counters.Inc(PerfCounter.GuestVirtRead);
@@ -98,7 +97,6 @@ public sealed partial class X86Cpu
         else _machine.Read(new Mfn(mfn)).Slice(off, into.Length).CopyTo(into);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Store(in MemLoc loc, ulong value)
     {
         _counters.Inc(PerfCounter.GuestVirtWrite);

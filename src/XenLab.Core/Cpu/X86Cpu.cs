@@ -14,6 +14,7 @@ using XenLab.Paging;
 
 namespace XenLab.Cpu;
 
+[SkipLocalsInit]
 public sealed partial class X86Cpu
 {
     private readonly Vcpu _vcpu;
@@ -112,7 +113,7 @@ public sealed partial class X86Cpu
         int status;
         while (true)
         {
-            if (retired + delivered >= budget) { _stopReason = StopReason.BudgetExhausted; _stopDetail = ""; status = 1; break; }
+            if (retired >= budget - delivered) { _stopReason = StopReason.BudgetExhausted; _stopDetail = ""; status = 1; break; }
             ulong rip = _rip;
             var page = _page;
             if ((rip & ~Page.OffsetMask) != _pageVa || !page!.Valid)
