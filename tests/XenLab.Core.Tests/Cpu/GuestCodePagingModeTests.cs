@@ -129,3 +129,29 @@ public class GuestCodePagingModeTests
         Assert.Equal(StopReason.Halted, rig.Cpu.Run(10).Reason);        // and runs again under shadow
     }
 }
+
+public class GuestCodeDirtyVramTests
+{
+    [Theory]
+    [InlineData(PagingModeKind.Hap)]
+    [InlineData(PagingModeKind.Shadow)]
+    public void AGuestRedrawMarksEveryFramebufferPageDirtyEachFrame(PagingModeKind mode)
+    {
+        var rig = new CpuRig(mode);
+        var fb = rig.Domain.AddFramebuffer(new FramebufferConfig("fb", 0xF0000000, 1920, 1080, 32));
+        rig.Domain.MountFramebuffer("fb", 0x10000000);
+        rig.Domain.Vram.Track(fb.FirstGfn, fb.Pages);                       // first call: arms tracking
+        rig.Load("mov rdi, 0x10000000\nmov ecx, 1920*1080\nmov eax, 0x336699\nrep stosd\nhlt".Replace("1920*1080", (1920 * 1080).ToString()));
+        for (int frame = 0; frame < 2; frame++)
+        {
+            rig.Cpu.Rip = CpuRig.CodeVa;
+            Assert.Equal(StopReason.Halted, rig.Cpu.Run(10).Reason);
+            var q = rig.Domain.Vram.Track(fb.FirstGfn, fb.Pages);
+            Assert.Equal(2025, q.DirtyPages);                                // 1920*1080*4 bytes = 2025 pages, all written
+        }
+        rig.Load("mov ecx, 1\nrep stosd\nhlt", CpuRig.CodeVa + 0x100);
+        rig.Cpu[Reg.Rdi] = 0x10000000 + 4096 * 7;                            // one dword inside page 7
+        Assert.Equal(StopReason.Halted, rig.Cpu.Run(10).Reason);
+        Assert.Equal(1, rig.Domain.Vram.Track(fb.FirstGfn, fb.Pages).DirtyPages);   // only page 7 is dirty
+    }
+}
