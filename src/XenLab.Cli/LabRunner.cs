@@ -30,11 +30,16 @@ public sealed class LabOptions
     public bool CompareModes { get; set; }
     /// <summary>Pre-copy live migration with this dirty ratio (guest writes per page sent).</summary>
     public double? MigrateRatio { get; set; }
+    /// <summary>Frames of the domain's workload to run (default: the YAML's frames).</summary>
+    public int? Frames { get; set; }
+    /// <summary>Write each framebuffer as a PNG per frame here (dirty regions outlined).</summary>
+    public string? PngDirectory { get; set; }
     public bool ShowHelp { get; set; }
 
     public const string Usage =
         "usage: xenlab [lab.yaml] [--host-memory SIZE] [--gfn GFN]... [--balloon MIB] [--write-config]\n" +
         "              [--workload pt-churn|pte-update] [--rounds N] [--compare-modes] [--migrate RATIO]\n" +
+        "              [--frames N] [--png DIR]\n" +
         "  lab.yaml          a domain file (see README, 'YAML reference'); none: the embedded default lab\n" +
         "  --host-memory     host machine memory (default 64G; frames cost nothing until written)\n" +
         "  --gfn GFN         look this gfn up in the p2m (repeatable; default: samples around every E820 boundary)\n" +
@@ -43,7 +48,9 @@ public sealed class LabOptions
         "  --workload NAME   run a built-in memory workload on the domain and print what it cost\n" +
         "  --rounds N        rounds of the workload (default 200)\n" +
         "  --compare-modes   run the workload on a fresh copy of the domain in every paging mode and setting\n" +
-        "  --migrate RATIO   pre-copy live migration over log-dirty; the guest writes RATIO times per page sent\n";
+        "  --migrate RATIO   pre-copy live migration over log-dirty; the guest writes RATIO times per page sent\n" +
+        "  --frames N        run N frames of the domain's guest workload (YAML 'workload:'; default its 'frames')\n" +
+        "  --png DIR         write every framebuffer as a PNG per frame into DIR, dirty regions outlined\n";
 
     /// <summary>Parses arguments; throws <see cref="XenLabException"/> with the offending argument named.</summary>
     public static LabOptions Parse(IReadOnlyList<string> args)
@@ -66,6 +73,8 @@ public sealed class LabOptions
                 case "--workload": o.Workload = Next(); break;
                 case "--rounds": o.Rounds = (int)Math.Min(Size(a, Next(), 1), int.MaxValue); break;
                 case "--compare-modes": o.CompareModes = true; break;
+                case "--frames": o.Frames = (int)Math.Min(Size(a, Next(), 1), 100000); break;
+                case "--png": o.PngDirectory = Next(); break;
                 case "--migrate":
                     string ratio = Next();
                     if (!double.TryParse(ratio, NumberStyles.Float, CultureInfo.InvariantCulture, out double rr) || rr < 0)
@@ -127,6 +136,8 @@ public static class LabRunner
         }
         if (o.CompareModes)
             CompareModes(config, o, output);
+        if (d.Config.Workload is { } workload && !o.CompareModes)
+            RunFrames(d, workload, o, output);
         if (o.MigrateRatio is { } mr)
         {
             output.WriteLine();
@@ -194,6 +205,32 @@ public static class LabRunner
         w.WriteLine("Counters (non-zero)");
         foreach (var pc in PerfCounterView.Of(d, includeZero: false))
             w.WriteLine(string.Create(inv, $"  {pc.Name,-22} {pc.Value,12}  {pc.Description}"));
+    }
+
+    /// <summary>Runs the guest workload frame by frame, printing each framebuffer's dirty pages and rectangles.</summary>
+    public static void RunFrames(Domain d, WorkloadConfig w, LabOptions o, TextWriter output)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        if (o.PngDirectory is not null) Directory.CreateDirectory(o.PngDirectory);
+        int frames = o.Frames ?? w.Frames;
+        output.WriteLine();
+        output.WriteLine(string.Create(inv, $"Guest workload: {w.Steps.Count} step(s), {frames} frame(s), paging {d.PagingMode.ToString().ToLowerInvariant()}"));
+        long before = d.Counters[PerfCounter.CpuInstructionsRetired];
+        var reports = GuestPrograms.RunWorkload(d, w, frames, o.PngDirectory);
+        foreach (var r in reports)
+        {
+            output.WriteLine(string.Create(inv, $"  frame {r.Frame}: {r.Instructions} instructions, {r.Stop.Reason}"));
+            if (!r.Completed) output.WriteLine("    stopped: " + r.Stop);
+            foreach (var v in r.Framebuffers)
+            {
+                var rects = v.Rectangles();
+                var text = new System.Text.StringBuilder();
+                for (int i = 0; i < rects.Count && i < 6; i++) text.Append(i == 0 ? "" : " ").Append(rects[i].Width).Append('x').Append(rects[i].Height).Append('+').Append(rects[i].X).Append('+').Append(rects[i].Y);
+                if (rects.Count > 6) text.Append(inv, $" (+{rects.Count - 6} more)");
+                output.WriteLine(string.Create(inv, $"    {v.Framebuffer,-10} {v.DirtyPages,6}/{v.Pages} pages dirty{(v.AllDirty ? " (all: " + v.Reason + ")" : "")}; {rects.Count} rectangle(s) {text}"));
+            }
+        }
+        output.WriteLine(string.Create(inv, $"  {d.Counters[PerfCounter.CpuInstructionsRetired] - before} instructions in all{(o.PngDirectory is null ? "" : $"; PNGs in {o.PngDirectory}")}"));
     }
 
     /// <summary>The settings --compare-modes runs, in order.</summary>

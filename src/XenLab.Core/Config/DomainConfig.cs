@@ -64,6 +64,8 @@ public sealed class DomainConfig
     public XenLab.Dirty.VramStrategy VramStrategy { get; set; } = XenLab.Dirty.VramStrategy.Auto;
     /// <summary>Flush TLBs after clearing dirty state (off only to show what it costs to forget).</summary>
     public bool VramTlbFlush { get; set; } = true;
+    /// <summary>A built-in guest workload the headless runner (and Invoke-XenGuestCode -Workload) runs frame by frame.</summary>
+    public XenLab.Lab.WorkloadConfig? Workload { get; set; }
 
     public ulong EffectiveMaxMemMiB => MaxMemMiB ?? MemoryMiB;
 

@@ -19,7 +19,13 @@ public static class DomainConfigLoader
     {
         "name", "memory", "maxmem", "vcpus", "shadow_memory", "videoram", "paging", "mmio_hole",
         "e820", "identity", "identity_strategy", "framebuffers", "kernel_pt_pages", "tlb_entries",
-        "oos", "oos_slots", "shadow_prefetch", "hap_gpa_cache", "arm_leaf_lookup", "vram_strategy", "vram_tlb_flush",
+        "oos", "oos_slots", "shadow_prefetch", "hap_gpa_cache", "arm_leaf_lookup", "vram_strategy", "vram_tlb_flush", "workload",
+    };
+    private static readonly string[] WorkloadKeys = { "frames", "budget", "steps" };
+    private static readonly string[] StepKeys =
+    {
+        "kind", "framebuffer", "x", "y", "width", "height", "color", "color_step", "dx", "dy", "lines", "size",
+        "source", "source_x", "source_y", "pages",
     };
     private static readonly string[] E820Keys = { "start", "size", "end", "type" };
     private static readonly string[] IdentityKeys = { "start", "size", "end" };
@@ -145,13 +151,111 @@ public static class DomainConfigLoader
                             ("tracker", XenLab.Dirty.VramStrategy.Tracker), ("memcmp", XenLab.Dirty.VramStrategy.Memcmp));
                         break;
                     case "vram_tlb_flush": c.VramTlbFlush = Enum<bool>(value, "vram_tlb_flush", ("on", true), ("off", false), ("true", true), ("false", false)); break;
+                    case "workload": c.Workload = ReadWorkload(value); break;
                     case "e820": c.E820 = ReadE820(value); break;
                     case "identity": c.Identity = ReadIdentity(value); break;
                     case "framebuffers": c.Framebuffers = ReadFramebuffers(value); break;
                 }
             }
             if (!sawName) throw Error(root, "the domain has no 'name'");
+            if (c.Workload is not null) CheckWorkloadFramebuffers(c, root);
             return c;
+        }
+
+        private readonly Dictionary<XenLab.Cpu.Workloads.WorkloadStep, YamlNode> _stepNodes = new();
+
+        private XenLab.Lab.WorkloadConfig ReadWorkload(YamlNode node)
+        {
+            var m = AsMapping(node, "workload");
+            int frames = 10;
+            long budget = XenLab.Lab.WorkloadConfig.DefaultBudget;
+            var steps = new List<XenLab.Cpu.Workloads.WorkloadStep>();
+            bool sawSteps = false;
+            foreach (var (k, v) in Entries(m, WorkloadKeys, "workload"))
+            {
+                switch (k.Value)
+                {
+                    case "frames": frames = Int(v, "frames", 1, 100000); break;
+                    case "budget":
+                        ulong b = Number(v, "budget", 1);
+                        if (b < 1 || b > 100_000_000_000) throw Error(v, $"'budget' is {b}, outside the range 1 to 100000000000");
+                        budget = (long)b;
+                        break;
+                    case "steps":
+                        sawSteps = true;
+                        var seq = AsSequence(v, "steps");
+                        for (int i = 0; i < seq.Children.Count; i++) steps.Add(ReadStep(seq.Children[i], i));
+                        break;
+                }
+            }
+            if (!sawSteps || steps.Count == 0) throw Error(m, "the workload has no 'steps'");
+            return new XenLab.Lab.WorkloadConfig(frames, budget, steps);
+        }
+
+        private XenLab.Cpu.Workloads.WorkloadStep ReadStep(YamlNode node, int index)
+        {
+            string what = $"workload step {index}";
+            var m = AsMapping(node, what);
+            var s = new XenLab.Cpu.Workloads.WorkloadStep(XenLab.Cpu.Workloads.WorkloadStepKind.Fill);
+            bool sawKind = false;
+            foreach (var (k, v) in Entries(m, StepKeys, what))
+            {
+                switch (k.Value)
+                {
+                    case "kind":
+                        s = s with
+                        {
+                            Kind = Enum<XenLab.Cpu.Workloads.WorkloadStepKind>(v, "kind",
+                                ("fill", XenLab.Cpu.Workloads.WorkloadStepKind.Fill), ("blit", XenLab.Cpu.Workloads.WorkloadStepKind.Blit),
+                                ("scroll", XenLab.Cpu.Workloads.WorkloadStepKind.Scroll), ("cursor", XenLab.Cpu.Workloads.WorkloadStepKind.Cursor),
+                                ("pt-churn", XenLab.Cpu.Workloads.WorkloadStepKind.PageTableChurn)),
+                        };
+                        sawKind = true;
+                        break;
+                    case "framebuffer": s = s with { Framebuffer = Text(v, "framebuffer") }; break;
+                    case "source": s = s with { Source = Text(v, "source") }; break;
+                    case "x": s = s with { X = Int(v, "x", 0, 16383) }; break;
+                    case "y": s = s with { Y = Int(v, "y", 0, 16383) }; break;
+                    case "width": s = s with { Width = Int(v, "width", 1, 16384) }; break;
+                    case "height": s = s with { Height = Int(v, "height", 1, 16384) }; break;
+                    case "source_x": s = s with { SourceX = Int(v, "source_x", 0, 16383) }; break;
+                    case "source_y": s = s with { SourceY = Int(v, "source_y", 0, 16383) }; break;
+                    case "color": s = s with { Color = (uint)Number32(v, "color") }; break;
+                    case "color_step": s = s with { ColorStep = (uint)Number32(v, "color_step") }; break;
+                    case "dx": s = s with { Dx = Int(v, "dx", 0, 16384) }; break;
+                    case "dy": s = s with { Dy = Int(v, "dy", 0, 16384) }; break;
+                    case "lines": s = s with { Lines = Int(v, "lines", 1, 16383) }; break;
+                    case "size": s = s with { Size = Int(v, "size", 1, 1024) }; break;
+                    case "pages": s = s with { Pages = Int(v, "pages", 1, XenLab.Lab.GuestPrograms.MaxChurnPages) }; break;
+                }
+            }
+            if (!sawKind) throw Error(m, $"{what} has no 'kind' (fill, blit, scroll, cursor or pt-churn)");
+            if (s.Kind != XenLab.Cpu.Workloads.WorkloadStepKind.PageTableChurn && s.Framebuffer.Length == 0)
+                throw Error(m, $"{what} ({s.Kind}) needs a 'framebuffer'");
+            if (s.Kind == XenLab.Cpu.Workloads.WorkloadStepKind.Blit && (s.Width == 0 || s.Height == 0))
+                throw Error(m, $"{what} (blit) needs 'width' and 'height'");
+            _stepNodes[s] = node;
+            return s;
+        }
+
+        private void CheckWorkloadFramebuffers(DomainConfig c, YamlNode root)
+        {
+            var names = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+            foreach (var f in c.Framebuffers) names.Add(f.Name);
+            foreach (var s in c.Workload!.Steps)
+            {
+                foreach (var n in new[] { s.Framebuffer, s.Source })
+                    if (n.Length > 0 && !names.Contains(n))
+                        throw Error(_stepNodes.TryGetValue(s, out var node) ? node : root,
+                            $"workload step {s.Kind} names framebuffer '{n}', which is not in 'framebuffers' ({string.Join(", ", names)})");
+            }
+        }
+
+        private ulong Number32(YamlNode node, string key)
+        {
+            ulong v = Number(node, key, 1);
+            if (v > uint.MaxValue) throw Error(node, $"'{key}' is 0x{v:x}, more than 32 bits");
+            return v;
         }
 
         private List<E820Entry> ReadE820(YamlNode node)

@@ -61,6 +61,22 @@ public static class DomainConfigWriter
                 sb.Append(" }\n");
             }
         }
+        if (c.Workload is { } w)
+        {
+            sb.Append(inv, $"workload:\n  frames: {w.Frames}\n  budget: {w.BudgetPerFrame}\n  steps:\n");
+            foreach (var s in w.Steps)
+            {
+                string kind = s.Kind == XenLab.Cpu.Workloads.WorkloadStepKind.PageTableChurn ? "pt-churn" : s.Kind.ToString().ToLowerInvariant();
+                sb.Append("    - { kind: ").Append(kind);
+                if (s.Framebuffer.Length > 0) sb.Append(", framebuffer: ").Append(Quote(s.Framebuffer));
+                if (s.Source.Length > 0) sb.Append(", source: ").Append(Quote(s.Source));
+                sb.Append(inv, $", x: {s.X}, y: {s.Y}");
+                if (s.Width != 0) sb.Append(inv, $", width: {s.Width}");
+                if (s.Height != 0) sb.Append(inv, $", height: {s.Height}");
+                sb.Append(inv, $", color: 0x{s.Color:x}, color_step: 0x{s.ColorStep:x}");
+                sb.Append(inv, $", dx: {s.Dx}, dy: {s.Dy}, lines: {s.Lines}, size: {s.Size}, source_x: {s.SourceX}, source_y: {s.SourceY}, pages: {s.Pages} }}\n");
+            }
+        }
         return sb.ToString();
     }
 

@@ -1,0 +1,162 @@
+// Getting guest code into a domain and running it frame by frame. Code, a data page and a
+// stack live in a fixed, documented region of guest RAM (from 48 MiB), mapped by the guest
+// kernel; framebuffers not yet mapped are mounted at 0x40000000 + i * 256 MiB. A frame is one
+// run of the vCPU until the guest yields (vmcall with RAX = 0); after it the host pulls the
+// dirty pages and merged rectangles of every framebuffer, as a display server would.
+using System;
+using System.Collections.Generic;
+using System.IO;
+using XenLab.Cpu;
+using XenLab.Cpu.Workloads;
+using XenLab.Domains;
+using XenLab.Guest;
+using XenLab.Memory;
+using XenLab.Views;
+
+namespace XenLab.Lab;
+
+/// <summary>A domain's built-in guest workload (YAML's <c>workload:</c>).</summary>
+public sealed record WorkloadConfig(int Frames, long BudgetPerFrame, IReadOnlyList<WorkloadStep> Steps)
+{
+    public const long DefaultBudget = 200_000_000;
+}
+
+/// <summary>What one frame did: instructions, why the run stopped, each framebuffer's dirty state.</summary>
+public sealed record FrameReport(string DomainName, int Frame, long Instructions, RunResult Stop, IReadOnlyList<DirtyVramView> Framebuffers)
+{
+    public bool Completed => Stop.Reason == StopReason.Hypercall;
+    public override string ToString() => $"frame {Frame}: {Instructions} instruction(s), {Stop.Reason}";
+}
+
+/// <summary>Where a loaded program lives.</summary>
+public sealed record GuestProgramView(string DomainName, int Vcpu, ulong CodeAddress, int CodeBytes, ulong DataAddress, ulong StackTop)
+{
+    public override string ToString() => $"{CodeBytes} byte(s) of code at 0x{CodeAddress:x}, stack top 0x{StackTop:x}";
+}
+
+public static class GuestPrograms
+{
+    public const ulong CodeVa = 0x70000000;
+    public const ulong DataVa = 0x70100000;
+    public const ulong StackVa = 0x70200000;
+    public const ulong ChurnVa = 0x71000000;
+    public const ulong TableAliasVa = 0x72000000;
+    public const ulong CodeGfn = 0x3000;           // 48 MiB: 16 pages of code
+    public const int CodePages = 16;
+    public const ulong DataGfn = 0x3010;
+    public const ulong StackGfn = 0x3020;           // 16 pages of stack
+    public const int StackPages = 16;
+    public const ulong ChurnGfnA = 0x3100, ChurnGfnB = 0x3200;
+    public const int MaxChurnPages = 256;
+
+    /// <summary>Maps the program region, writes <paramref name="code"/> at <see cref="CodeVa"/>, points RIP and RSP at it.</summary>
+    public static GuestProgramView Load(Domain d, ReadOnlySpan<byte> code, int vcpu = 0)
+    {
+        if (vcpu < 0 || vcpu >= d.Vcpus.Count) throw new InvalidConfigurationException($"Domain '{d.Name}' has no vcpu {vcpu}.");
+        if (code.Length == 0) throw new InvalidConfigurationException("There is no code to load.");
+        if (code.Length > CodePages * Page.Size) throw new InvalidConfigurationException($"{code.Length} bytes of code exceed the {CodePages * Page.Size}-byte code region.");
+        RequireRam(d, CodeGfn, (ulong)(StackGfn + StackPages - CodeGfn));
+        EnsureMapped(d, CodeVa, CodeGfn, CodePages);
+        EnsureMapped(d, DataVa, DataGfn, 1);
+        EnsureMapped(d, StackVa, StackGfn, StackPages);
+        var r = d.WriteGuestPhysical(CodeGfn << Page.Shift, code);
+        if (r.Status == PhysAccessStatus.Missing) throw new InvalidConfigurationException($"gfn 0x{r.FirstBadGfn:x} of the code region is not RAM.");
+        var cpu = d.Vcpus[vcpu].Cpu;
+        cpu.Rip = CodeVa;
+        cpu[Reg.Rsp] = StackVa + (ulong)StackPages * Page.Size;
+        return new GuestProgramView(d.Name, vcpu, CodeVa, code.Length, DataVa, cpu[Reg.Rsp]);
+    }
+
+    /// <summary>Assembles NASM-style text at <see cref="CodeVa"/> and loads it.</summary>
+    public static GuestProgramView LoadAssembly(Domain d, string text, int vcpu = 0) =>
+        Load(d, GuestAssembler.Assemble(text, CodeVa), vcpu);
+
+    /// <summary>Builds the frame loop of a workload for this domain and loads it.</summary>
+    public static GuestProgramView LoadWorkload(Domain d, WorkloadConfig w, int vcpu = 0)
+    {
+        var fbs = new Dictionary<string, GuestFramebuffer>(StringComparer.OrdinalIgnoreCase);
+        for (int i = 0; i < d.Framebuffers.Count; i++)
+        {
+            var fb = d.Framebuffers[i];
+            var mounts = fb.WritableMounts;
+            ulong va = mounts.Count > 0 ? mounts[0] : 0x40000000UL + ((ulong)i << 28);
+            if (mounts.Count == 0) d.MountFramebuffer(fb.Name, va);
+            fbs[fb.Name] = new GuestFramebuffer(fb.Name, va, fb.Config.Width, fb.Config.Height, fb.Config.EffectiveStride);
+        }
+        foreach (var s in w.Steps)
+            if (s.Kind != WorkloadStepKind.PageTableChurn && (s.Framebuffer.Length > 0 || s.Kind != WorkloadStepKind.Blit) && !fbs.ContainsKey(s.Framebuffer))
+                throw new InvalidConfigurationException($"Workload step {s.Kind} names framebuffer '{s.Framebuffer}', which domain '{d.Name}' does not have.");
+        var churn = new List<ChurnEntry>();
+        int churnPages = 0;
+        foreach (var s in w.Steps) if (s.Kind == WorkloadStepKind.PageTableChurn) churnPages = Math.Max(churnPages, s.Pages);
+        if (churnPages > 0) churn = PrepareChurn(d, Math.Min(churnPages, MaxChurnPages));
+        var code = GuestWorkloads.FrameLoop(w.Steps, fbs, churn, CodeVa, DataVa);
+        return Load(d, code, vcpu);
+    }
+
+    /// <summary>Runs one frame: until the guest yields (or something stops it), then pulls every framebuffer's dirty state.</summary>
+    public static FrameReport RunFrame(Domain d, int frame, long budget, int vcpu = 0, string? pngDirectory = null)
+    {
+        var cpu = d.Vcpus[vcpu].Cpu;
+        var stop = cpu.Run(budget);
+        var views = new List<DirtyVramView>();
+        foreach (var fb in d.Framebuffers)
+        {
+            if (pngDirectory is not null)
+                DirtyViews.ExportPng(d, fb.Name, Path.Combine(pngDirectory, $"{d.Name}-{fb.Name}-{frame:D4}.png"), highlightDirty: true);
+            views.Add(DirtyViews.Query(d, fb.Name, peek: false));
+        }
+        return new FrameReport(d.Name, frame, stop.Instructions, stop, views);
+    }
+
+    /// <summary>Loads a workload and runs its frames; stops early at the first frame that did not end in a yield.</summary>
+    public static List<FrameReport> RunWorkload(Domain d, WorkloadConfig w, int? frames = null, string? pngDirectory = null)
+    {
+        LoadWorkload(d, w);
+        foreach (var fb in d.Framebuffers) DirtyViews.Query(d, fb.Name, peek: false);   // start tracking: frame 0 is the first real one
+        var list = new List<FrameReport>();
+        for (int f = 0; f < (frames ?? w.Frames); f++)
+        {
+            var r = RunFrame(d, f, w.BudgetPerFrame, 0, pngDirectory);
+            list.Add(r);
+            if (!r.Completed) break;
+        }
+        return list;
+    }
+
+    private static List<ChurnEntry> PrepareChurn(Domain d, int pages)
+    {
+        RequireRam(d, ChurnGfnA, (ulong)pages);
+        RequireRam(d, ChurnGfnB, (ulong)pages);
+        var k = d.Kernel;
+        EnsureMapped(d, TableAliasVa, k.PoolBaseGfn, (ulong)k.PoolPages);
+        EnsureMapped(d, ChurnVa, ChurnGfnA, (ulong)pages);
+        var list = new List<ChurnEntry>();
+        foreach (var leaf in k.Leaves())
+        {
+            if (leaf.VirtualAddress < ChurnVa || leaf.VirtualAddress >= ChurnVa + ((ulong)pages << Page.Shift)) continue;
+            d.TryReadPhysU64(leaf.EntryAddress, out ulong a);
+            var s = k.Format.Decode(a, 1);
+            ulong other = s.Frame >= ChurnGfnB ? s.Frame - (ChurnGfnB - ChurnGfnA) : s.Frame + (ChurnGfnB - ChurnGfnA);
+            ulong b = k.Format.Encode(s with { Frame = other }, 1);
+            list.Add(new ChurnEntry(TableAliasVa + (leaf.EntryAddress - (k.PoolBaseGfn << Page.Shift)), leaf.VirtualAddress, a, b));
+        }
+        return list;
+    }
+
+    private static void EnsureMapped(Domain d, ulong va, ulong gfn, ulong pages)
+    {
+        foreach (var m in d.Kernel.Mappings())
+            if (m.VirtualAddress <= va && m.EndAddress >= va + (pages << Page.Shift) && m.Gfn + ((va - m.VirtualAddress) >> Page.Shift) == gfn && m.Writable)
+                return;
+        d.Kernel.Map(va, gfn, pages, MapFlags.Writable);
+    }
+
+    private static void RequireRam(Domain d, ulong gfn, ulong pages)
+    {
+        for (ulong g = gfn; g < gfn + pages; g++)
+            if (d.Classify(g) != PhysAccessStatus.Ok)
+                throw new InvalidConfigurationException(
+                    $"Guest programs use RAM at gfn 0x{gfn:x}-0x{gfn + pages - 1:x} (from {gfn >> 8} MiB); gfn 0x{g:x} is not populated in domain '{d.Name}' (give it at least {((gfn + pages) >> 8) + 1} MiB).");
+    }
+}
