@@ -210,7 +210,7 @@ public sealed class Domain
         if (old == type) return;
         Types.Set(gfn, type);
         Counters.Inc(PerfCounter.P2mTypeChange);
-        Trace.Add(TraceKind.P2mTypeChange, -1, 0, gfn, 0, (ulong)type, $"{P2mTypeInfo.Name(old)}->{P2mTypeInfo.Name(type)}");
+        Trace.Add(TraceKind.P2mTypeChange, -1, 0, gfn, 0, (ulong)type, P2mTypeInfo.Transition(old, type));
         Mode?.OnP2mChanged(gfn, gfn + 1);
     }
 
@@ -240,7 +240,7 @@ public sealed class Domain
         }
         if (n == 0) return 0;
         Counters.Add(PerfCounter.P2mTypeChange, n);
-        Trace.Add(TraceKind.P2mTypeChange, -1, 0, startGfn, endGfn, (ulong)n, $"{P2mTypeInfo.Name(from)}->{P2mTypeInfo.Name(to)} x{n}");
+        Trace.Add(TraceKind.P2mTypeChange, -1, 0, startGfn, endGfn, (ulong)n, P2mTypeInfo.Transition(from, to));
         Mode?.OnP2mChanged(startGfn, endGfn, flush);
         return n;
     }

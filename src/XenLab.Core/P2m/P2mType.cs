@@ -35,6 +35,20 @@ public static class P2mTypeInfo
         _ => "type" + (int)t,
     };
 
+    private static readonly string[,] Transitions = BuildTransitions();
+
+    /// <summary>"ram_rw->ram_logdirty", from a table made once: trace events on a hot path allocate nothing.</summary>
+    public static string Transition(P2mType from, P2mType to) =>
+        (int)from < 16 && (int)to < 16 ? Transitions[(int)from, (int)to] : Name(from) + "->" + Name(to);
+
+    private static string[,] BuildTransitions()
+    {
+        var t = new string[16, 16];
+        for (int a = 0; a < 16; a++)
+            for (int b = 0; b < 16; b++) t[a, b] = Name((P2mType)a) + "->" + Name((P2mType)b);
+        return t;
+    }
+
     /// <summary>True for types whose guest writes the hardware must not let through.</summary>
     public static bool IsWriteProtected(P2mType t) => t is P2mType.RamRo or P2mType.RamLogDirty or P2mType.GrantMapRo;
 }
