@@ -1,0 +1,39 @@
+#Requires -Version 7.4
+<#
+.SYNOPSIS
+    Lab 05: guest code draws on two monitors while the lab pulls dirty rectangles each frame.
+.DESCRIPTION
+    Part 1 assembles draw.asm (NASM-style Intel syntax, assembled in-process with Iced), runs
+    it one frame at a time (the guest yields with vmcall, RAX = 0) and, between frames, asks
+    Get-DirtyVram for the merged dirty rectangles, as a VNC/SPICE server would. Part 2 runs the
+    built-in workload of lab.yaml (fill, cursor, scroll, blit, page-table churn) and writes
+    PNGs of each frame with the dirty regions outlined. Run from the repository root after
+    `dotnet build XenLab.sln`:  pwsh labs/05-guest-code/lab.ps1
+#>
+param([int]$Frames = 5)
+$ErrorActionPreference = 'Stop'
+Import-Module (Join-Path $PSScriptRoot '../../XenLab.psd1') -Force
+
+$d = New-XenDomain -Path (Join-Path $PSScriptRoot 'lab.yaml')
+Mount-XenFramebuffer -Domain $d -Framebuffer left  -VirtualAddress 0x40000000
+Mount-XenFramebuffer -Domain $d -Framebuffer right -VirtualAddress 0x48000000
+$null = Get-DirtyVram -Domain $d                              # start tracking both monitors
+
+Write-Host "== 1. draw.asm, frame by frame"
+$asm = Get-Content -Raw (Join-Path $PSScriptRoot 'draw.asm')
+$run = Invoke-XenGuestCode -Domain $d -Assembly $asm -Confirm:$false
+for ($f = 0; $f -lt $Frames; $f++) {
+    if ($f -gt 0) { $run = Invoke-XenGuestCode -Domain $d -Resume -Confirm:$false }
+    "frame {0}: {1} after {2} instruction(s)" -f $f, $run.Reason, $run.Instructions
+    Get-DirtyVram -Domain $d -AsRectangle | Format-Table Framebuffer, X, Y, Width, Height | Out-Host
+}
+Get-XenVcpu -Domain $d | Format-List Rip, Instruction, Flags, Rax, R15 | Out-Host
+
+Write-Host "== 2. The built-in workload of lab.yaml, with PNGs"
+$out = Join-Path ([System.IO.Path]::GetTempPath()) 'xenlab-lab05'
+$null = New-Item -ItemType Directory -Force -Path $out
+$w = New-XenDomain -Path (Join-Path $PSScriptRoot 'lab.yaml') -Name painter2
+Invoke-XenGuestCode -Domain $w -Workload -Frames 4 -PngDirectory $out -Confirm:$false | Format-Table | Out-Host
+Get-XenPerfCounter -Domain $w -Name cpu_*, shadow_fault_fixed, vram_* -NonZero | Format-Table Name, Value | Out-Host
+"PNGs in $out"
+$d, $w | Remove-XenDomain -Confirm:$false
