@@ -15,7 +15,7 @@
     Author               = 'XenLab contributors'
     CompanyName          = 'XenLab'
     Copyright            = '(c) XenLab contributors'
-    Description          = 'An emulator lab for how Xen manages guest memory: domains, E820, the p2m tree and its identity holes, ballooning, guest page tables, paging modes (shadow, HAP/EPT, ARM stage 2) with traces and audits, framebuffers with log-dirty and dirty-VRAM tracking, memory workloads, and performance counters.'
+    Description          = 'An emulator lab for how Xen manages guest memory: domains, E820, the p2m tree and its identity holes, ballooning, guest page tables, paging modes (shadow, HAP/EPT, ARM stage 2) with traces and audits, framebuffers with log-dirty and dirty-VRAM tracking, memory workloads, guest x86-64 code on an emulated vCPU, and performance counters.'
     PowerShellVersion    = '7.4'
     CompatiblePSEditions = @('Core')
     TypesToProcess       = @('module/XenLab.types.ps1xml')
@@ -49,6 +49,9 @@
         'Get-DirtyVram'
         'Set-XenVramTracking'
         'Invoke-XenWorkload'
+        'Invoke-XenGuestCode'
+        'Get-XenVcpu'
+        'Step-XenVcpu'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

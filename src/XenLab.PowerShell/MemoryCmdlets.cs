@@ -141,12 +141,7 @@ public abstract class GuestMemoryCmdlet : XenCmdlet
             Process(d, null);
             return;
         }
-        if (Vcpu >= d.VcpuCount)
-        {
-            WriteFailure("VcpuOutOfRange", ErrorCategory.InvalidArgument, d,
-                $"Domain '{d.Name}' has {d.VcpuCount} vCPU(s) (0 to {d.VcpuCount - 1}); there is no vCPU {Vcpu}.");
-            return;
-        }
+        if (!HasVcpu(d, Vcpu)) return;
         Process(d, d.Vcpus[Vcpu]);
     }
 

@@ -26,6 +26,16 @@ public static class ParameterSets
     public const string DomainNameAddress = "DomainNameAddress";
     public const string DomainFramebuffer = "DomainFramebuffer";
     public const string DomainNameFramebuffer = "DomainNameFramebuffer";
+    public const string DomainCode = "DomainCode";
+    public const string DomainNameCode = "DomainNameCode";
+    public const string DomainAssembly = "DomainAssembly";
+    public const string DomainNameAssembly = "DomainNameAssembly";
+    public const string DomainPath = "DomainPath";
+    public const string DomainNamePath = "DomainNamePath";
+    public const string DomainResume = "DomainResume";
+    public const string DomainNameResume = "DomainNameResume";
+    public const string DomainWorkload = "DomainWorkload";
+    public const string DomainNameWorkload = "DomainNameWorkload";
 }
 
 /// <summary>Base of every XenLab cmdlet: one record processed under the session lock.</summary>
@@ -97,6 +107,8 @@ public abstract class XenCmdlet : PSCmdlet
     public static ErrorCategory CategoryOf(XenLabException e) => e switch
     {
         ConfigFileException => ErrorCategory.ParserError,
+        XenLab.Cpu.GuestAssemblyException => ErrorCategory.ParserError,
+        XenLab.Cpu.GuestArchitectureException => ErrorCategory.InvalidOperation,
         InvalidConfigurationException => ErrorCategory.InvalidArgument,
         MachineMemoryExhaustedException => ErrorCategory.LimitsExceeded,
         DomainNotFoundException => ErrorCategory.ObjectNotFound,
@@ -146,6 +158,29 @@ public abstract class XenCmdlet : PSCmdlet
             : "it has " + string.Join(", ", System.Linq.Enumerable.Select(d.Framebuffers, f => $"'{f.Name}'"));
         WriteFailure("FramebufferNotFound", ErrorCategory.ObjectNotFound, name,
             $"Domain '{d.Name}' has no framebuffer '{name}'; {have}.");
+    }
+
+    /// <summary>
+    /// Whether guest code can run on vCPU <paramref name="vcpu"/> of <paramref name="d"/>: the vCPU
+    /// exists (else VcpuOutOfRange) and the domain is x86 (an ARM domain is GuestCodeIsX86Only).
+    /// Checked before anything is loaded, so a refused run leaves guest memory as it was.
+    /// </summary>
+    protected bool CanRunGuestCode(Domain d, int vcpu)
+    {
+        if (!HasVcpu(d, vcpu)) return false;
+        if (d.PagingMode != XenLab.Config.PagingModeKind.Arm) return true;
+        WriteXenError(new XenLab.Cpu.GuestArchitectureException(
+            $"Domain '{d.Name}' uses ARM paging: guest code runs on x86-64 vCPUs only; switch it to Hap or Shadow with Set-XenPagingMode, or drive it with the memory cmdlets and Invoke-XenWorkload."), d);
+        return false;
+    }
+
+    /// <summary>Whether <paramref name="d"/> has vCPU <paramref name="vcpu"/>; VcpuOutOfRange written when not.</summary>
+    protected bool HasVcpu(Domain d, int vcpu)
+    {
+        if (vcpu >= 0 && vcpu < d.VcpuCount) return true;
+        WriteFailure("VcpuOutOfRange", ErrorCategory.InvalidArgument, d,
+            $"Domain '{d.Name}' has {d.VcpuCount} vCPU(s) (0 to {d.VcpuCount - 1}); there is no vCPU {vcpu}.");
+        return false;
     }
 
     protected static string Hex(ulong value) => "0x" + value.ToString("x", System.Globalization.CultureInfo.InvariantCulture);

@@ -22,7 +22,7 @@ public class FormatTests
         var viewed = Views.SelectMany(v => v.Element("ViewSelectedBy")!.Elements("TypeName")).Select(t => t.Value).ToHashSet();
         // XenLab's own types; a System.Boolean (Test-XenPaging) is shown by PowerShell as it is.
         var outputs = BuiltModule.Commands.SelectMany(c => c.OutputTypes).Distinct().Where(o => o.StartsWith("XenLab.")).ToList();
-        Assert.True(outputs.Count >= 18, $"only {outputs.Count} output types found");
+        Assert.True(outputs.Count >= 21, $"only {outputs.Count} output types found");
         var missing = outputs.Where(o => !viewed.Contains(o)).ToList();
         Assert.True(missing.Count == 0, "output types with no view: " + string.Join(", ", missing));
     }
@@ -31,7 +31,7 @@ public class FormatTests
     public void EveryTableFitsInOneHundredTwentyColumns()
     {
         var tables = Views.Where(v => v.Element("TableControl") is not null).ToList();
-        Assert.True(tables.Count >= 17, $"only {tables.Count} table views");
+        Assert.True(tables.Count >= 21, $"only {tables.Count} table views");
         var problems = new List<string>();
         foreach (var v in tables)
         {
@@ -49,7 +49,8 @@ public class FormatTests
     [Fact]
     public void AddressAndFrameColumnsAreShownInHex()
     {
-        string[] hexColumns = { "Start", "End", "Gfn", "Mfn", "RawEntry", "Address", "VirtualAddress", "EndAddress", "StartGfn", "EndGfn", "FirstGfn", "EntryAddress", "Mounts", "DirtyGfns" };
+        string[] hexColumns = { "Start", "End", "Gfn", "Mfn", "RawEntry", "Address", "VirtualAddress", "EndAddress", "StartGfn", "EndGfn", "FirstGfn", "EntryAddress", "Mounts", "DirtyGfns",
+            "Rip", "NextRip", "FaultAddress", "ErrorCode", "Rax", "Rsp", "Cr3" };
         var problems = new List<string>();
         int seen = 0;
         foreach (var v in Views.Where(v => v.Element("TableControl") is not null))
@@ -64,7 +65,21 @@ public class FormatTests
                 if (script is null || !HexFormat.IsMatch(script)) problems.Add($"{v.Element("Name")!.Value}.{labels[i]}");
             }
         }
-        Assert.True(seen >= 22, $"only {seen} address columns found");
+        Assert.True(seen >= 33, $"only {seen} address columns found");
         Assert.True(problems.Count == 0, "not hex: " + string.Join(", ", problems));
+    }
+
+    [Fact]
+    public void StepResultsHaveTheirOwnTableUnderTheTypeNameStepXenVcpuGivesThem()
+    {
+        // Step-XenVcpu writes RunResultViews with the stepped instruction as NoteProperties and
+        // inserts a type name whose table shows it; the name in the cmdlet and in the file must agree.
+        string typeName = BuiltModule.Inspect((asm, _) =>
+            (string)asm.GetType("XenLab.PowerShell.StepXenVcpuCommand", throwOnError: true)!.GetField("StepTypeName")!.GetRawConstantValue()!);
+        var view = Views.SingleOrDefault(v => v.Element("ViewSelectedBy")!.Elements("TypeName").Any(t => t.Value == typeName));
+        Assert.NotNull(view);
+        var shown = view!.Descendants("TableColumnItem").Select(i => ((string?)i.Element("PropertyName") ?? (string?)i.Element("ScriptBlock"))!).ToList();
+        Assert.Contains(shown, s => s.Contains("StepAddress"));        // where the stepped instruction was
+        Assert.Contains("StepInstruction", shown);                     // and what it was
     }
 }

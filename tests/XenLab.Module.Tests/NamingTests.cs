@@ -25,6 +25,8 @@ public class NamingTests
         "Add-XenFramebuffer", "Get-XenFramebuffer", "Remove-XenFramebuffer", "Mount-XenFramebuffer", "Export-XenFramebuffer",
         "Enable-XenLogDirty", "Disable-XenLogDirty", "Get-XenDirtyLog", "Get-DirtyVram", "Set-XenVramTracking",
         "Invoke-XenWorkload",
+        // Guest code on the x86-64 vCPU (issue 5).
+        "Invoke-XenGuestCode", "Get-XenVcpu", "Step-XenVcpu",
     };
 
     private static HashSet<string> ApprovedVerbs() => BuiltModule.Inspect((_, mlc) =>
@@ -41,10 +43,10 @@ public class NamingTests
     });
 
     [Fact]
-    public void TheModuleHasAtLeastTwentyEightCmdlets()
+    public void TheModuleHasAtLeastThirtyOneCmdlets()
     {
         // Guard: every other test iterates over this set and would pass vacuously if it were empty.
-        Assert.True(BuiltModule.Commands.Count >= 28, $"found only {BuiltModule.Commands.Count} cmdlets in {BuiltModule.Paths.ModuleAssembly}");
+        Assert.True(BuiltModule.Commands.Count >= 31, $"found only {BuiltModule.Commands.Count} cmdlets in {BuiltModule.Paths.ModuleAssembly}");
     }
 
     [Fact]

@@ -22,7 +22,7 @@ Describe 'XenLab module conventions' -Tag 'XenLab', 'Conventions' {
 
     It 'found the module''s commands and examples to check' -ForEach @{ CommandCount = $commands.Count; ExampleCount = $examples.Count } {
         # Guard: with no commands found, every -ForEach below would run nothing and pass.
-        $CommandCount | Should -BeGreaterOrEqual 28
+        $CommandCount | Should -BeGreaterOrEqual 31
         $ExampleCount | Should -BeGreaterOrEqual $CommandCount
     }
 
@@ -86,6 +86,7 @@ Describe 'XenLab module conventions' -Tag 'XenLab', 'Conventions' {
             Get-XenDomain | Where-Object Name -notin $before | Remove-XenDomain -Confirm:$false
             Remove-Item (Join-Path ([IO.Path]::GetTempPath()) 'xenlab-demo.yaml') -ErrorAction SilentlyContinue
             Remove-Item (Join-Path ([IO.Path]::GetTempPath()) 'xenlab-*.png') -ErrorAction SilentlyContinue
+            Remove-Item (Join-Path ([IO.Path]::GetTempPath()) 'xenlab-demo.asm') -ErrorAction SilentlyContinue
         }
 
         It 'runs, failing only with an ErrorId its remarks name' {
