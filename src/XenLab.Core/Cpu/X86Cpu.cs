@@ -248,7 +248,10 @@ public sealed partial class X86Cpu
         if (_stopReason is not (StopReason.BudgetExhausted or StopReason.Hypercall))
         {
             _counters.Inc(PerfCounter.CpuStop);
-            _domain.Trace.Add(TraceKind.CpuStop, _vcpu.Id, _rip, 0, 0, (ulong)_stopReason, $"{_stopReason}: {text}");
+            // hlt has retired (RIP is past its one byte): the event names the instruction that stopped the vCPU.
+            ulong at = _stopReason == StopReason.Halted ? _rip - 1 : _rip;
+            _domain.Trace.Add(TraceKind.CpuStop, _vcpu.Id, at, 0, 0, (ulong)_stopReason,
+                $"{_stopReason}: {(at == _rip ? text : Disassemble(at))} at 0x{at:x}");
         }
         return r;
     }

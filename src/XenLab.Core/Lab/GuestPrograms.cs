@@ -59,7 +59,10 @@ public static class GuestPrograms
         EnsureMapped(d, CodeVa, CodeGfn, CodePages);
         EnsureMapped(d, DataVa, DataGfn, 1);
         EnsureMapped(d, StackVa, StackGfn, StackPages);
-        var r = d.WriteGuestPhysical(CodeGfn << Page.Shift, code);
+        // The whole region is rewritten: nothing of a previous program may survive past the new one's end.
+        var region = new byte[CodePages * Page.Size];
+        code.CopyTo(region);
+        var r = d.WriteGuestPhysical(CodeGfn << Page.Shift, region);
         if (r.Status == PhysAccessStatus.Missing) throw new InvalidConfigurationException($"gfn 0x{r.FirstBadGfn:x} of the code region is not RAM.");
         var cpu = d.Vcpus[vcpu].Cpu;
         cpu.Rip = CodeVa;

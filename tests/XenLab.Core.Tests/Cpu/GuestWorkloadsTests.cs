@@ -64,3 +64,23 @@ public class GuestWorkloadsTests
             new[] { new WorkloadStep(WorkloadStepKind.Cursor, "nope") }, Fbs, new ChurnEntry[0], 0, 0));
     }
 }
+
+public class GuestProgramsTests
+{
+    [Fact]
+    public void LoadingAShorterProgramLeavesNothingOfTheLongerOne()
+    {
+        var d = new XenLab.Domains.XenHost(1UL << 30).CreateDomain(new XenLab.Config.DomainConfig { Name = "p", MemoryMiB = 64 });
+        XenLab.Lab.GuestPrograms.LoadAssembly(d, "mov rax, 1\nmov rbx, 2\nmov rcx, 3\nhlt");
+        XenLab.Lab.GuestPrograms.LoadAssembly(d, "hlt");
+        var bytes = new byte[16];
+        d.ReadPhysical(XenLab.Lab.GuestPrograms.CodeGfn << 12, bytes);
+        Assert.Equal(0xF4, bytes[0]);                               // hlt
+        Assert.All(bytes[1..], b => Assert.Equal(0, b));            // the old movs are gone
+        var r = d.Vcpus[0].Cpu.Run(10);
+        Assert.Equal(XenLab.Cpu.StopReason.Halted, r.Reason);
+        var ev = XenLab.Views.TraceEventView.Of(d).FindLast(e => e.Kind == XenLab.Diagnostics.TraceKind.CpuStop);
+        Assert.NotNull(ev);
+        Assert.Contains("hlt", ev!.Detail);                          // the event names the hlt, not what follows
+    }
+}
