@@ -27,13 +27,14 @@ for ($f = 0; $f -lt $Frames; $f++) {
     "frame {0}: {1} after {2} instruction(s)" -f $f, $run.Reason, $run.Instructions
     Get-DirtyVram -Domain $d -AsRectangle | Format-Table Framebuffer, X, Y, Width, Height | Out-Host
 }
-Get-XenVcpu -Domain $d | Format-List Rip, Instruction, Flags, Rax, R15 | Out-Host
+Get-XenVcpu -Domain $d | Format-List | Out-Host
+$d | Remove-XenDomain -Confirm:$false
 
 Write-Host "== 2. The built-in workload of lab.yaml, with PNGs"
 $out = Join-Path ([System.IO.Path]::GetTempPath()) 'xenlab-lab05'
 $null = New-Item -ItemType Directory -Force -Path $out
-$w = New-XenDomain -Path (Join-Path $PSScriptRoot 'lab.yaml') -Name painter2
+$w = New-XenDomain -Path (Join-Path $PSScriptRoot 'lab.yaml')
 Invoke-XenGuestCode -Domain $w -Workload -Frames 4 -PngDirectory $out -Confirm:$false | Format-Table | Out-Host
 Get-XenPerfCounter -Domain $w -Name cpu_*, shadow_fault_fixed, vram_* -NonZero | Format-Table Name, Value | Out-Host
 "PNGs in $out"
-$d, $w | Remove-XenDomain -Confirm:$false
+$w | Remove-XenDomain -Confirm:$false
