@@ -125,12 +125,7 @@ public static class GuestWorkloads
         CheckRect(src, s.SourceX, s.SourceY, s.Width, s.Height, s.Kind);
         CheckRect(dst, s.X, s.Y, s.Width, s.Height, s.Kind);
         // Destination x moves by Dx per frame, wrapping inside the room the destination leaves.
-        int roomX = dst.Width - s.Width - s.X + 1;
-        a.mov(rax, r15);
-        a.imul(rax, rax, s.Dx);
-        a.xor(edx, edx);
-        a.mov(ecx, (uint)roomX);
-        a.div(rcx);                                     // RDX = (frame * dx) mod room
+        MovingCoordinate(a, 0, s.Dx, dst.Width - s.Width - s.X + 1);   // RDX = (frame * dx) mod room
         a.lea(rbx, __[rdx * 4]);
         a.mov(rax, dst.VirtualAddress + (ulong)s.Y * (ulong)dst.Stride + (ulong)s.X * 4);
         a.add(rbx, rax);                                // RBX = destination row start
@@ -154,19 +149,9 @@ public static class GuestWorkloads
         if (size <= 0 || size >= fb.Width || size >= fb.Height)
             throw new InvalidConfigurationException($"Workload step Cursor: size {size} does not fit framebuffer '{fb.Name}'.");
         // New position: ((x0 + dx*frame) mod (W-size), (y0 + dy*frame) mod (H-size)).
-        a.mov(rax, r15);
-        a.imul(rax, rax, s.Dx);
-        a.add(rax, s.X);
-        a.xor(edx, edx);
-        a.mov(ecx, (uint)(fb.Width - size));
-        a.div(rcx);
+        MovingCoordinate(a, s.X, s.Dx, fb.Width - size);
         a.mov(r8, rdx);                                 // x
-        a.mov(rax, r15);
-        a.imul(rax, rax, s.Dy);
-        a.add(rax, s.Y);
-        a.xor(edx, edx);
-        a.mov(ecx, (uint)(fb.Height - size));
-        a.div(rcx);
+        MovingCoordinate(a, s.Y, s.Dy, fb.Height - size);
         a.mov(r9, rdx);                                 // y
         a.mov(r12, state);
         // Erase the old cursor (state holds x, y; first frame: its own position).
@@ -182,6 +167,17 @@ public static class GuestWorkloads
         Box(a, fb, r8, r9, size, s.Color);
         a.mov(__qword_ptr[r12], r8);
         a.mov(__qword_ptr[r12 + 8], r9);
+    }
+
+    /// <summary>RDX = (start + step * frame) mod span, the frame number being R15. Clobbers RAX, RCX.</summary>
+    private static void MovingCoordinate(Assembler a, int start, int step, int span)
+    {
+        a.mov(rax, r15);
+        a.imul(rax, rax, step);
+        if (start != 0) a.add(rax, start);
+        a.xor(edx, edx);
+        a.mov(ecx, (uint)span);
+        a.div(rcx);
     }
 
     /// <summary>Draws a size x size box of <paramref name="color"/> at (x, y) given in registers.</summary>
