@@ -231,6 +231,10 @@ public static class LabRunner
             }
         }
         output.WriteLine(string.Create(inv, $"  {d.Counters[PerfCounter.CpuInstructionsRetired] - before} instructions in all{(o.PngDirectory is null ? "" : $"; PNGs in {o.PngDirectory}")}"));
+        output.WriteLine();
+        output.WriteLine("Counters after the workload (non-zero)");
+        foreach (var pc in PerfCounterView.Of(d, includeZero: false))
+            output.WriteLine(string.Create(inv, $"  {pc.Name,-26} {pc.Value,12}  {pc.Description}"));
     }
 
     /// <summary>The settings --compare-modes runs, in order.</summary>

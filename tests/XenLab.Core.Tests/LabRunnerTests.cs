@@ -36,6 +36,26 @@ public class LabRunnerTests
     }
 
     [Fact]
+    public void AWorkloadRunsFrameByFrameWithDirtyRectanglesAndCounters()
+    {
+        var w = new StringWriter();
+        LabRunner.Run(LabOptions.Parse(new[] { Path.Combine(RepoRoot(), "labs/05-guest-code/lab.yaml"), "--frames", "2" }), w);
+        string s = w.ToString();
+        Assert.Contains("Guest workload: 5 step(s), 2 frame(s), paging shadow", s);
+        // Frame 0: the 32-line fill (32 pages at one page per line) and the 16x16 cursor at line 100.
+        Assert.Contains("left           48/768 pages dirty; 2 rectangle(s) 1024x32+0+0 1024x16+0+100", s);
+        Assert.Contains("right         469/469 pages dirty", s);                   // the scroll repaints it all
+        Assert.Contains("cpu_instructions_retired", s);
+    }
+
+    private static string RepoRoot()
+    {
+        var dir = new DirectoryInfo(System.AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "XenLab.sln"))) dir = dir.Parent;
+        return dir?.FullName ?? throw new DirectoryNotFoundException("XenLab.sln not found above the test assembly.");
+    }
+
+    [Fact]
     public void UnknownOptionsAreNamed()
     {
         var ex = Assert.Throws<XenLabException>(() => LabOptions.Parse(new[] { "--frobnicate" }));
