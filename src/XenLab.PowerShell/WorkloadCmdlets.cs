@@ -10,7 +10,7 @@ using XenLab.Views;
 
 namespace XenLab.PowerShell;
 
-[Cmdlet(VerbsLifecycle.Invoke, "XenWorkload", DefaultParameterSetName = ParameterSets.DomainName)]
+[Cmdlet(VerbsLifecycle.Invoke, "XenWorkload", DefaultParameterSetName = ParameterSets.DomainName, SupportsShouldProcess = true)]
 [OutputType(typeof(WorkloadResult), typeof(PerfCounterView))]
 public sealed class InvokeXenWorkloadCommand : DomainCmdlet
 {
@@ -29,12 +29,14 @@ public sealed class InvokeXenWorkloadCommand : DomainCmdlet
 
     protected override void Process(Domain domain)
     {
+        // The workload maps pages and writes guest memory: a state change like any other.
+        if (!ShouldProcess($"Domain '{domain.Name}'", $"Run workload {Name} for {Rounds} round(s)")) return;
         WorkloadResult result;
         try
         {
             result = MemoryWorkloads.Run(domain, Name.ToLowerInvariant(), Rounds);
         }
-        catch (InvalidOperationException e)
+        catch (WorkloadFaultException e)
         {
             // A guest access of the workload failed: the guest's state is not what the workload set up.
             WriteFailure("WorkloadFault", ErrorCategory.InvalidOperation, domain, $"Workload '{Name}' on domain '{domain.Name}' stopped: {e.Message}");

@@ -18,7 +18,7 @@ public class ContractTests
     /// Cmdlets whose verb is not a state-changing one but which change guest state (they load code
     /// and run the vCPU, which writes registers and memory), so they support -WhatIf too.
     /// </summary>
-    private static readonly string[] ChangeGuestState = { "Invoke-XenGuestCode", "Step-XenVcpu" };
+    private static readonly string[] ChangeGuestState = { "Invoke-XenGuestCode", "Step-XenVcpu", "Invoke-XenWorkload" };
 
     /// <summary>Cmdlets that write nothing and have no -PassThru: the only ones allowed no [OutputType].</summary>
     private static readonly string[] WritesNothing = { "Remove-XenDomain", "Remove-XenGuestMapping", "Remove-XenFramebuffer" };
