@@ -109,6 +109,16 @@ public class DomainConfigLoaderTests
     }
 
     [Fact]
+    public void AnUnclosedFlowMappingEndingInATabIsASyntaxErrorNearItsLine()
+    {
+        // Found by fuzzing: YamlDotNet throws InvalidOperationException here, with no position.
+        const string yaml = "name: a\nmemory: 64\nframebuffers:\n  - { name: m, address: 0xF0000000, width: 8, height: 8\t\nvcpus: 1\n";
+        var ex = Assert.Throws<ConfigFileException>(() => DomainConfigLoader.Load(yaml, "x.yaml"));
+        Assert.InRange(ex.Line, 3, 5);
+        Assert.Contains("left open", ex.Message);
+    }
+
+    [Fact]
     public void SemanticProblemsAreReportedTogether()
     {
         var ex = Assert.Throws<ConfigFileException>(() => DomainConfigLoader.Load("name: a\nmemory: 64\nmaxmem: 32\nmmio_hole: 17\n", "x.yaml"));

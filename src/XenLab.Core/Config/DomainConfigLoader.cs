@@ -53,6 +53,14 @@ public static class DomainConfigLoader
         {
             throw new ConfigFileException(fileName, e.Start.Line, e.Start.Column, "YAML syntax error: " + Inner(e));
         }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or FormatException or OverflowException)
+        {
+            // YamlDotNet's representation model throws these for some malformed input (found by
+            // fuzzing: an unclosed flow mapping ending in a tab); it gives no position, so find
+            // how far its parser gets and point there.
+            var (line, column) = LastGoodPosition(yaml);
+            throw new ConfigFileException(fileName, line, column, "YAML syntax error near here (is a '{', '[' or quote left open?): " + Inner(e));
+        }
         if (stream.Documents.Count != 1)
             throw new ConfigFileException(fileName, 1, 1, $"expected one YAML document, found {stream.Documents.Count}");
         var reader = new Reader(fileName);
@@ -65,6 +73,22 @@ public static class DomainConfigLoader
             throw new ConfigFileException(fileName, root.Start.Line, root.Start.Column, string.Join("; ", problems));
         }
         return config;
+    }
+
+    private static (long Line, long Column) LastGoodPosition(string yaml)
+    {
+        long line = 1, column = 1;
+        try
+        {
+            var parser = new Parser(new StringReader(yaml));
+            while (parser.MoveNext())
+                if (parser.Current is { } ev) { line = ev.End.Line; column = ev.End.Column; }
+        }
+        catch (Exception e) when (e is YamlException or InvalidOperationException or ArgumentException)
+        {
+            if (e is YamlException y) return (y.Start.Line, y.Start.Column);
+        }
+        return (line, column);
     }
 
     private static string Inner(Exception e)
