@@ -76,6 +76,9 @@ public sealed partial class X86Cpu
         set { _lzOp = LzNone; _rflags = (value & RFlags.Writable) | RFlags.Reserved1; }
     }
 
+    /// <summary>Instructions this vCPU has retired (the domain's counter adds up every vCPU).</summary>
+    public long InstructionsRetired { get; private set; }
+
     public ulong Cr2 => _vcpu.Cr2;
     public ulong Cr3 => _vcpu.Cr3;
 
@@ -140,6 +143,7 @@ public sealed partial class X86Cpu
             break;
         }
         long misses = _decodeMisses - missesBefore;
+        InstructionsRetired += retired;
         _counters.Add(PerfCounter.CpuInstructionsRetired, retired);
         _counters.Add(PerfCounter.CpuDecodeMiss, misses);
         _counters.Add(PerfCounter.CpuDecodeHit, Math.Max(0, retired - misses));

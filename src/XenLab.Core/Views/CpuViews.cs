@@ -26,7 +26,7 @@ public sealed record VcpuView(
         return new VcpuView(d.Name, vcpu, c.Rip, text, f, RFlags.Describe(f), v.Cr3, v.Cr2,
             c[Reg.Rax], c[Reg.Rbx], c[Reg.Rcx], c[Reg.Rdx], c[Reg.Rsi], c[Reg.Rdi], c[Reg.Rbp], c[Reg.Rsp],
             c[Reg.R8], c[Reg.R9], c[Reg.R10], c[Reg.R11], c[Reg.R12], c[Reg.R13], c[Reg.R14], c[Reg.R15],
-            d.Counters[PerfCounter.CpuInstructionsRetired], c.PageFaultHandler, d.PagingMode.ToString());
+            c.InstructionsRetired, c.PageFaultHandler, d.PagingMode.ToString());
     }
 }
 
