@@ -20,7 +20,7 @@ using XenLab.Paging.Modes;
 
 namespace XenLab.Paging.Arm;
 
-public sealed class ArmMode : IPagingMode
+public sealed class ArmMode : IPagingMode, INestedStage
 {
     private readonly PagingOptions _options;
     private readonly GfnRanges _traced = new();
@@ -83,45 +83,14 @@ public sealed class ArmMode : IPagingMode
 
     // ---- the two-stage walk ------------------------------------------------------------
 
-    private struct Access : IGuestTableAccess
-    {
-        public ArmMode Mode;
-        public int Vcpu;
-        public TranslationTrace? TraceSink;
-        public PerfCounters CountersIn;
-        public PerfCounters Counters => CountersIn;
-        public TranslationTrace? Trace => TraceSink;
-
-        public bool TryRead(ulong gpa, out ulong value, ref int refs, out TranslateStatus failure)
-        {
-            // S1PTW: the stage-1 table's IPA goes through stage 2 like any other access.
-            ulong leaf = Mode.Resolve(Vcpu, gpa >> 12, AccessKind.Read, ref refs, TraceSink, CountersIn, out failure);
-            if (failure != TranslateStatus.Ok || Stage2Entry.TypeOf(leaf) == P2mType.MmioDirect)
-            {
-                value = 0;
-                if (failure == TranslateStatus.Ok) failure = TranslateStatus.PhysicalMissing;   // tables in MMIO
-                return false;
-            }
-            value = Mode._domain.Machine.ReadUInt64(new Mfn(Stage2Entry.FrameOf(leaf)), (int)(gpa & 0xFFF));
-            refs++;
-            return true;
-        }
-
-        public bool TryWriteAccessedDirty(ulong gpa, ulong value, ref int refs)
-        {
-            if (TraceSink is not null) return true;       // explaining: show, do not touch
-            // The hardware AF/DBM update is a write through stage 2: a traced table page aborts first.
-            ulong leaf = Mode._s2!.Peek(gpa >> 12);
-            if (!Stage2Entry.IsWritable(leaf))
-            {
-                int ignored = 0;
-                leaf = Mode.Resolve(Vcpu, gpa >> 12, AccessKind.Write, ref ignored, null, CountersIn, out var failure);
-                if (failure != TranslateStatus.Ok) return false;
-            }
-            Mode._domain.Machine.WriteUInt64(new Mfn(Stage2Entry.FrameOf(leaf)), (int)(gpa & 0xFFF), value);
-            return true;
-        }
-    }
+    // Stage 2 as the stage-1 walker's second stage (S1PTW: table IPAs go through stage 2 too).
+    ulong INestedStage.Resolve(int vcpu, ulong gfn, AccessKind access, ref int refs, TranslationTrace? trace, PerfCounters counters, out TranslateStatus failure) =>
+        Resolve(vcpu, gfn, access, ref refs, trace, counters, out failure);
+    ulong INestedStage.Peek(ulong gfn) => _s2!.Peek(gfn);
+    bool INestedStage.IsWritableLeaf(ulong leaf) => Stage2Entry.IsWritable(leaf);
+    bool INestedStage.IsDeviceLeaf(ulong leaf) => Stage2Entry.TypeOf(leaf) == P2mType.MmioDirect;
+    ulong INestedStage.FrameOf(ulong leaf) => Stage2Entry.FrameOf(leaf);
+    MachineMemory INestedStage.Machine => _domain.Machine;
 
     public Translation Translate(Vcpu v, ulong va, AccessKind access) => TranslateCore(v, va, access, null);
 
@@ -130,7 +99,7 @@ public sealed class ArmMode : IPagingMode
     private Translation TranslateCore(Vcpu v, ulong va, AccessKind access, TranslationTrace? trace)
     {
         var counters = trace is null ? _domain.Counters : new PerfCounters();   // explaining counts nothing real
-        var acc = new Access { Mode = this, Vcpu = v.Id, TraceSink = trace, CountersIn = counters };
+        var acc = new NestedTableAccess<ArmMode>(this, v.Id, trace, counters);
         var t = Aarch64Walker.Walk(ref acc, v.Cr3, va, access, out var fault);
         if (!t.IsOk)
         {

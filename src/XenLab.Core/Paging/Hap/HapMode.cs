@@ -15,7 +15,7 @@ using XenLab.Paging.Modes;
 
 namespace XenLab.Paging.Hap;
 
-public sealed class HapMode : IPagingMode
+public sealed class HapMode : IPagingMode, INestedStage
 {
     private readonly PagingOptions _options;
     private Domain _domain = null!;
@@ -107,47 +107,6 @@ public sealed class HapMode : IPagingMode
         return _ept!.Walk(gfn, ref refs, null);
     }
 
-    private struct Access : IGuestTableAccess
-    {
-        public HapMode Mode;
-        public int Vcpu;
-        public TranslationTrace? TraceSink;
-        public PerfCounters? Scratch;
-        public PerfCounters Counters => Scratch ?? Mode._domain.Counters;
-        public TranslationTrace? Trace => TraceSink;
-
-        public bool TryRead(ulong gpa, out ulong value, ref int refs, out TranslateStatus failure)
-        {
-            ulong gfn = gpa >> 12;
-            ulong leaf = Mode.Resolve(Vcpu, gfn, AccessKind.Read, ref refs, TraceSink, out failure);
-            if (failure != TranslateStatus.Ok || EptEntry.TypeOf(leaf) == P2mType.MmioDirect)
-            {
-                value = 0;
-                if (failure == TranslateStatus.Ok) failure = TranslateStatus.PhysicalMissing;   // page tables in MMIO
-                return false;
-            }
-            value = Mode._domain.Machine.ReadUInt64(new Mfn(EptEntry.FrameOf(leaf)), (int)(gpa & 0xFFF));
-            refs++;
-            return true;
-        }
-
-        public bool TryWriteAccessedDirty(ulong gpa, ulong value, ref int refs)
-        {
-            // The CPU's A/D update is a write through the EPT: a log-dirty table page faults first.
-            if (TraceSink is not null) return true;       // explaining: show, do not touch
-            // The read just translated this gfn; only a write the EPT refuses costs anything more.
-            ulong leaf = Mode._ept!.Peek(gpa >> 12);
-            if (!EptEntry.IsPresent(leaf) || (leaf & EptEntry.Write) == 0)
-            {
-                int ignored = 0;
-                leaf = Mode.Resolve(Vcpu, gpa >> 12, AccessKind.Write, ref ignored, null, out var failure);
-                if (failure != TranslateStatus.Ok) return false;
-            }
-            Mode._domain.Machine.WriteUInt64(new Mfn(EptEntry.FrameOf(leaf)), (int)(gpa & 0xFFF), value);
-            return true;
-        }
-    }
-
     /// <summary>
     /// The EPT side of one guest-physical access: walk (or cache), then handle the violation
     /// kinds the hypervisor fixes (mmio populate, first write to ram_logdirty) and retry.
@@ -215,13 +174,22 @@ public sealed class HapMode : IPagingMode
         return 0;
     }
 
+    // The EPT as the guest walker's second stage.
+    ulong INestedStage.Resolve(int vcpu, ulong gfn, AccessKind access, ref int refs, TranslationTrace? trace, PerfCounters counters, out TranslateStatus failure) =>
+        Resolve(vcpu, gfn, access, ref refs, trace, out failure);
+    ulong INestedStage.Peek(ulong gfn) => _ept!.Peek(gfn);
+    bool INestedStage.IsWritableLeaf(ulong leaf) => EptEntry.IsPresent(leaf) && (leaf & EptEntry.Write) != 0;
+    bool INestedStage.IsDeviceLeaf(ulong leaf) => EptEntry.TypeOf(leaf) == P2mType.MmioDirect;
+    ulong INestedStage.FrameOf(ulong leaf) => EptEntry.FrameOf(leaf);
+    MachineMemory INestedStage.Machine => _domain.Machine;
+
     public Translation Translate(Vcpu v, ulong va, AccessKind access) => TranslateCore(v, va, access, null);
 
     public Translation Explain(Vcpu v, ulong va, AccessKind access, TranslationTrace trace) => TranslateCore(v, va, access, trace);
 
     private Translation TranslateCore(Vcpu v, ulong va, AccessKind access, TranslationTrace? trace)
     {
-        var acc = new Access { Mode = this, Vcpu = v.Id, TraceSink = trace, Scratch = trace is null ? null : new PerfCounters() };
+        var acc = new NestedTableAccess<HapMode>(this, v.Id, trace, trace is null ? _domain.Counters : new PerfCounters());
         var t = GuestWalker.Walk(ref acc, v.Cr3, v.WriteProtect, v.NoExecuteEnable, va, access);
         if (!t.IsOk)
         {
