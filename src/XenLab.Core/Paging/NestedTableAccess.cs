@@ -21,7 +21,8 @@ internal interface INestedStage
     MachineMemory Machine { get; }
 }
 
-internal struct NestedTableAccess<TStage> : IGuestTableAccess where TStage : class, INestedStage
+/// <remarks>TStage is a struct wrapping the mode, so the JIT specialises the walk per mode and the stage calls are direct.</remarks>
+internal struct NestedTableAccess<TStage> : IGuestTableAccess where TStage : struct, INestedStage
 {
     public TStage Stage;
     public int Vcpu;

@@ -20,7 +20,7 @@ using XenLab.Paging.Modes;
 
 namespace XenLab.Paging.Arm;
 
-public sealed class ArmMode : IPagingMode, INestedStage
+public sealed class ArmMode : IPagingMode
 {
     private readonly PagingOptions _options;
     private readonly GfnRanges _traced = new();
@@ -83,14 +83,19 @@ public sealed class ArmMode : IPagingMode, INestedStage
 
     // ---- the two-stage walk ------------------------------------------------------------
 
-    // Stage 2 as the stage-1 walker's second stage (S1PTW: table IPAs go through stage 2 too).
-    ulong INestedStage.Resolve(int vcpu, ulong gfn, AccessKind access, ref int refs, TranslationTrace? trace, PerfCounters counters, out TranslateStatus failure) =>
-        Resolve(vcpu, gfn, access, ref refs, trace, counters, out failure);
-    ulong INestedStage.Peek(ulong gfn) => _s2!.Peek(gfn);
-    bool INestedStage.IsWritableLeaf(ulong leaf) => Stage2Entry.IsWritable(leaf);
-    bool INestedStage.IsDeviceLeaf(ulong leaf) => Stage2Entry.TypeOf(leaf) == P2mType.MmioDirect;
-    ulong INestedStage.FrameOf(ulong leaf) => Stage2Entry.FrameOf(leaf);
-    MachineMemory INestedStage.Machine => _domain.Machine;
+    /// <summary>Stage 2 as the stage-1 walker's second stage (S1PTW: table IPAs go through stage 2 too).</summary>
+    private readonly struct S2Stage : INestedStage
+    {
+        private readonly ArmMode _m;
+        public S2Stage(ArmMode m) => _m = m;
+        public ulong Resolve(int vcpu, ulong gfn, AccessKind access, ref int refs, TranslationTrace? trace, PerfCounters counters, out TranslateStatus failure) =>
+            _m.Resolve(vcpu, gfn, access, ref refs, trace, counters, out failure);
+        public ulong Peek(ulong gfn) => _m._s2!.Peek(gfn);
+        public bool IsWritableLeaf(ulong leaf) => Stage2Entry.IsWritable(leaf);
+        public bool IsDeviceLeaf(ulong leaf) => Stage2Entry.TypeOf(leaf) == P2mType.MmioDirect;
+        public ulong FrameOf(ulong leaf) => Stage2Entry.FrameOf(leaf);
+        public MachineMemory Machine => _m._domain.Machine;
+    }
 
     public Translation Translate(Vcpu v, ulong va, AccessKind access) => TranslateCore(v, va, access, null);
 
@@ -99,7 +104,7 @@ public sealed class ArmMode : IPagingMode, INestedStage
     private Translation TranslateCore(Vcpu v, ulong va, AccessKind access, TranslationTrace? trace)
     {
         var counters = trace is null ? _domain.Counters : new PerfCounters();   // explaining counts nothing real
-        var acc = new NestedTableAccess<ArmMode>(this, v.Id, trace, counters);
+        var acc = new NestedTableAccess<S2Stage>(new S2Stage(this), v.Id, trace, counters);
         var t = Aarch64Walker.Walk(ref acc, v.Cr3, va, access, out var fault);
         if (!t.IsOk)
         {

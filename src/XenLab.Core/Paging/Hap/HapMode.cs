@@ -15,7 +15,7 @@ using XenLab.Paging.Modes;
 
 namespace XenLab.Paging.Hap;
 
-public sealed class HapMode : IPagingMode, INestedStage
+public sealed class HapMode : IPagingMode
 {
     private readonly PagingOptions _options;
     private Domain _domain = null!;
@@ -174,14 +174,19 @@ public sealed class HapMode : IPagingMode, INestedStage
         return 0;
     }
 
-    // The EPT as the guest walker's second stage.
-    ulong INestedStage.Resolve(int vcpu, ulong gfn, AccessKind access, ref int refs, TranslationTrace? trace, PerfCounters counters, out TranslateStatus failure) =>
-        Resolve(vcpu, gfn, access, ref refs, trace, out failure);
-    ulong INestedStage.Peek(ulong gfn) => _ept!.Peek(gfn);
-    bool INestedStage.IsWritableLeaf(ulong leaf) => EptEntry.IsPresent(leaf) && (leaf & EptEntry.Write) != 0;
-    bool INestedStage.IsDeviceLeaf(ulong leaf) => EptEntry.TypeOf(leaf) == P2mType.MmioDirect;
-    ulong INestedStage.FrameOf(ulong leaf) => EptEntry.FrameOf(leaf);
-    MachineMemory INestedStage.Machine => _domain.Machine;
+    /// <summary>The EPT as the guest walker's second stage.</summary>
+    private readonly struct EptStage : INestedStage
+    {
+        private readonly HapMode _m;
+        public EptStage(HapMode m) => _m = m;
+        public ulong Resolve(int vcpu, ulong gfn, AccessKind access, ref int refs, TranslationTrace? trace, PerfCounters counters, out TranslateStatus failure) =>
+            _m.Resolve(vcpu, gfn, access, ref refs, trace, out failure);
+        public ulong Peek(ulong gfn) => _m._ept!.Peek(gfn);
+        public bool IsWritableLeaf(ulong leaf) => EptEntry.IsPresent(leaf) && (leaf & EptEntry.Write) != 0;
+        public bool IsDeviceLeaf(ulong leaf) => EptEntry.TypeOf(leaf) == P2mType.MmioDirect;
+        public ulong FrameOf(ulong leaf) => EptEntry.FrameOf(leaf);
+        public MachineMemory Machine => _m._domain.Machine;
+    }
 
     public Translation Translate(Vcpu v, ulong va, AccessKind access) => TranslateCore(v, va, access, null);
 
@@ -189,7 +194,7 @@ public sealed class HapMode : IPagingMode, INestedStage
 
     private Translation TranslateCore(Vcpu v, ulong va, AccessKind access, TranslationTrace? trace)
     {
-        var acc = new NestedTableAccess<HapMode>(this, v.Id, trace, trace is null ? _domain.Counters : new PerfCounters());
+        var acc = new NestedTableAccess<EptStage>(new EptStage(this), v.Id, trace, trace is null ? _domain.Counters : new PerfCounters());
         var t = GuestWalker.Walk(ref acc, v.Cr3, v.WriteProtect, v.NoExecuteEnable, va, access);
         if (!t.IsOk)
         {
