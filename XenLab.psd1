@@ -22,6 +22,7 @@
     FormatsToProcess     = @('module/XenLab.format.ps1xml')
     CmdletsToExport      = @(
         'New-XenDomain'
+        'Export-XenDomain'
         'Get-XenDomain'
         'Set-XenDomain'
         'Remove-XenDomain'

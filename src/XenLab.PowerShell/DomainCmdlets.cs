@@ -186,3 +186,45 @@ internal static class DomainSelector
         return result;
     }
 }
+
+[Cmdlet(VerbsData.Export, "XenDomain", DefaultParameterSetName = ParameterSets.DomainName, SupportsShouldProcess = true)]
+[OutputType(typeof(System.IO.FileInfo))]
+public sealed class ExportXenDomainCommand : DomainCmdlet
+{
+    [Parameter(Mandatory = true, Position = 1)]
+    [ValidateNotNullOrEmpty]
+    public string Path { get; set; } = null!;
+
+    protected override void Process(Domain domain)
+    {
+        string file;
+        try
+        {
+            // Against PowerShell's current location (Set-Location), not the process's working folder.
+            file = SessionState.Path.GetUnresolvedProviderPathFromPSPath(Path);
+        }
+        catch (System.Exception e) when (e is ItemNotFoundException or DriveNotFoundException or ProviderNotFoundException or System.NotSupportedException)
+        {
+            WriteFailure("ExportPathNotFound", ErrorCategory.ObjectNotFound, Path, $"Cannot export to '{Path}': {e.Message}");
+            return;
+        }
+        if (System.IO.Directory.Exists(file)) file = System.IO.Path.Combine(file, domain.Name + ".yaml");
+        string? folder = System.IO.Path.GetDirectoryName(file);
+        if (folder is not null && folder.Length > 0 && !System.IO.Directory.Exists(folder))
+        {
+            WriteFailure("ExportPathNotFound", ErrorCategory.ObjectNotFound, Path, $"Cannot export domain '{domain.Name}' to '{file}': the folder '{folder}' does not exist.");
+            return;
+        }
+        if (!ShouldProcess(file, $"Write the configuration of domain '{domain.Name}' as YAML")) return;
+        try
+        {
+            System.IO.File.WriteAllText(file, DomainConfigWriter.ToYaml(domain.Config));
+        }
+        catch (System.Exception e) when (e is System.IO.IOException or System.UnauthorizedAccessException)
+        {
+            WriteFailure("ExportFailed", ErrorCategory.WriteError, file, $"Cannot write '{file}': {e.Message}");
+            return;
+        }
+        WriteObject(new System.IO.FileInfo(file));
+    }
+}

@@ -17,7 +17,7 @@ public class NamingTests
     /// <summary>The cmdlets the module must have: adding or removing one is a decision, so it changes this list.</summary>
     public static readonly string[] ExpectedCmdlets =
     {
-        "Add-XenGuestMapping", "Get-XenDomain", "Get-XenE820", "Get-XenGuestMapping", "Get-XenP2m", "Get-XenPerfCounter",
+        "Add-XenGuestMapping", "Export-XenDomain", "Get-XenDomain", "Get-XenE820", "Get-XenGuestMapping", "Get-XenP2m", "Get-XenPerfCounter",
         "Get-XenTrace", "Get-XenTranslation", "New-XenDomain", "Read-XenGuestMemory", "Remove-XenDomain",
         "Remove-XenGuestMapping", "Set-XenDomain", "Set-XenIdentityHole", "Set-XenPagingMode", "Test-XenPaging",
         "Write-XenGuestMemory",
