@@ -197,24 +197,7 @@ public sealed class ExportXenDomainCommand : DomainCmdlet
 
     protected override void Process(Domain domain)
     {
-        string file;
-        try
-        {
-            // Against PowerShell's current location (Set-Location), not the process's working folder.
-            file = SessionState.Path.GetUnresolvedProviderPathFromPSPath(Path);
-        }
-        catch (System.Exception e) when (e is ItemNotFoundException or DriveNotFoundException or ProviderNotFoundException or System.NotSupportedException)
-        {
-            WriteFailure("ExportPathNotFound", ErrorCategory.ObjectNotFound, Path, $"Cannot export to '{Path}': {e.Message}");
-            return;
-        }
-        if (System.IO.Directory.Exists(file)) file = System.IO.Path.Combine(file, domain.Name + ".yaml");
-        string? folder = System.IO.Path.GetDirectoryName(file);
-        if (folder is not null && folder.Length > 0 && !System.IO.Directory.Exists(folder))
-        {
-            WriteFailure("ExportPathNotFound", ErrorCategory.ObjectNotFound, Path, $"Cannot export domain '{domain.Name}' to '{file}': the folder '{folder}' does not exist.");
-            return;
-        }
+        if (!TryResolveOutputFile(Path, domain.Name + ".yaml", $"domain '{domain.Name}'", out string file)) return;
         if (!ShouldProcess(file, $"Write the configuration of domain '{domain.Name}' as YAML")) return;
         try
         {

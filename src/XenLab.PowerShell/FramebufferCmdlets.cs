@@ -174,24 +174,7 @@ public sealed class ExportXenFramebufferCommand : DomainCmdlet
     {
         var fb = FindFramebuffer(domain, Framebuffer);
         if (fb is null) return;
-        string file;
-        try
-        {
-            // Against PowerShell's current location (Set-Location), not the process's working folder.
-            file = SessionState.Path.GetUnresolvedProviderPathFromPSPath(Path);
-        }
-        catch (System.Exception e) when (e is ItemNotFoundException or System.Management.Automation.DriveNotFoundException or ProviderNotFoundException or System.NotSupportedException)
-        {
-            WriteFailure("ExportPathNotFound", ErrorCategory.ObjectNotFound, Path, $"Cannot export to '{Path}': {e.Message}");
-            return;
-        }
-        if (Directory.Exists(file)) file = System.IO.Path.Combine(file, $"{domain.Name}-{fb.Name}.png");
-        string? folder = System.IO.Path.GetDirectoryName(file);
-        if (folder is not null && folder.Length > 0 && !Directory.Exists(folder))
-        {
-            WriteFailure("ExportPathNotFound", ErrorCategory.ObjectNotFound, Path, $"Cannot export framebuffer '{fb.Name}' to '{file}': the folder '{folder}' does not exist.");
-            return;
-        }
+        if (!TryResolveOutputFile(Path, $"{domain.Name}-{fb.Name}.png", $"framebuffer '{fb.Name}'", out string file)) return;
         string how = HighlightDirty ? ", dirty pages outlined in red (a peek: dirty state is kept)" : "";
         if (!ShouldProcess(file, $"Write framebuffer '{fb.Name}' of domain '{domain.Name}' ({fb.Config.Width}x{fb.Config.Height}) as a PNG{how}")) return;
         WriteObject(DirtyViews.ExportPng(domain, fb.Name, file, HighlightDirty));

@@ -117,6 +117,33 @@ public abstract class XenCmdlet : PSCmdlet
         _ => ErrorCategory.NotSpecified,
     };
 
+    /// <summary>
+    /// Resolves an output -Path against PowerShell's current location (Set-Location), not the
+    /// process's working folder; an existing folder gets <paramref name="nameInFolder"/> in it.
+    /// False (with ExportPathNotFound written) when the path or its folder does not exist.
+    /// </summary>
+    protected bool TryResolveOutputFile(string path, string nameInFolder, string what, out string file)
+    {
+        try
+        {
+            file = SessionState.Path.GetUnresolvedProviderPathFromPSPath(path);
+        }
+        catch (Exception e) when (e is ItemNotFoundException or DriveNotFoundException or ProviderNotFoundException or NotSupportedException)
+        {
+            WriteFailure("ExportPathNotFound", ErrorCategory.ObjectNotFound, path, $"Cannot export to '{path}': {e.Message}");
+            file = "";
+            return false;
+        }
+        if (System.IO.Directory.Exists(file)) file = System.IO.Path.Combine(file, nameInFolder);
+        string? folder = System.IO.Path.GetDirectoryName(file);
+        if (folder is not null && folder.Length > 0 && !System.IO.Directory.Exists(folder))
+        {
+            WriteFailure("ExportPathNotFound", ErrorCategory.ObjectNotFound, path, $"Cannot export {what} to '{file}': the folder '{folder}' does not exist.");
+            return false;
+        }
+        return true;
+    }
+
     /// <summary>A domain's framebuffer by name; null (with FramebufferNotFound written) when it has none of that name.</summary>
     protected XenLab.Domains.Framebuffer? FindFramebuffer(Domain d, string name)
     {
