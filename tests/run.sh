@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# Runs every XenLab test: the xunit suites (emulator and module metadata) and, where pwsh is
-# on PATH, the Pester suites against the freshly built module. Ends with "N passed, N failed".
+# Runs every XenLab test: the xunit suites (emulator and module metadata) and the Pester suites
+# against the freshly built module. Ends with one line "N passed, N failed" counting both.
+#
+# PowerShell and Pester come from NuGet when they are not already here: pwsh 7.6.9 as a .NET tool
+# and Pester 5.9.1 as a package, both into .tools/ (ignored by git). A Pester run that cannot
+# start counts as a failure, never as a skip.
 set -u
 cd "$(dirname "$0")/.."
+root=$(pwd)
 passed=0; failed=0; status=0
 log=$(mktemp)
+tools="$root/.tools"
+pwsh_version=7.6.9
+pester_version=5.9.1
 
 echo "== build"
 if ! dotnet build XenLab.sln -c Release -m:1 -nologo -v q 2>&1 | tee "$log" | grep -E "error|Build succeeded|Warn" ; then :; fi
@@ -22,18 +30,38 @@ if ! grep -qE "(Passed|Failed)! +- +Failed" "$log"; then
 fi
 
 echo "== pester"
-if command -v pwsh >/dev/null 2>&1; then
-  pwsh -NoProfile -NonInteractive -File tests/pester/Invoke-XenLabPester.ps1 2>&1 | tee "$log"
+# pwsh: the one on PATH if it is 7.4 or later, else the .NET tool in .tools/pwsh.
+pwsh_cmd=""
+if command -v pwsh >/dev/null 2>&1 && pwsh -NoProfile -NonInteractive -Command 'if ($PSVersionTable.PSVersion -lt [version]"7.4") { exit 1 }' >/dev/null 2>&1; then
+  pwsh_cmd=$(command -v pwsh)
+else
+  if [ ! -x "$tools/pwsh/pwsh" ]; then
+    echo "installing PowerShell $pwsh_version (.NET tool) into .tools/pwsh"
+    dotnet tool install --tool-path "$tools/pwsh" PowerShell --version "$pwsh_version" >"$log" 2>&1 || cat "$log"
+  fi
+  [ -x "$tools/pwsh/pwsh" ] && pwsh_cmd="$tools/pwsh/pwsh"
+fi
+pester_psd1="$tools/packages/pester/$pester_version/tools/Pester.psd1"
+if [ ! -f "$pester_psd1" ]; then
+  echo "restoring Pester $pester_version from NuGet into .tools/packages"
+  dotnet restore tests/tools/Pester.proj --packages "$tools/packages" -nologo -v q >"$log" 2>&1 || cat "$log"
+fi
+if [ -z "$pwsh_cmd" ]; then
+  echo "FAILED: PowerShell could not be installed, so the Pester suites could not run"; failed=$((failed + 1))
+elif [ ! -f "$pester_psd1" ]; then
+  echo "FAILED: Pester $pester_version could not be restored, so the Pester suites could not run"; failed=$((failed + 1))
+else
+  echo "pwsh: $pwsh_cmd ($("$pwsh_cmd" -NoProfile -NonInteractive -Command '$PSVersionTable.PSVersion.ToString()' 2>/dev/null))"
+  "$pwsh_cmd" -NoProfile -NonInteractive -File tests/pester/Invoke-XenLabPester.ps1 -PesterPath "$pester_psd1" 2>&1 | tee "$log"
   line=$(grep -E "^Pester: [0-9]+ passed, [0-9]+ failed" "$log" | tail -n 1)
   if [ -n "$line" ]; then
     p=$(echo "$line" | sed -E 's/Pester: ([0-9]+) passed, ([0-9]+) failed.*/\1/')
     f=$(echo "$line" | sed -E 's/Pester: ([0-9]+) passed, ([0-9]+) failed.*/\2/')
     passed=$((passed + p)); failed=$((failed + f))
+    if [ "$p" -eq 0 ]; then echo "FAILED: Pester passed no test"; failed=$((failed + 1)); fi
   else
-    echo "Pester did not report a result"; failed=$((failed + 1))
+    echo "FAILED: Pester did not report a result"; failed=$((failed + 1))
   fi
-else
-  echo "SKIPPED: pwsh is not on PATH, so the Pester suites in tests/pester were not run."
 fi
 rm -f "$log"
 [ "$failed" -eq 0 ] || status=1
