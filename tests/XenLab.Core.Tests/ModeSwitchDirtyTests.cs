@@ -138,4 +138,29 @@ public class ModeSwitchDirtyTests
         d.Mode!.Audit(problems);
         Assert.Empty(problems);
     }
+
+    [Fact]
+    public void StoppingARangeAfterASwitchNeverHandsTheOldPoolsFramesToTheNewPool()
+    {
+        // Root cause of the NullReferenceException/KeyNotFoundException and refcount audit failures:
+        // a back-links range armed by the old shadow instance was disarmed by the new one, which
+        // released the old pool's link pages (already given back to the host) into its own pool.
+        var d = Build(PagingModeKind.Shadow, VramStrategy.BackLinks);
+        for (ulong p = 0; p < 16; p++) d.Vcpus[0].ReadVirtual(Va + (p << 12), new byte[1]);
+        d.Vram.Track(M0.FirstGfn, 16);                                         // links taken from the pool
+        var before = (Paging.Shadow.ShadowMode)d.Mode!;
+        Assert.True(d.Counters[Diagnostics.PerfCounter.VramLinkPages] > 0);
+        d.SetPagingMode(PagingModeKind.Shadow);
+        d.Vram.Track(0, 0);                                                    // stop: disarm under the instance that armed it
+        var now = (Paging.Shadow.ShadowMode)d.Mode!;
+        Assert.NotSame(before, now);
+        Assert.True(now.PoolFree <= now.PoolTotal, $"pool free {now.PoolFree} > total {now.PoolTotal}");
+        ShadowModeTests.AssertAuditClean(d);
+        // A second domain takes the frames the first pool gave back; nothing of it may be shadow memory.
+        var host = d.Host!;
+        for (int i = 0; i < 200; i++) d.Vcpus[i & 1].WriteVirtual(Va + ((ulong)(i % 16) << 12), new byte[] { (byte)i });
+        ShadowModeTests.AssertAuditClean(d);
+        host.DestroyDomain(d);                                                 // every frame given back exactly once
+        Assert.Equal(0UL, host.Machine.AllocatedFrames);
+    }
 }
