@@ -122,6 +122,9 @@ public sealed class Domain
     /// Switches paging mode while the domain runs. Guest memory and the guest's tables are kept;
     /// switching to or from ARM converts the tables in place between x86-64 and AArch64 formats
     /// (same four levels of 512 entries), keeping every mapping and its accessed/dirty state.
+    /// Dirty tracking survives: log-dirty harvests the old mode's dirty pages into its bitmap and
+    /// re-arms every page in the new mode (exact); each dirty-VRAM range is disarmed under the old
+    /// instance and re-armed under the new one, its next query reporting all dirty.
     /// </summary>
     public void SetPagingMode(PagingModeKind kind, PagingOptions? options = null)
     {
@@ -130,6 +133,8 @@ public sealed class Domain
             throw new InvalidConfigurationException($"Domain '{Name}' cannot switch paging mode: {string.Join("; ", problems)}. Nothing changed.");
         var next = PagingModes.Create(kind, options ?? Config.PagingOptions);
         var old = Mode;
+        Vram.BeforeModeSwitch();
+        LogDirty.BeforeModeSwitch();
         Mode = null;                                   // table conversion writes go straight to RAM
         old?.Detach();
         FlushAllTlbs();
@@ -146,12 +151,15 @@ public sealed class Domain
                 if (old.GuestFormat != Kernel.Format) Kernel.ConvertTables(old.GuestFormat);
                 old.Attach(this);
                 Mode = old;
+                LogDirty.AfterModeSwitch();
+                Vram.AfterModeSwitch();
             }
             throw;
         }
         Mode = next;
         Config.Paging = kind;
-        LogDirty.Rearm();
+        LogDirty.AfterModeSwitch();
+        Vram.AfterModeSwitch();
         if (options is not null) Config.PagingOptions = options;
         foreach (var v in _vcpus) v.FlushTlb();
         Counters.Inc(PerfCounter.PagingModeSwitch);
