@@ -220,6 +220,9 @@ public sealed class ArmMode : IPagingMode
         {
             e |= Stage2Entry.Dirty;
             counters.Inc(PerfCounter.ArmDirtyBitSet);
+            // Tracing is how ARM arms log-dirty: this is its log-dirty fault, counted as HAP's
+            // EPT violation on ram_logdirty is (a ram_logdirty page is counted by OnLogDirtyWrite below).
+            if (type != P2mType.RamLogDirty) counters.Inc(PerfCounter.LogDirtyFault);
         }
         if (type == P2mType.RamLogDirty)
         {
