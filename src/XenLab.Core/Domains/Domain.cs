@@ -93,29 +93,51 @@ public sealed class Domain
     /// <summary>Build: populate the first <c>memory</c> RAM pfns with descending mfns, then install identity.</summary>
     internal void Build()
     {
-        ulong want = Math.Min(Config.MemoryMiB << (20 - Page.Shift), MaxPages);
-        var mfns = new Mfn[want];
-        _machine.Allocate(mfns);                          // all or nothing
-        ulong i = 0;
-        foreach (ulong pfn in E820.RamPfns())
+        // Each step names the configuration key it realises, so that a failure (host memory
+        // exhausted, identity over RAM, ...) can point at that key in the file it came from.
+        string key = "memory";
+        try
         {
-            if (i == want) break;
-            P2m.SetMfn(pfn, mfns[i++]);
+            ulong want = Math.Min(Config.MemoryMiB << (20 - Page.Shift), MaxPages);
+            if (want > _machine.FreeFrames) throw new MachineMemoryExhaustedException(want, _machine.FreeFrames);
+            var mfns = new Mfn[want];
+            _machine.Allocate(mfns);                          // all or nothing
+            ulong i = 0;
+            foreach (ulong pfn in E820.RamPfns())
+            {
+                if (i == want) break;
+                P2m.SetMfn(pfn, mfns[i++]);
+            }
+            _populatedPages = want;
+            Counters.Add(PerfCounter.P2mSet, (long)want);
+            key = Config.E820 is null ? "mmio_hole" : "e820";
+            foreach (var region in E820.NonRamRegions())
+                SetIdentityRange(region.Start >> Page.Shift, region.End >> Page.Shift, Config.IdentityStrategy);
+            for (int h = 0; h < Config.Identity.Count; h++)
+            {
+                key = $"identity[{h}]";
+                SetIdentityRange(Config.Identity[h].StartPfn, Config.Identity[h].EndPfn, Config.IdentityStrategy);
+            }
+            for (int f = 0; f < Config.Framebuffers.Count; f++)
+            {
+                key = $"framebuffers[{f}]";
+                PopulateFramebuffer(new Framebuffer(Config.Framebuffers[f], this));
+            }
+            Vram.Strategy = Config.VramStrategy;
+            Vram.SkipTlbFlush = !Config.VramTlbFlush;
+            key = "kernel_pt_pages";
+            Kernel.Initialise(X86GuestFormat.Instance);
+            key = Config.Paging == PagingModeKind.Shadow ? "shadow_memory" : "paging";
+            var mode = PagingModes.Create(Config.Paging, Config.PagingOptions);
+            if (mode.GuestFormat != Kernel.Format) Kernel.ConvertTables(mode.GuestFormat);
+            mode.Attach(this);
+            Mode = mode;
         }
-        _populatedPages = want;
-        Counters.Add(PerfCounter.P2mSet, (long)want);
-        foreach (var region in E820.NonRamRegions())
-            SetIdentityRange(region.Start >> Page.Shift, region.End >> Page.Shift, Config.IdentityStrategy);
-        foreach (var hole in Config.Identity)
-            SetIdentityRange(hole.Start >> Page.Shift, (hole.End + Page.OffsetMask) >> Page.Shift, Config.IdentityStrategy);
-        foreach (var fb in Config.Framebuffers) PopulateFramebuffer(new Framebuffer(fb, this));
-        Vram.Strategy = Config.VramStrategy;
-        Vram.SkipTlbFlush = !Config.VramTlbFlush;
-        Kernel.Initialise(X86GuestFormat.Instance);
-        var mode = PagingModes.Create(Config.Paging, Config.PagingOptions);
-        if (mode.GuestFormat != Kernel.Format) Kernel.ConvertTables(mode.GuestFormat);
-        mode.Attach(this);
-        Mode = mode;
+        catch (XenLabException e) when (e.ConfigKey is null)
+        {
+            e.ConfigKey = key;
+            throw;
+        }
     }
 
     /// <summary>
@@ -180,6 +202,9 @@ public sealed class Domain
     /// <summary>Installs an identity range; returns the pfns newly answering identity.</summary>
     public ulong SetIdentityRange(ulong startPfn, ulong endPfn, IdentityStrategy strategy)
     {
+        if (startPfn > endPfn || endPfn > P2mTree.MaxPfn)
+            throw new InvalidConfigurationException($"Identity range [gfn 0x{startPfn:x}, 0x{endPfn:x}) is reversed or goes beyond the p2m tree's reach (gfn 0x{P2mTree.MaxPfn:x}, 512 GiB).");
+        if (!Enum.IsDefined(strategy)) throw new InvalidConfigurationException($"Identity strategy {(int)strategy} is not EdgesFirst or Coarse.");
         // Identity over populated RAM would leak its frames: refuse before touching anything.
         for (ulong pfn = startPfn; pfn < endPfn; pfn++)
         {
@@ -239,9 +264,19 @@ public sealed class Domain
     /// </summary>
     public int ChangeP2mTypes(ulong startGfn, ulong endGfn, P2mType from, P2mType to, bool flush)
     {
+        if (startGfn > endGfn) throw new InvalidConfigurationException($"gfn range [0x{startGfn:x}, 0x{endGfn:x}) is reversed.");
+        if (to is not (P2mType.RamRw or P2mType.RamRo or P2mType.RamLogDirty))
+            throw new InvalidConfigurationException($"p2m type {P2mTypeInfo.Name(to)} cannot be set on RAM; use ram_rw, ram_ro or ram_logdirty.");
+        endGfn = Math.Min(endGfn, P2mTree.MaxPfn);                    // nothing is RAM beyond the tree's reach
         int n = 0;
         for (ulong g = startGfn; g < endGfn; g++)
         {
+            // A leaf page the tree shares (missing or identity) holds no RAM: skip all of it.
+            if ((g == startGfn || (g & (P2mTree.PfnsPerLeaf - 1)) == 0) && P2m.Lookup(g).LeafPage != P2mPageKind.Allocated)
+            {
+                g |= P2mTree.PfnsPerLeaf - 1;
+                continue;
+            }
             if (P2mTree.Classify(P2m.Get(g)) != P2mEntryKind.Ram || Types.Get(P2m, g) != from) continue;
             Types.Set(g, to);
             n++;
@@ -395,17 +430,49 @@ public sealed class Domain
         return false;
     }
 
+    /// <summary>Reads 8 bytes of RAM; false (nothing read) unless every byte is RAM. An entry may straddle two pages.</summary>
     public bool TryReadPhysU64(ulong gpa, out ulong value)
     {
+        int off = (int)(gpa & Page.OffsetMask);
+        if (off > Page.Size - 8) return TryReadPhysU64Straddling(gpa, out value);
         if (!TryGetRam(gpa >> Page.Shift, out var mfn)) { value = 0; return false; }
-        value = BinaryPrimitives.ReadUInt64LittleEndian(_machine.Read(mfn).Slice((int)(gpa & Page.OffsetMask), 8));
+        value = BinaryPrimitives.ReadUInt64LittleEndian(_machine.Read(mfn).Slice(off, 8));
         return true;
     }
 
+    /// <summary>Writes 8 bytes of RAM raw (no mode sees it); false (nothing written) unless every byte is RAM.</summary>
     public bool TryWritePhysU64(ulong gpa, ulong value)
     {
+        int off = (int)(gpa & Page.OffsetMask);
+        if (off > Page.Size - 8) return TryWritePhysU64Straddling(gpa, value);
         if (!TryGetRam(gpa >> Page.Shift, out var mfn)) return false;
-        BinaryPrimitives.WriteUInt64LittleEndian(_machine.Write(mfn).Slice((int)(gpa & Page.OffsetMask), 8), value);
+        BinaryPrimitives.WriteUInt64LittleEndian(_machine.Write(mfn).Slice(off, 8), value);
+        return true;
+    }
+
+    // The slow paths for the last 7 bytes of a page: the bytes are split over this page and the next.
+    private bool TryReadPhysU64Straddling(ulong gpa, out ulong value)
+    {
+        value = 0;
+        int first = Page.Size - (int)(gpa & Page.OffsetMask);
+        ulong next = (gpa >> Page.Shift) + 1;
+        if (next == 0 || !TryGetRam(gpa >> Page.Shift, out var a) || !TryGetRam(next, out var b)) return false;
+        Span<byte> bytes = stackalloc byte[8];
+        _machine.Read(a).Slice(Page.Size - first, first).CopyTo(bytes);
+        _machine.Read(b).Slice(0, 8 - first).CopyTo(bytes[first..]);
+        value = BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+        return true;
+    }
+
+    private bool TryWritePhysU64Straddling(ulong gpa, ulong value)
+    {
+        int first = Page.Size - (int)(gpa & Page.OffsetMask);
+        ulong next = (gpa >> Page.Shift) + 1;
+        if (next == 0 || !TryGetRam(gpa >> Page.Shift, out var a) || !TryGetRam(next, out var b)) return false;
+        Span<byte> bytes = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, value);
+        bytes[..first].CopyTo(_machine.Write(a).Slice(Page.Size - first, first));
+        bytes[first..].CopyTo(_machine.Write(b).Slice(0, 8 - first));
         return true;
     }
 

@@ -38,13 +38,30 @@ public sealed class XenHost
     /// </summary>
     public int ContextSwitch(Domain? from, Domain to) => VlptWindow.ContextSwitch(from, to);
 
-    /// <summary>Builds a domain; on any failure nothing is left allocated or registered.</summary>
+    /// <summary>
+    /// Builds a domain; on any failure nothing is left allocated or registered. When the
+    /// configuration came from a file, the error names the position of the key that caused it.
+    /// </summary>
     public Domain CreateDomain(DomainConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        try
+        {
+            return CreateDomainCore(config);
+        }
+        catch (XenLabException e) when (config.Source is { } source)
+        {
+            e.Locate(source.Locate(e.ConfigKey));
+            throw;
+        }
+    }
+
+    private Domain CreateDomainCore(DomainConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
         if (Find(config.Name) is not null)
-            throw new InvalidConfigurationException($"A domain named '{config.Name}' already exists.");
+            throw new InvalidConfigurationException($"A domain named '{config.Name}' already exists.") { ConfigKey = "name" };
         var domain = new Domain(_nextDomid, config.Clone(), Machine) { Host = this };
         try
         {

@@ -55,6 +55,7 @@ public sealed class ShadowPool
     public ShadowPool(MachineMemory machine, int frames)
     {
         _machine = machine;
+        if ((ulong)frames > machine.FreeFrames) throw new MachineMemoryExhaustedException((ulong)frames, machine.FreeFrames);   // before the array
         var got = new Mfn[frames];
         machine.Allocate(got);                 // all or nothing
         for (int i = got.Length - 1; i >= 0; i--)
