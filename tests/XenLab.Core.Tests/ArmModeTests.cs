@@ -203,6 +203,9 @@ public class ArmModeTests
     {
         var d = Arm(ArmLeafLookup.Vlpt);
         var arm = Mode(d);
+        Assert.Null(arm.VlptSlice);                                       // untraced: no slice
+        Assert.Equal(0, d.Counters[PerfCounter.VlptSlotWrite]);
+        arm.WriteProtectForTracing(DataGfn, DataGfn + 4);
         var slice = arm.VlptSlice!;
         var window = d.Host!.VlptWindow;
         Assert.Equal(0x8000000UL, slice.LeafBase);                        // the thread's 128 MiB
@@ -215,7 +218,7 @@ public class ArmModeTests
         Assert.True(window.TryTranslate(slice.SecondVa(DataGfn), out var f2, out int o2));
         Assert.Equal(arm.Stage2.SecondLevelTable(0), f2);
         Assert.Equal((int)(DataGfn >> 9) * 8, o2);
-        Assert.Equal(1, d.Counters[PerfCounter.VlptSlotWrite]);          // slotted once, at attach
+        Assert.Equal(1, d.Counters[PerfCounter.VlptSlotWrite]);          // slotted once, when tracing started
         Assert.Equal(2, d.Counters[PerfCounter.VlptTlbFlush]);
     }
 
@@ -228,28 +231,93 @@ public class ArmModeTests
     }
 
     [Fact]
-    public void AFourGiBDomainNeedsEightMiBAndTheWindowRefusesWhenFull()
+    public void AFourGiBDomainNeedsEightMiBOnlyWhileTracingAndTheWindowRefusesWhenFull()
     {
         var host = new XenHost(8UL << 30, vlptWindowBytes: 64UL << 20);
         var domains = new List<Domain>();
-        for (int i = 0; i < 8; i++) domains.Add(host.CreateDomain(FourGiBArm("big" + i)));
+        // Untraced domains hold nothing: twelve fit a window that holds eight traced ones.
+        for (int i = 0; i < 12; i++) domains.Add(host.CreateDomain(FourGiBArm("big" + i)));
+        Assert.Equal(0UL, host.VlptWindow.UsedBytes);
+        for (int i = 0; i < 8; i++) domains[i].LogDirty.Enable();
         Assert.Equal(8UL << 20, Mode(domains[0]).VlptSlice!.Bytes);      // the seed's 8 MB for 4 GB
         Assert.Equal(64UL << 20, host.VlptWindow.UsedBytes);
         ulong frames = host.Machine.AllocatedFrames;
-        var ex = Assert.Throws<InvalidConfigurationException>(() => host.CreateDomain(FourGiBArm("big8")));
-        Assert.Contains("needs 8 MiB", ex.Message);
-        Assert.Contains("window is 64 MiB with 64 MiB in use by 8 domain(s)", ex.Message);
-        Assert.Equal(8, host.Domains.Count);                              // nothing changed
+        long writes = domains[8].Counters[PerfCounter.VlptSlotWrite];
+        // The ninth cannot start tracing: the error names the window and who holds it; nothing changed.
+        var ex = Assert.Throws<VlptWindowFullException>(() => domains[8].LogDirty.Enable());
+        Assert.Equal("VlptWindowFull", ex.ErrorId);
+        Assert.Contains("VLPT window (64 MiB at 0x8000000, 32 slots of 2 MiB)", ex.Message);
+        Assert.Contains("domain 'big8'", ex.Message);
+        Assert.Contains("needs 8 MiB in one piece", ex.Message);
+        Assert.Contains("held by big0 (slots 0..3), big1 (slots 4..7)", ex.Message);
+        Assert.Contains("big7 (slots 28..31)", ex.Message);
+        Assert.False(domains[8].LogDirty.Enabled);
+        Assert.False(Mode(domains[8]).TracingActive);
+        Assert.Null(Mode(domains[8]).VlptSlice);
         Assert.Equal(frames, host.Machine.AllocatedFrames);
-        // Switching a walk-lookup domain to vlpt is refused the same way and leaves it as it was.
-        var small = host.CreateDomain(ArmConfig("walker", ArmLeafLookup.Walk));
-        Assert.Throws<InvalidConfigurationException>(() => small.SetPagingMode(PagingModeKind.Arm, small.Config.PagingOptions with { ArmLeafLookup = ArmLeafLookup.Vlpt }));
-        Assert.Equal(ArmLeafLookup.Walk, Mode(small).LeafLookup);
+        Assert.Equal(writes, domains[8].Counters[PerfCounter.VlptSlotWrite]);
+        ulong pfn = domains[8].P2m.EnumerateRam().First().Pfn;
+        Assert.True(Stage2Entry.IsWritable(Mode(domains[8]).Stage2.Peek(pfn)));   // not write-protected
+        // A dirty-VRAM query that would start tracing is refused the same way.
+        Assert.Throws<VlptWindowFullException>(() => domains[9].Vram.Track(0x100, 16));
+        Assert.Empty(domains[9].Vram.Ranges);
+        // Stopping one returns its slice; the next fits in it (first fit).
         int freed = Mode(domains[3]).VlptSlice!.FirstSlot;
-        Assert.Equal(3 * 4, freed);                                       // slices of 4 slots, first fit
-        host.DestroyDomain(domains[3]);
-        var again = host.CreateDomain(FourGiBArm("big8"));                // the freed slice is reused
-        Assert.Equal(freed, Mode(again).VlptSlice!.FirstSlot);
+        Assert.Equal(3 * 4, freed);
+        domains[3].LogDirty.Disable();
+        Assert.Null(Mode(domains[3]).VlptSlice);
+        domains[8].LogDirty.Enable();
+        Assert.Equal(freed, Mode(domains[8]).VlptSlice!.FirstSlot);
+        // Removing a traced domain returns its slice too.
+        int removed = Mode(domains[5]).VlptSlice!.FirstSlot;
+        host.DestroyDomain(domains[5]);
+        domains[9].LogDirty.Enable();
+        Assert.Equal(removed, Mode(domains[9]).VlptSlice!.FirstSlot);
+        // So does a switch away from ARM; switching back leaves it untraced until tracing restarts.
+        int zero = Mode(domains[0]).VlptSlice!.FirstSlot;
+        domains[0].LogDirty.Disable();
+        domains[10].LogDirty.Enable();
+        Assert.Equal(zero, Mode(domains[10]).VlptSlice!.FirstSlot);
+        domains[10].SetPagingMode(PagingModeKind.Hap);
+        Assert.DoesNotContain(host.VlptWindow.Slices, s => s.Domain == domains[10]);
+        var problems = new List<string>();
+        foreach (var d in host.Domains) d.Mode!.Audit(problems);
+        Assert.Empty(problems);
+    }
+
+    [Fact]
+    public void SeventeenUntracedFourGiBDomainsCoexistInTheDefaultWindow()
+    {
+        // 128 MiB holds 16 slices of 8 MiB; a 17th domain is built, and fails only when it starts tracing.
+        var host = new XenHost(16UL << 30);
+        var domains = new List<Domain>();
+        for (int i = 0; i < 17; i++) domains.Add(host.CreateDomain(FourGiBArm("d" + i)));
+        for (int i = 0; i < 16; i++) domains[i].LogDirty.Enable();
+        Assert.Equal(128UL << 20, host.VlptWindow.UsedBytes);
+        var ex = Assert.Throws<VlptWindowFullException>(() => domains[16].LogDirty.Enable());
+        Assert.Contains("'d16'", ex.Message);
+        Assert.Contains("d15 (slots 60..63)", ex.Message);
+        domains[16].Vcpus[0].WriteVirtual(Va, new byte[1]);               // it still runs, untraced
+        Assert.Equal(0, domains[16].Counters[PerfCounter.Stage2AbortPermission]);
+    }
+
+    [Fact]
+    public void AVramRangeAboveRamGrowsTheSliceToCoverIt()
+    {
+        var host = new XenHost(4UL << 30);
+        var d = Arm(ArmLeafLookup.Vlpt, host);                           // 128 MiB: one GiB of IPA
+        var arm = Mode(d);
+        arm.WriteProtectForTracing(DataGfn, DataGfn + 4);
+        Assert.Equal(1, arm.VlptSlice!.Slots);
+        arm.WriteProtectForTracing(0xC0000, 0xC0010);                     // 3 GiB: needs four slots
+        Assert.Equal(4, arm.VlptSlice!.Slots);
+        Assert.Single(host.VlptWindow.Slices);                            // the small one went back
+        arm.StopTracing(0xC0000, 0xC0010);
+        Assert.NotNull(arm.VlptSlice);                                     // DataGfn is still traced
+        arm.StopTracing(DataGfn, DataGfn + 4);
+        Assert.Null(arm.VlptSlice);
+        Assert.Empty(host.VlptWindow.Slices);
+        Assert.Equal(0UL, host.VlptWindow.XenSecond(host.VlptWindow.FirstXenSlot));
     }
 
     [Fact]
@@ -417,6 +485,7 @@ public class ArmModeTests
     {
         var host = new XenHost(4UL << 30);
         var d = Arm(ArmLeafLookup.Vlpt, host);
+        Mode(d).WriteProtectForTracing(DataGfn, DataGfn + 4);
         Assert.Single(host.VlptWindow.Slices);
         host.DestroyDomain(d);
         Assert.Equal(0UL, host.Machine.AllocatedFrames);

@@ -9,7 +9,9 @@
 // and gives write back; the access retries. Which gfns are traced is kept apart from p2m types,
 // so ram_ro (write refused), ram_logdirty (first write calls Domain.OnLogDirtyWrite, as HAP's
 // EPT violation does) and tracing compose. Tracing state lives in the stage-2 tables, so a
-// mode switch (which rebuilds them) ends it.
+// mode switch (which rebuilds them) ends it. With the VLPT lookup the domain holds a slice of
+// the host's window only while something is traced: TakeVlptSliceForTracing when tracing
+// starts, ReturnVlptSlice when the last traced range stops or the mode is detached.
 using System.Collections.Generic;
 using XenLab.Config;
 using XenLab.Diagnostics;
@@ -36,7 +38,7 @@ public sealed class ArmMode : IPagingMode
     public string Options => _options.Describe(Kind);
     public ArmLeafLookup LeafLookup => _options.ArmLeafLookup;
     public Stage2Table Stage2 => _s2 ?? throw new System.InvalidOperationException("ARM mode is not attached.");
-    /// <summary>The domain's part of the host's VLPT window (leaf lookup = vlpt), else null.</summary>
+    /// <summary>The domain's part of the host's VLPT window: held while tracing with leaf lookup = vlpt, else null.</summary>
     public VlptSlice? VlptSlice => _slice;
     public bool TracingActive => !_traced.IsEmpty;
     public IReadOnlyList<(ulong Start, ulong End)> TracedRanges => _traced.Ranges;
@@ -44,41 +46,65 @@ public sealed class ArmMode : IPagingMode
     public void Attach(Domain domain)
     {
         _domain = domain;
-        VlptSlice? slice = null;
+        if (_options.ArmLeafLookup == ArmLeafLookup.Vlpt && domain.Host is null)
+            throw new InvalidConfigurationException($"Domain '{domain.Name}' has no host, so no VLPT window; use arm_leaf_lookup walk.");
         var s2 = new Stage2Table(domain.Machine, domain.Counters);
         try
         {
-            if (_options.ArmLeafLookup == ArmLeafLookup.Vlpt)
-            {
-                var window = domain.Host?.VlptWindow
-                    ?? throw new InvalidConfigurationException($"Domain '{domain.Name}' has no host, so no VLPT window; use arm_leaf_lookup walk.");
-                var mine = window.Allocate(domain, VlptWindow.SlotsFor(domain));
-                slice = mine;
-                // Every second-level table the p2m grows is slotted into the window as it appears.
-                s2.SecondLevelCreated = (i, table) => { if (i < mine.Slots) window.MapSlot(mine, i, table); };
-            }
+            // Every second-level table the p2m grows is slotted into the window as it appears,
+            // while the domain holds a slice (only while it is tracing).
+            s2.SecondLevelCreated = (i, table) => { if (_slice is { } s && i < s.Slots) s.Window.MapSlot(s, i, table); };
             // RAM gets leaves now; identity (MMIO) gfns get mmio_direct on first touch.
             foreach (var (pfn, mfn) in domain.P2m.EnumerateRam())
                 s2.Set(pfn, Stage2Entry.Leaf(mfn.Value, domain.GetP2mType(pfn)));
         }
         catch
         {
-            if (slice is not null) slice.Window.Free(slice);
             s2.Free();
             throw;
         }
         _s2 = s2;
-        _slice = slice;
+        _slice = null;
         _traced.Clear();
     }
 
     public void Detach()
     {
-        if (_slice is not null) _slice.Window.Free(_slice);
-        _slice = null;
+        ReturnVlptSlice();
         _s2?.Free();
         _s2 = null;
         _traced.Clear();
+    }
+
+    // ---- the VLPT slice: held only while tracing (seed 002) ------------------------------
+
+    /// <summary>
+    /// Tracing is about to start on [.., <paramref name="endGfn"/>): with the VLPT lookup, take a
+    /// slice of the host's window covering the domain's IPA up to there (or a bigger one if the
+    /// slice held is too small), and slot the p2m's second-level tables into it. Throws
+    /// <see cref="VlptWindowFullException"/> having changed nothing when the window has no room.
+    /// </summary>
+    private void TakeVlptSliceForTracing(ulong endGfn)
+    {
+        if (_options.ArmLeafLookup != ArmLeafLookup.Vlpt) return;
+        if (_slice is not null && _slice.Covers(endGfn - 1)) return;
+        var window = _domain.Host!.VlptWindow;
+        var bigger = window.Allocate(_domain, VlptWindow.SlotsFor(_domain, endGfn));   // throws, changing nothing
+        ReturnVlptSlice();
+        _slice = bigger;
+        for (int k = 0; k < bigger.Slots; k++)
+        {
+            var table = _s2!.SecondLevelTable(k);
+            if (table.IsValid) window.MapSlot(bigger, k, table);
+        }
+    }
+
+    /// <summary>Tracing stopped everywhere (or the mode goes away): the slice goes back to the window.</summary>
+    private void ReturnVlptSlice()
+    {
+        if (_slice is null) return;
+        _slice.Window.Free(_slice);
+        _slice = null;
     }
 
     // ---- the two-stage walk ------------------------------------------------------------
@@ -379,6 +405,7 @@ public sealed class ArmMode : IPagingMode
     public void WriteProtectForTracing(ulong startGfn, ulong endGfn)
     {
         CheckRange(startGfn, endGfn);
+        TakeVlptSliceForTracing(endGfn);                  // may refuse: then nothing is traced
         _traced.Add(startGfn, endGfn);
         Refresh(startGfn, endGfn, resetDirty: true);      // flushes when it removed write anywhere
     }
@@ -424,6 +451,7 @@ public sealed class ArmMode : IPagingMode
         CheckRange(startGfn, endGfn);
         _traced.Remove(startGfn, endGfn);
         Refresh(startGfn, endGfn, resetDirty: true);
+        if (_traced.IsEmpty) ReturnVlptSlice();
     }
 
     // ---- audit -----------------------------------------------------------------------------
