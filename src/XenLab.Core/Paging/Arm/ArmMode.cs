@@ -337,28 +337,67 @@ public sealed class ArmMode : IPagingMode
         public void Start(ulong startGfn, ulong endGfn) { if (endGfn > startGfn) _m.WriteProtectForTracing(startGfn, endGfn); }
         public void Stop(ulong startGfn, ulong endGfn) { if (endGfn > startGfn) _m.StopTracing(startGfn, endGfn); }
 
+        /// <summary>
+        /// The avail-bit query: the leaves of a traced run are read linearly, one p2m third-level
+        /// table (512 leaves, contiguous in the VLPT) at a time, found once per table through the
+        /// domain's VLPT slice when it has one, else by one uncounted walk. Untraced gfns answer
+        /// dirty (when in doubt, dirty); a block (a traced 2 MiB block is write-protected until a
+        /// write splits it) and a missing leaf answer clean.
+        /// </summary>
         public void Collect(ulong startGfn, ulong endGfn, System.Span<byte> bitmap, bool clear, bool flush)
         {
-            bool any = false;
-            for (ulong gfn = startGfn; gfn < endGfn; gfn++)
+            ulong gfn = startGfn;
+            foreach (var (ts, te) in _m._traced.Ranges)
             {
-                bool dirty;
-                if (clear)
-                {
-                    if (!_m.TestAndClearOne(gfn, out dirty)) dirty = true;       // not traced: when in doubt, dirty
-                    any |= dirty;
-                }
-                else
-                {
-                    var where = _m._s2!.Locate(gfn);
-                    dirty = !_m._traced.Contains(gfn) || (where.Found && Stage2Entry.IsDirty(where.Value));
-                }
-                if (!dirty) continue;
-                ulong i = gfn - startGfn;
-                bitmap[(int)(i >> 3)] |= (byte)(1 << (int)(i & 7));
+                if (te <= gfn) continue;
+                if (ts >= endGfn) break;
+                if (ts > gfn) { SetBits(bitmap, gfn - startGfn, ts - gfn); gfn = ts; }
+                ulong runEnd = System.Math.Min(te, endGfn);
+                _m.CollectTracedRun(gfn, runEnd, startGfn, bitmap, clear);
+                gfn = runEnd;
             }
+            if (gfn < endGfn) SetBits(bitmap, gfn - startGfn, endGfn - gfn);
             if (clear && flush) _m._domain.FlushAllTlbs();       // always after a clean: earlier skipped flushes leave stale entries
         }
+
+        private static void SetBits(System.Span<byte> bitmap, ulong first, ulong count)
+        {
+            for (ulong i = first; i < first + count; i++) bitmap[(int)(i >> 3)] |= (byte)(1 << (int)(i & 7));
+        }
+    }
+
+    /// <summary>Reads (and with <paramref name="clear"/> re-arms) the traced leaves of [start, end), one leaf table at a time.</summary>
+    private void CollectTracedRun(ulong startGfn, ulong endGfn, ulong bitmapBase, System.Span<byte> bitmap, bool clear)
+    {
+        var machine = _domain.Machine;
+        for (ulong gfn = startGfn; gfn < endGfn;)
+        {
+            ulong chunkEnd = System.Math.Min(endGfn, (gfn | 511) + 1);
+            var table = LeafTableOf(gfn);
+            if (table.IsValid)
+            {
+                var leaves = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(machine.Write(table));
+                int first = (int)(gfn & 511), last = first + (int)(chunkEnd - gfn);
+                ulong bit = gfn - bitmapBase;
+                for (int i = first; i < last; i++, bit++)
+                {
+                    ulong e = leaves[i];
+                    if ((e & Stage2Entry.Dirty) == 0) continue;
+                    bitmap[(int)(bit >> 3)] |= (byte)(1 << (int)(bit & 7));
+                    if (clear) leaves[i] = e & ~(Stage2Entry.Dirty | Stage2Entry.S2apWrite);
+                }
+            }
+            gfn = chunkEnd;
+        }
+    }
+
+    /// <summary>The p2m third-level table holding <paramref name="gfn"/>'s leaf: through the VLPT when the slice covers it; Invalid for a block or nothing.</summary>
+    private Mfn LeafTableOf(ulong gfn)
+    {
+        if (_slice is not null && _slice.Covers(gfn))
+            return _slice.Window.LeafTable(_slice, gfn);
+        var where = _s2!.Locate(gfn);
+        return where.ArmLevel == 3 ? where.Table : Mfn.Invalid;
     }
 
     /// <summary>Rewrites the leaves of [start, end) to what the p2m, the types and tracing say; flushes if rights were removed.</summary>

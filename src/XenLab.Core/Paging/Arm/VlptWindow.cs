@@ -336,6 +336,17 @@ public sealed class VlptWindow
         return new Stage2LeafRef(f3, o3 / 8, e3, 3);
     }
 
+    /// <summary>
+    /// The page of the window holding <paramref name="gfn"/>'s leaf, i.e. the p2m third-level
+    /// table of its 2 MiB, for a linear read of its 512 contiguous leaves (the dirty-VRAM query);
+    /// Invalid where the second-level entry is a block or nothing. A TLB hit: not counted.
+    /// </summary>
+    public Mfn LeafTable(VlptSlice slice, ulong gfn)
+    {
+        EnsureLoaded(slice);
+        return TryTranslate(slice.LeafVa(gfn & ~511UL), out var frame, out _) ? frame : Mfn.Invalid;
+    }
+
     /// <summary>Checks that the slots hold the slice's current p2m second-level tables.</summary>
     public void Audit(VlptSlice slice, Stage2Table s2, List<string> problems)
     {
