@@ -44,16 +44,29 @@ public class ArmModeTests
     }
 
     [Fact]
-    public void AColdTwoStageWalkCostsNineteenReferences()
+    public void AColdTwoStageWalkCostsNineteenReferencesAndOneFewerForABlock()
     {
-        // 4 stage-1 levels x (3 stage-2 reads + the descriptor) + 3 stage-2 reads for the page = 19.
+        // The guest's tables live at 1 MiB (gfn 0x100..), in 4 KiB stage-2 pages (2 MiB group 0
+        // holds the legacy hole). Through 4 KiB pages: 4 stage-1 levels x (3 stage-2 reads + the
+        // descriptor) + 3 for the page = 19. Data gfn 0x2010 is under a 2 MiB block: its stage-2
+        // walk stops at level 2, so 4 x 4 + 2 = 18.
         var d = Arm();
-        var t = d.Vcpus[0].Translate(Va, AccessKind.Read);
+        d.Kernel.Map(Va + 0x100000, 0x50, 1, MapFlags.Writable);        // gfn 0x50: a 4 KiB leaf
+        Assert.Equal(2, Mode(d).Stage2.Locate(DataGfn).ArmLevel);
+        Assert.Equal(3, Mode(d).Stage2.Locate(0x50).ArmLevel);
+        d.FlushAllTlbs();
+        var t = d.Vcpus[0].Translate(Va + 0x100000, AccessKind.Read);
         Assert.True(t.IsOk);
         Assert.Equal(19, t.MemoryReferences);
         Assert.Equal(15, d.Counters[PerfCounter.Stage2WalkMemRef]);    // 5 stage-2 walks of 3
         Assert.Equal(4, d.Counters[PerfCounter.PageWalkMemRef]);       // the stage-1 descriptors
-        Assert.Equal(d.P2m.Get(DataGfn), t.Mfn);
+        Assert.Equal(d.P2m.Get(0x50), t.Mfn);
+        t = d.Vcpus[0].Translate(Va, AccessKind.Read);
+        Assert.True(t.IsOk);
+        Assert.Equal(18, t.MemoryReferences);
+        Assert.Equal(15 + 14, d.Counters[PerfCounter.Stage2WalkMemRef]);   // 4 walks of 3 + one of 2
+        Assert.Equal(d.P2m.Get(DataGfn), t.Mfn);                        // block base + 0x10
+        Assert.Equal(d.P2m.Get(0x2000) + 0x10, t.Mfn);
     }
 
     [Fact]
@@ -105,14 +118,14 @@ public class ArmModeTests
         long walks = d.Counters[PerfCounter.PageWalk], s2 = d.Counters[PerfCounter.Stage2WalkMemRef];
         var t = d.Vcpus[0].Explain(Va, AccessKind.Write, trace);
         Assert.True(t.IsOk);
-        Assert.Equal(19, t.MemoryReferences);
+        Assert.Equal(18, t.MemoryReferences);                           // the data page is under a block
         Assert.Equal(4, trace.Steps.Count(s => s.Table == "guest"));
-        Assert.Equal(15, trace.Steps.Count(s => s.Table == "stage2"));
+        Assert.Equal(14, trace.Steps.Count(s => s.Table == "stage2"));
         Assert.Equal(walks, d.Counters[PerfCounter.PageWalk]);          // scratch counters
         Assert.Equal(s2, d.Counters[PerfCounter.Stage2WalkMemRef]);
         Assert.Equal(0UL, GuestLeaf(d, Va).RawEntry & Aarch64Pte.AccessFlag);   // no AF written
-        Assert.StartsWith("page RWX ram_rw", trace.Steps[^1].Decoded);
-        Assert.Equal("S2L3", trace.Steps[^1].Name);
+        Assert.StartsWith("block RWX ram_rw", trace.Steps[^1].Decoded);
+        Assert.Equal("S2L2", trace.Steps[^1].Name);
     }
 
     [Theory]
@@ -399,11 +412,20 @@ public class ArmModeTests
         d.Mode!.Audit(problems);
         Assert.Empty(problems);
         var arm = Mode(d);
-        var where = arm.Stage2.Locate(DataGfn);
+        var where = arm.Stage2.Locate(0x50);                              // a 4 KiB leaf (group 0 has the legacy hole)
+        Assert.Equal(3, where.ArmLevel);
         d.Machine.WriteUInt64(where.Table, where.Index * 8, where.Value ^ (1UL << 12));   // another frame
         d.Mode.Audit(problems);
         Assert.Single(problems);
-        Assert.Contains("gfn 0x2010", problems[0]);
+        Assert.Contains("gfn 0x50", problems[0]);
+        // A corrupted block is 512 wrong gfns.
+        problems.Clear();
+        where = arm.Stage2.Locate(DataGfn);
+        Assert.Equal(2, where.ArmLevel);
+        d.Machine.WriteUInt64(where.Table, where.Index * 8, where.Value ^ (1UL << 21));
+        d.Mode.Audit(problems);
+        Assert.Equal(1 + 512, problems.Count);
+        Assert.Contains(problems, p => p.Contains("gfn 0x2010"));
     }
 
     [Fact]
@@ -475,9 +497,115 @@ public class ArmModeTests
         d.SetP2mType(DataGfn, P2mType.RamRo);
         Assert.Equal((mfn << 12) | 0x77F | (3UL << 55), Mode(d).Stage2.Peek(DataGfn));
         Assert.Equal(Mode(d).Stage2.Pages, (int)d.PagingFrames);
-        // 64 MiB populated from gfn 0 with the legacy hole skipped ends at gfn 0x4060: third-level
-        // tables 0..32 (512 gfns each), one second-level table (the first GiB), the root.
-        Assert.Equal(33 + 1 + 1, Mode(d).Stage2.Pages);
+        // 64 MiB populated from gfn 0 with the legacy hole skipped ends at gfn 0x4060. The 2 MiB
+        // groups 0x200..0x3e00 (31) are whole RAM on aligned machine runs: blocks. Tables: the
+        // root, one second-level (the first GiB), third-level for group 0 (the hole) and for
+        // 0x4000..0x405f = 4; ram_ro on one gfn of the block at 0x2000 split it: a fifth.
+        Assert.Equal(4 + 1, Mode(d).Stage2.Pages);
+        Assert.Equal(30, Mode(d).Stage2.CountBlocks());
+        Assert.Equal(31, d.Counters[PerfCounter.Stage2Block]);
+        Assert.Equal(1, d.Counters[PerfCounter.Stage2BlockSplit]);
+    }
+
+    [Theory]
+    [InlineData(ArmLeafLookup.Walk)]
+    [InlineData(ArmLeafLookup.Vlpt)]
+    public void TracingWriteProtectsAWholeBlockAndSplitsItOnItsFirstWrite(ArmLeafLookup lookup)
+    {
+        // Lazy, as the seed's handler (check the second level for a block first) and KVM/arm64
+        // (force_pte while dirty logging) do: enabling splits nothing; the first write does.
+        var d = Arm(lookup);
+        var arm = Mode(d);
+        var v = d.Vcpus[0];
+        v.WriteVirtual(Va, new byte[1]);                                 // a writable TLB entry from the block
+        arm.WriteProtectForTracing(0x2000, 0x2200);                       // exactly the block
+        Assert.Equal(31, arm.Stage2.CountBlocks());
+        Assert.Equal(0, d.Counters[PerfCounter.Stage2BlockSplit]);
+        Assert.False(Stage2Entry.IsWritable(arm.Stage2.Peek(DataGfn)));
+        Assert.Equal(2, arm.Stage2.Locate(DataGfn).ArmLevel);
+        Assert.True(v.WriteVirtual(Va, new byte[] { 1 }).IsOk);
+        Assert.Equal(1, d.Counters[PerfCounter.Stage2AbortPermission]);   // the flush at enable made it fault
+        Assert.Equal(1, d.Counters[PerfCounter.Stage2BlockSplit]);
+        Assert.Equal(30, arm.Stage2.CountBlocks());
+        if (lookup == ArmLeafLookup.Vlpt)
+        {
+            // The superpage path: the second-level entry read through the loop is a block; no leaf read.
+            Assert.Equal(1, d.Counters[PerfCounter.VlptLookup]);
+            Assert.Equal(1, d.Counters[PerfCounter.VlptSuperpageLookup]);
+            Assert.Equal(1, d.Counters[PerfCounter.VlptMemRef]);
+        }
+        else
+        {
+            Assert.Equal(2, d.Counters[PerfCounter.Stage2LeafWalkMemRef]);    // root, then the block
+            Assert.Equal(2, d.Counters[PerfCounter.Stage2LeafWalkMaps]);
+        }
+        var leaf = arm.Stage2.Locate(DataGfn);
+        Assert.Equal(3, leaf.ArmLevel);
+        Assert.True(Stage2Entry.IsDirty(leaf.Value) && Stage2Entry.IsWritable(leaf.Value));
+        Assert.False(Stage2Entry.IsWritable(arm.Stage2.Peek(DataGfn + 1)));  // the other 511 stay protected
+        Assert.False(Stage2Entry.IsDirty(arm.Stage2.Peek(DataGfn + 1)));
+        // The next write in the same 2 MiB takes the normal leaf path.
+        Assert.True(v.WriteVirtual(Va + 0x1000, new byte[] { 1 }).IsOk);
+        Assert.Equal(1, d.Counters[PerfCounter.Stage2BlockSplit]);
+        if (lookup == ArmLeafLookup.Vlpt) Assert.Equal(1 + 2, d.Counters[PerfCounter.VlptMemRef]);
+        Assert.Equal(new ulong[] { DataGfn, DataGfn + 1 }, arm.TestAndClearDirty(0x2000, 0x2200));
+        var problems = new List<string>();
+        arm.Audit(problems);
+        Assert.Empty(problems);
+        // Stopping gives write back; the split block stays split (no re-merge).
+        arm.StopTracing(0x2000, 0x2200);
+        Assert.True(Stage2Entry.IsWritable(arm.Stage2.Peek(DataGfn + 5)));
+        Assert.Equal(30, arm.Stage2.CountBlocks());
+        // Tracing part of a block must change only part of it: that splits at once.
+        arm.WriteProtectForTracing(0x3010, 0x3014);
+        Assert.Equal(2, d.Counters[PerfCounter.Stage2BlockSplit]);
+        Assert.False(Stage2Entry.IsWritable(arm.Stage2.Peek(0x3010)));
+        Assert.True(Stage2Entry.IsWritable(arm.Stage2.Peek(0x3014)));
+        arm.Audit(problems);
+        Assert.Empty(problems);
+    }
+
+    [Fact]
+    public void LogDirtyOverAllRamSplitsOnlyTheBlocksWritten()
+    {
+        var d = Arm(ArmLeafLookup.Vlpt);
+        d.LogDirty.Enable();
+        Assert.Equal(0, d.Counters[PerfCounter.Stage2BlockSplit]);
+        d.Vcpus[0].WriteVirtual(Va, new byte[1]);
+        d.Vcpus[0].WriteVirtual(Va + 0x2000, new byte[1]);
+        d.WriteGuestPhysical(0x3000UL << 12, new byte[] { 1 });           // another block, by a physical path
+        Assert.Equal(2, d.Counters[PerfCounter.Stage2BlockSplit]);
+        Assert.Equal(29, Mode(d).Stage2.CountBlocks());
+        var dirty = d.LogDirty.Read(clean: true).DirtyGfns().ToList();
+        Assert.Contains(DataGfn, dirty);
+        Assert.Contains(DataGfn + 2, dirty);
+        Assert.Contains(0x3000UL, dirty);
+        Assert.DoesNotContain(0x3001UL, dirty);
+    }
+
+    [Fact]
+    public void BlockPlacementGivesAlignedMachineRunsToAlignedGuestGroups()
+    {
+        // pfns 0..0x9f and 0x100..0x5ff (0x5a0 pages), frames 0x1fff down to 0x1a60 as the
+        // allocator hands them out. Aligned runs among the frames: 0x1e00 and 0x1c00 (0x1a00 is
+        // incomplete). Aligned pfn groups of 512: 0x200 and 0x400 (group 0 has the hole).
+        var pfns = new List<ulong>();
+        for (ulong p = 0; p < 0xa0; p++) pfns.Add(p);
+        for (ulong p = 0x100; p < 0x600; p++) pfns.Add(p);
+        var mfns = new Mfn[pfns.Count];
+        for (int i = 0; i < mfns.Length; i++) mfns[i] = new Mfn(0x1fffUL - (ulong)i);
+        BlockPlacement.ArrangeForBlocks(pfns.ToArray(), mfns);
+        int at200 = pfns.IndexOf(0x200), at400 = pfns.IndexOf(0x400);
+        for (int k = 0; k < 512; k++)
+        {
+            Assert.Equal(0x1e00UL + (ulong)k, mfns[at200 + k].Value);
+            Assert.Equal(0x1c00UL + (ulong)k, mfns[at400 + k].Value);
+        }
+        // The rest keep the allocator's descending order: 0x1bff first, for pfn 0.
+        Assert.Equal(0x1bffUL, mfns[0].Value);
+        Assert.Equal(0x1bfeUL, mfns[1].Value);
+        Assert.Equal(mfns.Length, mfns.Select(m => m.Value).Distinct().Count());
+        Assert.Equal(0x1a60UL, mfns.Min(m => m.Value));
     }
 
     [Fact]

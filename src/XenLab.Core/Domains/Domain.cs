@@ -96,12 +96,16 @@ public sealed class Domain
         ulong want = Math.Min(Config.MemoryMiB << (20 - Page.Shift), MaxPages);
         var mfns = new Mfn[want];
         _machine.Allocate(mfns);                          // all or nothing
+        var pfns = new ulong[want];
         ulong i = 0;
         foreach (ulong pfn in E820.RamPfns())
         {
             if (i == want) break;
-            P2m.SetMfn(pfn, mfns[i++]);
+            pfns[i++] = pfn;
         }
+        // ARM guests are populated in 2 MiB extents where possible, so stage 2 can map blocks.
+        if (Config.Paging == PagingModeKind.Arm) Paging.Arm.BlockPlacement.ArrangeForBlocks(pfns, mfns);
+        for (ulong k = 0; k < want; k++) P2m.SetMfn(pfns[k], mfns[k]);
         _populatedPages = want;
         Counters.Add(PerfCounter.P2mSet, (long)want);
         foreach (var region in E820.NonRamRegions())

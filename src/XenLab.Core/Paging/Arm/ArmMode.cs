@@ -54,9 +54,8 @@ public sealed class ArmMode : IPagingMode
             // Every second-level table the p2m grows is slotted into the window as it appears,
             // while the domain holds a slice (only while it is tracing).
             s2.SecondLevelCreated = (i, table) => { if (_slice is { } s && i < s.Slots) s.Window.MapSlot(s, i, table); };
-            // RAM gets leaves now; identity (MMIO) gfns get mmio_direct on first touch.
-            foreach (var (pfn, mfn) in domain.P2m.EnumerateRam())
-                s2.Set(pfn, Stage2Entry.Leaf(mfn.Value, domain.GetP2mType(pfn)));
+            // RAM gets leaves (2 MiB blocks where it can) now; identity (MMIO) gfns get mmio_direct on first touch.
+            MapRam(domain, s2);
         }
         catch
         {
@@ -66,6 +65,40 @@ public sealed class ArmMode : IPagingMode
         _s2 = s2;
         _slice = null;
         _traced.Clear();
+    }
+
+    /// <summary>
+    /// Maps every RAM gfn: a run of 512 starting 2 MiB-aligned, contiguous and 2 MiB-aligned in
+    /// machine memory and of one p2m type becomes one block, the rest 4 KiB leaves.
+    /// </summary>
+    private static void MapRam(Domain domain, Stage2Table s2)
+    {
+        var ram = new List<(ulong Pfn, Mfn Mfn)>(domain.P2m.EnumerateRam());
+        for (int i = 0; i < ram.Count;)
+        {
+            var (pfn, mfn) = ram[i];
+            var type = domain.GetP2mType(pfn);
+            if (IsBlockRun(domain, ram, i, type))
+            {
+                s2.MapBlock(pfn, Stage2Entry.Leaf(mfn.Value, type));
+                i += 512;
+                continue;
+            }
+            s2.Set(pfn, Stage2Entry.Leaf(mfn.Value, type));
+            i++;
+        }
+    }
+
+    private static bool IsBlockRun(Domain domain, List<(ulong Pfn, Mfn Mfn)> ram, int i, P2mType type)
+    {
+        var (pfn, mfn) = ram[i];
+        if ((pfn & 511) != 0 || (mfn.Value & 511) != 0 || i + 511 >= ram.Count) return false;
+        for (int k = 1; k < 512; k++)
+        {
+            var (p, m) = ram[i + k];
+            if (p != pfn + (ulong)k || m.Value != mfn.Value + (ulong)k || domain.GetP2mType(p) != type) return false;
+        }
+        return true;
     }
 
     public void Detach()
@@ -241,6 +274,14 @@ public sealed class ArmMode : IPagingMode
             return AbortOutcome.Retry;
         }
         var where = FindLeaf(gfn, counters);
+        if (where.ArmLevel == 2 && Stage2Entry.IsBlock(where.Value))
+        {
+            // A write-protected block (tracing, or a type set on all of it): split it on this
+            // first write and go on with the new table's leaf; the other 511 stay protected.
+            var table = _s2!.SplitBlock(gfn);
+            int i = (int)(gfn & 511);
+            where = new Stage2LeafRef(table, i, _domain.Machine.ReadUInt64(table, i * 8), 3);
+        }
         ulong e = where.Value;
         if (traced && !Stage2Entry.IsDirty(e))
         {
@@ -406,6 +447,11 @@ public sealed class ArmMode : IPagingMode
         bool flush = false;
         for (ulong gfn = startGfn; gfn < endGfn; gfn++)
         {
+            if ((gfn & 511) == 0 && gfn + 512 <= endGfn && TryRefreshBlock(gfn, ref flush))
+            {
+                gfn += 511;
+                continue;
+            }
             ulong have = _s2!.Peek(gfn);
             ulong want = Expected(gfn, resetDirty ? have & ~Stage2Entry.Dirty : have);
             // An mmio_direct leaf is populated lazily: keep it only while the gfn is still identity.
@@ -418,6 +464,32 @@ public sealed class ArmMode : IPagingMode
             if (!upgrade) flush = true;
         }
         if (flush && allowFlush) _domain.FlushAllTlbs();       // TLBI VMALLS12E1IS: combined entries carry stage-2 rights
+    }
+
+    /// <summary>
+    /// A whole block inside the range: if the 512 leaves wanted are still one block's pages
+    /// (tracing starting or stopping changes only S2AP write on all of them), rewrite the block
+    /// and split nothing. False leaves the gfns to the per-page path (which splits if it must).
+    /// </summary>
+    private bool TryRefreshBlock(ulong first, ref bool flush)
+    {
+        var where = _s2!.Locate(first);
+        if (where.ArmLevel != 2 || !Stage2Entry.IsBlock(where.Value)) return false;
+        ulong block = where.Value;
+        ulong want0 = Expected(first, Stage2Entry.PageOf(block, first));
+        if (!Stage2Entry.IsValid(want0) || (Stage2Entry.FrameOf(want0) & 511) != 0) return false;
+        ulong wantBlock = Stage2Entry.BlockOf(want0);
+        for (ulong k = 1; k < 512; k++)
+        {
+            ulong g = first + k;
+            if (Expected(g, Stage2Entry.PageOf(block, g)) != Stage2Entry.PageOf(wantBlock, g)) return false;
+        }
+        if (wantBlock == block) return true;
+        _domain.Machine.WriteUInt64(where.Table, where.Index * 8, wantBlock);
+        bool upgrade = Stage2Entry.FrameOf(block) == Stage2Entry.FrameOf(wantBlock)
+            && !((block & Stage2Entry.S2apWrite) != 0 && (wantBlock & Stage2Entry.S2apWrite) == 0);
+        if (!upgrade) flush = true;
+        return true;
     }
 
     /// <summary>The leaf a RAM gfn should have (keeping the dirty bit of <paramref name="have"/> while traced); 0 for anything else.</summary>

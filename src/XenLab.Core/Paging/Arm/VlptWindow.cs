@@ -328,7 +328,11 @@ public sealed class VlptWindow
         ulong e2 = _machine.ReadUInt64(f2, o2);
         counters.Inc(PerfCounter.VlptMemRef);
         if (!Stage2Entry.IsValid(e2)) return new Stage2LeafRef(Mfn.Invalid, o2 / 8, 0, 2);
-        if (Stage2Entry.IsBlock(e2)) return new Stage2LeafRef(f2, o2 / 8, e2, 2);
+        if (Stage2Entry.IsBlock(e2))
+        {
+            counters.Inc(PerfCounter.VlptSuperpageLookup);             // found one level up: no leaf read
+            return new Stage2LeafRef(f2, o2 / 8, e2, 2);
+        }
         if (!TryTranslate(slice.LeafVa(gfn), out var f3, out int o3))
             return new Stage2LeafRef(Mfn.Invalid, 0, 0, 3);
         ulong e3 = _machine.ReadUInt64(f3, o3);
