@@ -101,8 +101,10 @@ public readonly record struct VramQueryResult(ulong BeginPfn, ulong Pages, byte[
     {
         get
         {
+            // A byte's population count at a time (bits past Pages are never set).
             int n = 0;
-            for (ulong i = 0; i < Pages; i++) if ((Bitmap[i >> 3] & (1 << (int)(i & 7))) != 0) n++;
+            int bytes = (int)((Pages + 7) / 8);
+            for (int i = 0; i < bytes; i++) n += System.Numerics.BitOperations.PopCount(Bitmap[i]);
             return n;
         }
     }

@@ -115,12 +115,16 @@ public sealed class Domain
                 if (want > _machine.FreeFrames) throw new MachineMemoryExhaustedException(want, _machine.FreeFrames);
                 var mfns = new Mfn[want];
                 _machine.Allocate(mfns);                          // all or nothing
+                var pfns = new ulong[want];
                 ulong i = 0;
                 foreach (ulong pfn in E820.RamPfns())
                 {
                     if (i == want) break;
-                    P2m.SetMfn(pfn, mfns[i++]);
+                    pfns[i++] = pfn;
                 }
+                // ARM guests are populated in 2 MiB extents where possible, so stage 2 can map blocks.
+                if (Config.Paging == PagingModeKind.Arm) Paging.Arm.BlockPlacement.ArrangeForBlocks(pfns, mfns);
+                for (ulong k = 0; k < want; k++) P2m.SetMfn(pfns[k], mfns[k]);
                 _populatedPages = want;
                 Counters.Add(PerfCounter.P2mSet, (long)want);
                 key = Config.E820 is null ? "mmio_hole" : "e820";
