@@ -90,17 +90,43 @@ public sealed class Domain
     /// <summary>Machine frames the paging mode holds for this domain (EPT, stage-2 tables, shadow pool).</summary>
     public ulong PagingFrames => Mode?.FramesHeld ?? 0;
 
+    /// <summary>Reports and stops a build in progress; nothing once built (later mode switches run to the end).</summary>
+    private Progress.ProgressReporter _build = Progress.ProgressReporter.None;
+
+    /// <summary>Pages between two safe points of a build (populating, or a paging mode mapping RAM).</summary>
+    internal const int BuildStepPages = 1 << 16;
+
+    /// <summary>
+    /// A safe point of a build: <paramref name="pagesMapped"/> pages of RAM now have paging-mode
+    /// entries. Throws OperationCanceledException when a stop was asked for; XenHost then destroys
+    /// the half-built domain, so a stopped build leaves nothing allocated or registered.
+    /// </summary>
+    internal void BuildCheckpoint(ulong pagesMapped) => _build.Step((long)(_populatedPages + pagesMapped));
+
     /// <summary>Build: populate the first <c>memory</c> RAM pfns with descending mfns, then install identity.</summary>
-    internal void Build()
+    internal void Build(Progress.ProgressReporter? progress = null)
     {
         ulong want = Math.Min(Config.MemoryMiB << (20 - Page.Shift), MaxPages);
+        _build = progress ?? Progress.ProgressReporter.None;
+        // Populating is one half of the work, the paging mode mapping every page the other.
+        _build.Begin($"Building domain '{Name}' ({want} pages, {Config.Paging.ToString().ToLowerInvariant()})", (long)want * 2, "page");
         var mfns = new Mfn[want];
         _machine.Allocate(mfns);                          // all or nothing
         ulong i = 0;
-        foreach (ulong pfn in E820.RamPfns())
+        try
         {
-            if (i == want) break;
-            P2m.SetMfn(pfn, mfns[i++]);
+            foreach (ulong pfn in E820.RamPfns())
+            {
+                if (i == want) break;
+                P2m.SetMfn(pfn, mfns[i++]);
+                if ((i & (BuildStepPages - 1)) == 0) _build.Step((long)i);
+            }
+        }
+        catch
+        {
+            // Stopped while populating: Destroy frees what the p2m holds, the rest is freed here.
+            for (ulong j = i; j < want; j++) _machine.Free(mfns[j]);
+            throw;
         }
         _populatedPages = want;
         Counters.Add(PerfCounter.P2mSet, (long)want);
@@ -116,6 +142,8 @@ public sealed class Domain
         if (mode.GuestFormat != Kernel.Format) Kernel.ConvertTables(mode.GuestFormat);
         mode.Attach(this);
         Mode = mode;
+        _build.Complete((long)want * 2);
+        _build = Progress.ProgressReporter.None;
     }
 
     /// <summary>

@@ -38,8 +38,12 @@ public sealed class XenHost
     /// </summary>
     public int ContextSwitch(Domain? from, Domain to) => VlptWindow.ContextSwitch(from, to);
 
-    /// <summary>Builds a domain; on any failure nothing is left allocated or registered.</summary>
-    public Domain CreateDomain(DomainConfig config)
+    /// <summary>
+    /// Builds a domain; on any failure nothing is left allocated or registered. A big build reports
+    /// its progress and can be stopped every 64 Ki pages (OperationCanceledException): a stopped
+    /// build leaves nothing behind either.
+    /// </summary>
+    public Domain CreateDomain(DomainConfig config, IProgress<Progress.LabProgress>? progress = null, System.Threading.CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
@@ -48,7 +52,7 @@ public sealed class XenHost
         var domain = new Domain(_nextDomid, config.Clone(), Machine) { Host = this };
         try
         {
-            domain.Build();
+            domain.Build(progress is null && !cancel.CanBeCanceled ? null : new Progress.ProgressReporter(progress, cancel));
         }
         catch
         {

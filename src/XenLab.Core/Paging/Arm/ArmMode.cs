@@ -58,8 +58,12 @@ public sealed class ArmMode : IPagingMode
                 s2.SecondLevelCreated = (i, table) => { if (i < mine.Slots) window.MapSlot(mine, i, table); };
             }
             // RAM gets leaves now; identity (MMIO) gfns get mmio_direct on first touch.
+            ulong mapped = 0;
             foreach (var (pfn, mfn) in domain.P2m.EnumerateRam())
+            {
                 s2.Set(pfn, Stage2Entry.Leaf(mfn.Value, domain.GetP2mType(pfn)));
+                if ((++mapped & (Domain.BuildStepPages - 1)) == 0) domain.BuildCheckpoint(mapped);   // a big build can be stopped here
+            }
         }
         catch
         {
