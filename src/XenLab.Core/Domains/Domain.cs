@@ -97,12 +97,26 @@ public sealed class Domain
     /// <summary>Machine frames the paging mode holds for this domain (EPT, stage-2 tables, shadow pool).</summary>
     public ulong PagingFrames => Mode?.FramesHeld ?? 0;
 
+    /// <summary>Reports and stops a build in progress; nothing once built (later mode switches run to the end).</summary>
+    private Progress.ProgressReporter _build = Progress.ProgressReporter.None;
+
+    /// <summary>Pages between two safe points of a build (populating, or a paging mode mapping RAM).</summary>
+    internal const int BuildStepPages = 1 << 16;
+
+    /// <summary>
+    /// A safe point of a build: <paramref name="pagesMapped"/> pages of RAM now have paging-mode
+    /// entries. Throws OperationCanceledException when a stop was asked for; XenHost then destroys
+    /// the half-built domain, so a stopped build leaves nothing allocated or registered.
+    /// </summary>
+    internal void BuildCheckpoint(ulong pagesMapped) => _build.Step((long)(_populatedPages + pagesMapped));
+
     /// <summary>
     /// Build: populate memory (HVM-style: the first <c>memory</c> E820 RAM pfns; PV-style: pfns
     /// 0..N-1 then 2.6.39's xen_memory_setup), install identity from the E820, then the rest.
     /// </summary>
-    internal void Build()
+    internal void Build(Progress.ProgressReporter? progress = null)
     {
+        _build = progress ?? Progress.ProgressReporter.None;
         // Each step names the configuration key it realises, so that a failure (host memory
         // exhausted, identity over RAM, ...) can point at that key in the file it came from.
         string key = "memory";
@@ -113,6 +127,8 @@ public sealed class Domain
             {
                 ulong want = Math.Min(Config.MemoryMiB << (20 - Page.Shift), MaxPages);
                 if (want > _machine.FreeFrames) throw new MachineMemoryExhaustedException(want, _machine.FreeFrames);
+                // Populating is one half of the work, the paging mode mapping every page the other.
+                _build.Begin($"Building domain '{Name}' ({want} pages, {Config.Paging.ToString().ToLowerInvariant()})", (long)want * 2, "page");
                 var mfns = new Mfn[want];
                 _machine.Allocate(mfns);                          // all or nothing
                 var pfns = new ulong[want];
@@ -124,7 +140,21 @@ public sealed class Domain
                 }
                 // ARM guests are populated in 2 MiB extents where possible, so stage 2 can map blocks.
                 if (Config.Paging == PagingModeKind.Arm) Paging.Arm.BlockPlacement.ArrangeForBlocks(pfns, mfns);
-                for (ulong k = 0; k < want; k++) P2m.SetMfn(pfns[k], mfns[k]);
+                ulong k = 0;
+                try
+                {
+                    for (; k < want; k++)
+                    {
+                        P2m.SetMfn(pfns[k], mfns[k]);
+                        if (((k + 1) & (BuildStepPages - 1)) == 0) _build.Step((long)(k + 1));
+                    }
+                }
+                catch
+                {
+                    // Stopped while populating: Destroy frees what the p2m holds, the rest is freed here.
+                    for (ulong j = k + 1; j < want; j++) _machine.Free(mfns[j]);
+                    throw;
+                }
                 _populatedPages = want;
                 Counters.Add(PerfCounter.P2mSet, (long)want);
                 key = Config.E820 is null ? "mmio_hole" : "e820";
@@ -149,11 +179,16 @@ public sealed class Domain
             if (mode.GuestFormat != Kernel.Format) Kernel.ConvertTables(mode.GuestFormat);
             mode.Attach(this);
             Mode = mode;
+            _build.Complete((long)_populatedPages * 2);
         }
         catch (XenLabException e) when (e.ConfigKey is null)
         {
             e.ConfigKey = key;
             throw;
+        }
+        finally
+        {
+            _build = Progress.ProgressReporter.None;
         }
     }
 

@@ -74,8 +74,10 @@ public sealed class ArmMode : IPagingMode
     private static void MapRam(Domain domain, Stage2Table s2)
     {
         var ram = new List<(ulong Pfn, Mfn Mfn)>(domain.P2m.EnumerateRam());
+        int checkpoint = Domain.BuildStepPages;
         for (int i = 0; i < ram.Count;)
         {
+            if (i >= checkpoint) { domain.BuildCheckpoint((ulong)i); checkpoint += Domain.BuildStepPages; }   // a big build can be stopped here
             var (pfn, mfn) = ram[i];
             var type = domain.GetP2mType(pfn);
             if (IsBlockRun(domain, ram, i, type))

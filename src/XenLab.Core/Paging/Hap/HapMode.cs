@@ -45,8 +45,12 @@ public sealed class HapMode : IPagingMode
         try
         {
             // RAM gets leaves now; identity (MMIO) gfns get mmio_direct on first touch.
+            ulong mapped = 0;
             foreach (var (pfn, mfn) in domain.P2m.EnumerateRam())
+            {
                 ept.Set(pfn, EptEntry.Leaf(mfn.Value, domain.GetP2mType(pfn)));
+                if ((++mapped & (Domain.BuildStepPages - 1)) == 0) domain.BuildCheckpoint(mapped);   // a big build can be stopped here
+            }
         }
         catch
         {
