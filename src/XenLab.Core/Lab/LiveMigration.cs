@@ -7,6 +7,7 @@
 using System;
 using System.Collections.Generic;
 using XenLab.Diagnostics;
+using XenLab.Dirty;
 using XenLab.Domains;
 using XenLab.Guest;
 using XenLab.Memory;
@@ -20,6 +21,9 @@ public sealed record MigrationRound(int Round, long PagesSent, long GuestWrites,
 
 public sealed record MigrationResult(string DomainName, string Mode, IReadOnlyList<MigrationRound> Rounds, bool Converged, long PagesSent, long StopAndCopyPages, string Why)
 {
+    /// <summary>The log-dirty bitmap read (and cleaned) at the end of each round: what the next round sends.</summary>
+    public IReadOnlyList<DirtyLogView> DirtyLogs { get; init; } = Array.Empty<DirtyLogView>();
+
     public override string ToString() =>
         $"{DomainName} ({Mode}): {Rounds.Count} pre-copy round(s), {PagesSent} pages sent, stop-and-copy of {StopAndCopyPages}: {Why}";
 }
@@ -48,6 +52,7 @@ public static class LiveMigration
 
         var rng = new Random(seed);
         var rounds = new List<MigrationRound>();
+        var logs = new List<DirtyLogView>();
         bool wasEnabled = d.LogDirty.Enabled;
         d.LogDirty.Enable();
         d.LogDirty.Read(clean: true);                                   // start from a clean log
@@ -73,6 +78,7 @@ public static class LiveMigration
             total += toSend;
             var log = d.LogDirty.Read(clean: true);
             rounds.Add(new MigrationRound(round, toSend, writes, log.DirtyPages, d.Counters[PerfCounter.LogDirtyFault] - faultsBefore));
+            logs.Add(log);
             toSend = log.DirtyPages;
             if (toSend <= stopAt) { converged = true; why = $"dirty set down to {toSend} page(s) (<= {stopAt})"; break; }
             if (toSend < best) { best = toSend; stalls = 0; }
@@ -82,6 +88,6 @@ public static class LiveMigration
         // Stop-and-copy: the guest is paused, what is dirty goes over once.
         total += toSend;
         if (!wasEnabled) d.LogDirty.Disable();
-        return new MigrationResult(d.Name, d.PagingMode.ToString(), rounds, converged, total, toSend, why);
+        return new MigrationResult(d.Name, d.PagingMode.ToString(), rounds, converged, total, toSend, why) { DirtyLogs = logs };
     }
 }
