@@ -126,7 +126,7 @@ public static class DirtyMapPicture
         string title = $"Log-dirty bitmap of {migration.DomainName} ({migration.Mode}) per pre-copy round: "
             + (migration.Converged ? "converged" : "did not converge") + string.Create(CultureInfo.InvariantCulture, $", {migration.PagesSent} pages sent");
         using var bmp = Draw(title, pfns, maps);
-        return PictureKit.Save(bmp, path, "DirtyMap");
+        return PictureKit.Save(bmp, path, "DirtyMap") with { DomainName = migration.DomainName };
     }
 
     /// <summary>One panel: a log read now (Get-XenDirtyLog).</summary>
@@ -134,6 +134,6 @@ public static class DirtyMapPicture
     {
         ArgumentNullException.ThrowIfNull(log);
         using var bmp = Draw($"Log-dirty bitmap of {log.DomainName}", log.Pfns, new[] { (log.Cleaned ? "read and cleaned" : "peeked", log.Bitmap) });
-        return PictureKit.Save(bmp, path, "DirtyMap");
+        return PictureKit.Save(bmp, path, "DirtyMap") with { DomainName = log.DomainName };
     }
 }

@@ -10,6 +10,9 @@ namespace XenLab.Pictures;
 /// <summary>A picture written to disk: where, how big.</summary>
 public sealed record PictureView(string Kind, string Path, int Width, int Height, long Bytes)
 {
+    /// <summary>The domain drawn; empty for a chart of several.</summary>
+    public string DomainName { get; init; } = "";
+
     public override string ToString() => $"{Path}: {Kind}, {Width}x{Height}, {Bytes} bytes";
 }
 

@@ -216,6 +216,6 @@ public static class WalkPicture
         var view = TranslationView.Of(d, vcpu, va, AccessKind.Read);
         Func<ulong, bool>? cached = d.Mode is HapMode hap ? gfn => hap.IsNestedWalkCached(vcpu, gfn) : null;
         using var bmp = Draw(Layout(view, cached));
-        return PictureKit.Save(bmp, path, "Walk");
+        return PictureKit.Save(bmp, path, "Walk") with { DomainName = d.Name };
     }
 }
