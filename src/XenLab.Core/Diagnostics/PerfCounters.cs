@@ -186,7 +186,7 @@ public static class PerfCounterInfo
         ("vlpt_tlb_flush", "hypervisor TLB maintenance for the VLPT window"),
         ("arm_dirty_bit_set", "stage-2 leaves marked dirty in their software (avail) bit"),
         ("stage2_pages", "stage-2 table pages allocated"),
-        ("log_dirty_fault", "first writes to armed pages noticed (log-dirty or type-tracked VRAM)"),
+        ("log_dirty_fault", "first writes to armed pages noticed (log-dirty, or VRAM tracked by type or by ARM stage-2 tracing)"),
         ("log_dirty_peek", "log-dirty bitmaps read without cleaning"),
         ("log_dirty_clean", "log-dirty bitmaps read and cleaned"),
         ("vram_query", "track_dirty_vram calls"),
