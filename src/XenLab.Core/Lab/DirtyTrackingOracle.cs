@@ -45,7 +45,7 @@ public enum OracleOpKind : byte
 public readonly record struct OracleOp(OracleOpKind Kind, int A, int B, int C, int D);
 
 /// <summary>One mode/strategy combination the oracle runs.</summary>
-public sealed record OracleVariant(string Name, PagingModeKind Mode, PagingOptions Options, VramStrategy Strategy)
+public sealed record OracleVariant(string Name, PagingModeKind Mode, PagingOptions Options, VramStrategy Strategy, ulong? ShadowMemoryMiB = null)
 {
     public override string ToString() => Name;
 }
@@ -89,6 +89,7 @@ public static class DirtyTrackingOracle
         new OracleVariant("shadow oos=off/backlinks", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.Off }, VramStrategy.BackLinks),
         new OracleVariant("shadow oos=nosnapshot/backlinks", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.NoSnapshot }, VramStrategy.BackLinks),
         new OracleVariant("shadow oos=snapshot/backlinks", PagingModeKind.Shadow, PagingOptions.Default, VramStrategy.BackLinks),
+        new OracleVariant("shadow oos=snapshot/backlinks, 1 MiB pool", PagingModeKind.Shadow, PagingOptions.Default, VramStrategy.BackLinks, ShadowMemoryMiB: 1),
         new OracleVariant("shadow oos=snapshot/dbit", PagingModeKind.Shadow, PagingOptions.Default, VramStrategy.DirtyBit),
         new OracleVariant("shadow oos=off/dbit", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.Off }, VramStrategy.DirtyBit),
         new OracleVariant("shadow oos=snapshot/types", PagingModeKind.Shadow, PagingOptions.Default, VramStrategy.Tracker),
@@ -269,6 +270,7 @@ internal sealed class OracleRun : IDisposable
         c.Paging = variant.Mode;
         c.PagingOptions = variant.Options;
         c.VramStrategy = variant.Strategy;
+        if (variant.ShadowMemoryMiB is { } pool) c.ShadowMemoryMiB = pool;
         c.Workload = null;
         _host = new XenHost();
         _d = _host.CreateDomain(c);
