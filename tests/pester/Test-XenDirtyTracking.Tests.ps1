@@ -49,6 +49,19 @@ Describe 'Test-XenDirtyTracking' -Tag 'XenLab', 'Test-XenDirtyTracking' {
             (Test-XenDirtyTracking -Mode Hap -Strategy Tracker -Steps 400 -NoModeSwitch).ModeSwitches | Should -Be 0
         }
 
+        It 'stops between two operations when the pipeline is stopped' {
+            $ps = [powershell]::Create()
+            $null = $ps.AddScript("Import-Module '$((Join-Path $PSScriptRoot '../../XenLab.psd1'))'; Test-XenDirtyTracking -Steps 100000000")
+            $async = $ps.BeginInvoke()
+            Start-Sleep -Seconds 2
+            $watch = [Diagnostics.Stopwatch]::StartNew()
+            $ps.Stop()
+            $watch.Elapsed.TotalSeconds | Should -BeLessThan 10
+            $async.IsCompleted | Should -BeTrue
+            $ps.InvocationStateInfo.State | Should -Be 'Stopped'
+            $ps.Dispose()
+        }
+
         It 'shows a table with the variant and what it missed' {
             $text = Test-XenDirtyTracking -Mode Arm -Strategy Memcmp -Steps 20 | Out-String
             $text | Should -Match 'Variant\s+Seed\s+Steps\s+Missed'
