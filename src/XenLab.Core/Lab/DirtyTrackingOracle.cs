@@ -186,22 +186,25 @@ public static class DirtyTrackingOracle
         var current = new List<OracleOp>(ops);
         int replays = 0;
         var deadline = Stopwatch.StartNew();
-        for (int chunk = Math.Max(1, current.Count / 2); chunk >= 1; chunk /= 2)
+        bool Pass(int chunk, int stride)
         {
-            bool removedAny = true;
-            while (removedAny)
+            bool removedAny = false;
+            for (int start = 0; start + chunk <= current.Count - 1; )   // the failing (last) operation stays
             {
-                removedAny = false;
-                for (int start = 0; start + chunk <= current.Count - 1; )   // the failing (last) operation stays
-                {
-                    if (replays++ >= maxReplays || deadline.Elapsed.TotalSeconds > 60 || (stop?.Invoke() ?? false)) return current;
-                    var trial = new List<OracleOp>(current);
-                    trial.RemoveRange(start, chunk);
-                    if (Replay(config, variant, trial, audit) == kind) { current = trial; removedAny = true; }
-                    else start += chunk;
-                }
+                if (replays++ >= maxReplays || deadline.Elapsed.TotalSeconds > 60 || (stop?.Invoke() ?? false)) return false;
+                var trial = new List<OracleOp>(current);
+                trial.RemoveRange(start, chunk);
+                if (Replay(config, variant, trial, audit) == kind) { current = trial; removedAny = true; }
+                else start += stride;
             }
+            return removedAny;
         }
+        for (int chunk = Math.Max(1, current.Count / 2); chunk >= 1; chunk /= 2)
+            while (Pass(chunk, chunk)) { }
+        // Operations that only matter in pairs (log-dirty on then off) go together: slide small windows.
+        if (current.Count <= 200)
+            for (int chunk = 2; chunk <= 3; chunk++)
+                while (Pass(chunk, 1)) { }
         return current;
     }
 
