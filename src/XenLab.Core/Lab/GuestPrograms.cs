@@ -140,7 +140,7 @@ public static class GuestPrograms
     {
         ArgumentNullException.ThrowIfNull(w);
         int count = frames ?? w.Frames;
-        if (count < 1 || count > MaxFrames) throw new InvalidConfigurationException($"A workload runs 1 to {MaxFrames} frames, not {count}.");
+        if (count < 0 || count > MaxFrames) throw new InvalidConfigurationException($"A workload runs 0 to {MaxFrames} frames (0 loads it only), not {count}.");
         LoadWorkload(d, w);
         foreach (var fb in d.Framebuffers) DirtyViews.Query(d, fb.Name, peek: false);   // start tracking: frame 0 is the first real one
         var list = new List<FrameReport>();
