@@ -86,6 +86,25 @@ Describe 'New-XenDomain' -Tag 'XenLab', 'New-XenDomain' {
             Get-XenDomain -Name pester-new-bad -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         }
 
+        It 'reports a deeply nested file as a ParserError at the level too deep, and PowerShell lives on' {
+            # 80 KB of '[' overflowed the stack inside the YAML parser and killed pwsh.
+            $file = Join-Path $TestDrive 'deep.yaml'
+            Set-Content -Path $file -Value ("name: pester-new-deep`nmemory: " + ('[' * 80000))
+            New-XenDomain -Path $file -ErrorVariable err -ErrorAction SilentlyContinue | Out-Null
+            $err[0].FullyQualifiedErrorId | Should -BeLike 'ConfigFile,*'
+            $err[0].Exception.Message | Should -BeLike '*deep.yaml(2,40)*nested more than 32 deep*'
+            Get-XenDomain -Name pester-new-deep -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        }
+
+        It 'names the position of the key a build error came from, keeping its ErrorId' {
+            $file = Join-Path $TestDrive 'hole.yaml'
+            Set-Content -Path $file -Value "name: pester-new-hole`nmemory: 64`nidentity:`n  - { start: 0x200000, size: 4K }"
+            New-XenDomain -Path $file -ErrorVariable err -ErrorAction SilentlyContinue | Out-Null
+            $err[0].FullyQualifiedErrorId | Should -BeLike 'InvalidConfiguration,*'
+            $err[0].Exception.Message | Should -BeLike '*hole.yaml(4,5): Identity range*covers populated RAM*'
+            Get-XenDomain -Name pester-new-hole -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        }
+
         It 'reports a missing file as ObjectNotFound' {
             { New-XenDomain -Path (Join-Path $TestDrive 'none.yaml') -ErrorAction Stop } | Should -Throw -ErrorId 'ConfigFileNotFound,*'
         }

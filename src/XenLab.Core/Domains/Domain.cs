@@ -445,6 +445,7 @@ public sealed class Domain
             throw new InvalidConfigurationException($"p2m type {P2mTypeInfo.Name(to)} cannot be set on RAM; use ram_rw, ram_ro or ram_logdirty.");
         endGfn = Math.Min(endGfn, P2mTree.MaxPfn);                    // nothing is RAM beyond the tree's reach
         int n = 0;
+        ulong lo = ulong.MaxValue, hi = 0;
         for (ulong g = startGfn; g < endGfn; g++)
         {
             // A leaf page the tree shares (missing or identity) holds no RAM: skip all of it.
@@ -456,27 +457,35 @@ public sealed class Domain
             if (P2mTree.Classify(P2m.Get(g)) != P2mEntryKind.Ram || Types.Get(P2m, g) != from) continue;
             Types.Set(g, to);
             n++;
+            lo = Math.Min(lo, g);
+            hi = g;
         }
         if (n == 0) return 0;
         Counters.Add(PerfCounter.P2mTypeChange, n);
         Trace.Add(TraceKind.P2mTypeChange, -1, 0, startGfn, endGfn, (ulong)n, P2mTypeInfo.Transition(from, to));
-        Mode?.OnP2mChanged(startGfn, endGfn, flush);
+        Mode?.OnP2mChanged(lo, hi + 1, flush);                        // the span that changed, not the span asked
         return n;
     }
 
-    /// <summary>The same for a list of gfns (ascending).</summary>
+    /// <summary>The same for a list of gfns (in any order; the mode is told the span they cover).</summary>
     public int ChangeP2mTypes(IReadOnlyList<ulong> gfns, P2mType from, P2mType to, bool flush)
     {
+        ArgumentNullException.ThrowIfNull(gfns);
+        if (to is not (P2mType.RamRw or P2mType.RamRo or P2mType.RamLogDirty))
+            throw new InvalidConfigurationException($"p2m type {P2mTypeInfo.Name(to)} cannot be set on RAM; use ram_rw, ram_ro or ram_logdirty.");
         int n = 0;
+        ulong lo = ulong.MaxValue, hi = 0;
         foreach (ulong g in gfns)
         {
             if (P2mTree.Classify(P2m.Get(g)) != P2mEntryKind.Ram || Types.Get(P2m, g) != from) continue;
             Types.Set(g, to);
             n++;
+            lo = Math.Min(lo, g);
+            hi = Math.Max(hi, g);
         }
         if (n == 0) return 0;
         Counters.Add(PerfCounter.P2mTypeChange, n);
-        Mode?.OnP2mChanged(gfns[0], gfns[^1] + 1, flush);
+        Mode?.OnP2mChanged(lo, hi + 1, flush);
         return n;
     }
 
@@ -522,6 +531,7 @@ public sealed class Domain
     /// </summary>
     public Framebuffer AddFramebuffer(FramebufferConfig config)
     {
+        ArgumentNullException.ThrowIfNull(config);
         var probe = Config.Clone();
         probe.Framebuffers = new List<FramebufferConfig>(Config.Framebuffers) { config };
         var problems = probe.Problems();

@@ -129,6 +129,7 @@ public sealed class Vcpu
     /// <summary>A translation with every entry it reads, for display; does not use or fill the TLB.</summary>
     public Translation Explain(ulong va, AccessKind access, TranslationTrace trace)
     {
+        ArgumentNullException.ThrowIfNull(trace);
         if (!X86Pte.IsCanonical(va))
         {
             trace.Note($"0x{va:x} is not canonical: #GP before any walk");
