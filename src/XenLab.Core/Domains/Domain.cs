@@ -247,6 +247,21 @@ public sealed class Domain
         return end <= start ? 0 : ReleasePopulated(start, end, PerfCounter.BalloonReleasedAtSetup);
     }
 
+    /// <summary>
+    /// Every pfn a balloon up to the ceiling could populate, in the order it would: HVM builder,
+    /// the E820 RAM pfns not populated, lowest first; PV builder, the balloon list, head first.
+    /// </summary>
+    public IEnumerable<ulong> BalloonCandidatePfns()
+    {
+        if (Config.Builder == DomainBuilder.Pv)
+        {
+            for (int i = _ballooned.Count - 1; i >= 0; i--) yield return _ballooned[i];
+            yield break;
+        }
+        foreach (ulong pfn in E820.RamPfns())
+            if (P2mTree.Classify(P2m.Get(pfn)) != P2mEntryKind.Ram) yield return pfn;
+    }
+
     /// <summary>The PV balloon driver's list, next page to be populated first.</summary>
     public IReadOnlyList<ulong> BalloonedPfnsNextFirst()
     {
