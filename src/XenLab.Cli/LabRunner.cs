@@ -205,7 +205,7 @@ public static class LabRunner
         w.WriteLine(string.Create(inv, $"  pfns answering identity: {t.IdentityPfns} ({t.IdentityPfns * 4 / 1024} MiB)"));
         w.WriteLine();
         var check = BalloonCheck(d);
-        w.WriteLine("Balloon check (seed 004): E820 RAM pfns not populated that the p2m does not answer INVALID");
+        w.WriteLine("Balloon check (seed 004): pfns the balloon would populate that the p2m does not answer INVALID");
         w.WriteLine(check.Count == 0
             ? "  none: ballooning up to maxmem is safe"
             : string.Create(inv, $"  {check.Count} pfn(s), first 0x{check.First:x}: a balloon up into them hits BUG_ON(phys_to_machine_mapping_valid(pfn))"));
@@ -310,7 +310,7 @@ public static class LabRunner
     public static (ulong Count, ulong First) BalloonCheck(Domain d)
     {
         ulong count = 0, first = 0;
-        foreach (ulong pfn in d.E820.RamPfns())
+        foreach (ulong pfn in d.BalloonCandidatePfns())
         {
             ulong e = d.P2m.Get(pfn);
             if (e == P2mTree.InvalidEntry || P2mTree.Classify(e) == P2mEntryKind.Ram) continue;
