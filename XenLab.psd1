@@ -53,6 +53,7 @@
         'Invoke-XenGuestCode'
         'Get-XenVcpu'
         'Step-XenVcpu'
+        'Measure-XenVlpt'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

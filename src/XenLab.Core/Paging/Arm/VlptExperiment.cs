@@ -53,6 +53,8 @@ public sealed record VlptMeasurement(
     long TlbHits, long TlbMisses, long LookupTlbMisses, long Refills, long InvalidationsByAddress, long FullFlushes,
     double Cycles)
 {
+    /// <summary>The domains measured, on the experiment's private host ("vlpt0..vlpt3").</summary>
+    public string DomainName => Domains == 1 ? "vlpt0" : $"vlpt0..vlpt{Domains - 1}";
     /// <summary>Everything the lookups and the slots' upkeep cost, per fault taken (infinite if none).</summary>
     public double CyclesPerFault => Faults == 0 ? double.PositiveInfinity : Cycles / Faults;
     public double CyclesPerSwitch => Cycles / Switches;
