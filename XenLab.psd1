@@ -44,6 +44,8 @@
         'Remove-XenFramebuffer'
         'Mount-XenFramebuffer'
         'Export-XenFramebuffer'
+        'Export-XenPicture'
+        'Export-XenChart'
         'Enable-XenLogDirty'
         'Disable-XenLogDirty'
         'Get-XenDirtyLog'

@@ -74,8 +74,10 @@ public sealed class ArmMode : IPagingMode
     private static void MapRam(Domain domain, Stage2Table s2)
     {
         var ram = new List<(ulong Pfn, Mfn Mfn)>(domain.P2m.EnumerateRam());
+        int checkpoint = Domain.BuildStepPages;
         for (int i = 0; i < ram.Count;)
         {
+            if (i >= checkpoint) { domain.BuildCheckpoint((ulong)i); checkpoint += Domain.BuildStepPages; }   // a big build can be stopped here
             var (pfn, mfn) = ram[i];
             var type = domain.GetP2mType(pfn);
             if (IsBlockRun(domain, ram, i, type))
@@ -288,6 +290,9 @@ public sealed class ArmMode : IPagingMode
         {
             e |= Stage2Entry.Dirty;
             counters.Inc(PerfCounter.ArmDirtyBitSet);
+            // Tracing is how ARM arms log-dirty: this is its log-dirty fault, counted as HAP's
+            // EPT violation on ram_logdirty is (a ram_logdirty page is counted by OnLogDirtyWrite below).
+            if (type != P2mType.RamLogDirty) counters.Inc(PerfCounter.LogDirtyFault);
         }
         if (type == P2mType.RamLogDirty)
         {
