@@ -56,6 +56,7 @@
         'Invoke-XenGuestCode'
         'Get-XenVcpu'
         'Step-XenVcpu'
+        'Measure-XenVlpt'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()
