@@ -38,6 +38,10 @@ public sealed class LabOptions
     public int? Frames { get; set; }
     /// <summary>Write each framebuffer as a PNG per frame here (dirty regions outlined).</summary>
     public string? PngDirectory { get; set; }
+    /// <summary>Write the run's pictures (p2m tree, walks, dirty map, charts) here (Pictures.cs).</summary>
+    public string? PicturesDirectory { get; set; }
+    /// <summary>Run the dirty-tracking oracle (OracleCommand) instead of the lab.</summary>
+    public bool Oracle { get; set; }
     public bool ShowHelp { get; set; }
 
     /// <summary>Parses a command line (see <see cref="XenLabCommandLine"/>); throws <see cref="XenLabException"/> naming what is wrong.</summary>
@@ -94,20 +98,24 @@ public static class LabRunner
             foreach (var (name, value) in r.Counters)
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {name,-26} {value,12}"));
         }
+        List<WorkloadResult>? compared = null;
+        MigrationResult? migration = null;
         if (o.CompareModes)
-            CompareModes(config, o, output, progress, cancel);
+            compared = CompareModes(config, o, output, progress, cancel);
         if (d.Config.Workload is { } workload && !o.CompareModes)
             RunFrames(d, workload, o, output, progress, cancel);
         if (o.MigrateRatio is { } mr)
         {
             output.WriteLine();
-            var m = LiveMigration.PreCopy(d, mr, progress: progress, cancel: cancel);
+            var m = migration = LiveMigration.PreCopy(d, mr, progress: progress, cancel: cancel);
             output.WriteLine($"Pre-copy live migration, {mr.ToString(CultureInfo.InvariantCulture)} guest writes per page sent, paging {m.Mode}");
             output.WriteLine("  round  pages sent  guest writes  dirty after  log-dirty faults");
             foreach (var r in m.Rounds)
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {r.Round,5}  {r.PagesSent,10}  {r.GuestWrites,12}  {r.DirtyAfter,11}  {r.LogDirtyFaults,16}"));
             output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  stop-and-copy: {m.StopAndCopyPages} page(s); {m.PagesSent} sent in all; {(m.Converged ? "converged" : "did not converge")}: {m.Why}"));
         }
+        if (o.PicturesDirectory is not null)
+            CliPictures.Write(o.PicturesDirectory, d, migration, compared, o.HostMemoryBytes, output);
         if (o.WriteConfig)
         {
             output.WriteLine();

@@ -1,5 +1,5 @@
-// xenlab: the headless runner. The command line (options, help, completion) is XenLabCommandLine;
-// progress is drawn only when both standard output and standard error are a terminal.
+// xenlab: the headless runner. The command line (options, help, completion, --oracle) is
+// XenLabCommandLine; progress is drawn only when both standard output and standard error are a terminal.
 using System;
 using XenLab.Cli;
 

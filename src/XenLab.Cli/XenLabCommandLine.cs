@@ -105,6 +105,24 @@ public sealed class XenLabCommandLine
             HelpName = "DIR",
             Description = "Write every framebuffer as a PNG per frame into DIR, dirty regions outlined",
         }, (o, v) => o.PngDirectory = v);
+        Add(new Option<string>("--pictures")
+        {
+            HelpName = "DIR",
+            Description = "Write the run's pictures into DIR: p2m tree, a walk per mode, dirty map and charts",
+        }, (o, v) => o.PicturesDirectory = v);
+
+        // The dirty-tracking oracle (OracleCommand.cs): declared here for help, checking and completion;
+        // with --oracle the run is OracleCommand's, which reads these from the arguments itself.
+        Add(new Option<bool>("--oracle")
+        {
+            Description = "Run the dirty-tracking oracle on a copy of the domain instead (the options below)",
+        }, (o, v) => o.Oracle = v);
+        Add(new Option<long>("--steps") { HelpName = "N", Description = "Oracle: operations per run (default 10000)", CustomParser = Count("--steps", 0L, long.MaxValue) }, (_, _) => { });
+        Add(new Option<long>("--seed") { HelpName = "S", Description = "Oracle: first seed (default 1)", CustomParser = Count("--seed", 0L, int.MaxValue) }, (_, _) => { });
+        Add(new Option<long>("--seeds") { HelpName = "K", Description = "Oracle: run K seeds per variant, in parallel (default 1)", CustomParser = Count("--seeds", 1L, 1024) }, (_, _) => { });
+        Add(new Option<string[]>("--variant") { HelpName = "NAME", Description = "Oracle: only variants whose name contains NAME (repeatable)" }, (_, _) => { });
+        Add(new Option<long>("--audit-every") { HelpName = "N", Description = "Oracle: run the paging audit every N steps (default 16)", CustomParser = Count("--audit-every", 1L, int.MaxValue) }, (_, _) => { });
+        Add(new Option<bool>("--no-switch") { Description = "Oracle: no paging-mode switches among the operations" }, (_, _) => { });
     }
 
     /// <summary>Declares an option and where its value lands in <see cref="LabOptions"/> (only when it was given).</summary>
@@ -142,7 +160,8 @@ public sealed class XenLabCommandLine
     /// <param name="showProgress">Draw progress on <paramref name="error"/> (a terminal); off when output is redirected.</param>
     public Task<int> InvokeAsync(IReadOnlyList<string> args, TextWriter output, TextWriter error, bool showProgress, CancellationToken cancel = default)
     {
-        Root.SetAction((parse, token) => Task.Run(() => Run(ToOptions(parse), output, error, showProgress, token), CancellationToken.None));
+        string[] raw = new List<string>(args).ToArray();
+        Root.SetAction((parse, token) => Task.Run(() => Run(ToOptions(parse), raw, output, error, showProgress, token), CancellationToken.None));
         var config = new InvocationConfiguration
         {
             Output = output,
@@ -166,12 +185,13 @@ public sealed class XenLabCommandLine
         return code;
     }
 
-    private static int Run(LabOptions o, TextWriter output, TextWriter error, bool showProgress, CancellationToken cancel)
+    private static int Run(LabOptions o, string[] args, TextWriter output, TextWriter error, bool showProgress, CancellationToken cancel)
     {
         TerminalProgress? progress = showProgress ? new TerminalProgress(error) : null;
         TextWriter text = progress is null ? output : new ProgressAwareWriter(output, progress);
         try
         {
+            if (o.Oracle) return OracleCommand.Run(args, text);
             return LabRunner.Run(o, text, progress, cancel);
         }
         catch (XenLabException e)
@@ -234,15 +254,21 @@ public sealed class XenLabCommandLine
     private static Func<ArgumentResult, ulong> Size(string option, ulong bareUnit) =>
         r => ParseSize(r, option, r.Tokens[0].Value, bareUnit);
 
-    private static Func<ArgumentResult, int> Count(string option, int min, int max) => r =>
+    private static Func<ArgumentResult, int> Count(string option, int min, int max)
+    {
+        var parse = Count(option, (long)min, max);
+        return r => (int)parse(r);
+    }
+
+    private static Func<ArgumentResult, long> Count(string option, long min, long max) => r =>
     {
         string t = r.Tokens[0].Value;
-        if (!SizeParser.TryParse(t, 1, out ulong v, out _) || v < (ulong)min || v > (ulong)max)
+        if (!SizeParser.TryParse(t, 1, out ulong v, out _) || v > (ulong)long.MaxValue || (long)v < min || (long)v > max)
         {
             r.AddError(string.Create(CultureInfo.InvariantCulture, $"{option}: '{t}' is not a whole number from {min} to {max}."));
             return 0;
         }
-        return (int)v;
+        return (long)v;
     };
 
     private static Func<ArgumentResult, double> Ratio(string option) => r =>

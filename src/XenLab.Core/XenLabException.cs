@@ -12,6 +12,26 @@ public class XenLabException : Exception
 
     /// <summary>A stable identifier a script can match (PowerShell's ErrorId).</summary>
     public virtual string ErrorId => "XenLab";
+
+    /// <summary>
+    /// The configuration key the error is about, as a path ("memory", "framebuffers[1]",
+    /// "identity[0]"), when a check knows it; a domain built from a file turns it into a position.
+    /// </summary>
+    public string? ConfigKey { get; set; }
+
+    /// <summary>Where in a lab file the error points, when it came from one.</summary>
+    public ConfigLocation? Location { get; private set; }
+
+    public override string Message => Location is { } at ? $"{at}: {base.Message}" : base.Message;
+
+    /// <summary>Points the error at a place in a file (once: the first, most precise position wins).</summary>
+    public void Locate(ConfigLocation location) => Location ??= location;
+}
+
+/// <summary>A position in a lab file: file name, 1-based line and column.</summary>
+public sealed record ConfigLocation(string File, long Line, long Column)
+{
+    public override string ToString() => $"{File}({Line},{Column})";
 }
 
 /// <summary>Host machine memory cannot satisfy a request; nothing was allocated.</summary>
@@ -39,17 +59,16 @@ public sealed class InvalidConfigurationException : XenLabException
 public sealed class ConfigFileException : XenLabException
 {
     public ConfigFileException(string file, long line, long column, string message)
-        : base($"{file}({line},{column}): {message}")
+        : base(message)
     {
-        File = file;
-        Line = line;
-        Column = column;
+        Locate(new ConfigLocation(file, line, column));
         Reason = message;
     }
-    public string File { get; }
-    public long Line { get; }
-    public long Column { get; }
+    /// <summary>The message without the position.</summary>
     public string Reason { get; }
+    public string File => Location!.File;
+    public long Line => Location!.Line;
+    public long Column => Location!.Column;
     public override string ErrorId => "ConfigFile";
 }
 

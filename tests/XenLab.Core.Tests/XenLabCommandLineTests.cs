@@ -28,7 +28,8 @@ public class XenLabCommandLineTests
         Assert.Equal("", error);
         Assert.Contains(" [<lab.yaml>] [options]", output);                  // after the executable's name
         foreach (string option in new[] { "--host-memory <SIZE>", "--gfn <GFN>", "--balloon <MIB|max>", "--write-config", "--workload <NAME>",
-                     "--rounds <N>", "--compare-modes", "--migrate <RATIO>", "--frames <N>", "--png <DIR>", "-?, -h, --help" })
+                     "--rounds <N>", "--compare-modes", "--migrate <RATIO>", "--frames <N>", "--png <DIR>", "--pictures <DIR>", "--oracle", "--steps <N>",
+                     "--seeds <K>", "--variant <NAME>", "--audit-every <N>", "--no-switch", "-?, -h, --help" })
             Assert.Contains(option, output);
         Assert.Contains("130 stopped", output);                              // the exit codes are documented
         Assert.Equal(output, new XenLabCommandLine().HelpText());           // what LabRunner prints for ShowHelp
@@ -48,6 +49,7 @@ public class XenLabCommandLineTests
     [InlineData("--frobnicate", "Unknown option '--frobnicate'.")]
     [InlineData("a.yaml b.yaml", "Unrecognized command or argument 'b.yaml'.")]
     [InlineData("--png", "Required argument missing for option: '--png'.")]
+    [InlineData("--oracle --seeds 0", "--seeds: '0' is not a whole number from 1 to 1024.")]
     public void ABadCommandLineIsAClearErrorWithExitCode1AndNoOutput(string args, string message)
     {
         var (code, output, error) = Invoke(args.Split(' '));
@@ -102,6 +104,16 @@ public class XenLabCommandLineTests
     }
 
     private static string[] Lines(string s) => s.Split(new[] { '\n', '\r' }, StringSplitOptions.RemoveEmptyEntries);
+
+    [Fact]
+    public void OracleRunsTheDirtyTrackingOracleWithItsOwnOptions()
+    {
+        var (code, output, error) = Invoke("--oracle", "--steps", "100", "--variant", "hap/types", "--no-switch");
+        Assert.Equal(0, code);
+        Assert.Equal("", error);
+        Assert.Contains("1 variant(s) x 1 seed(s) x 100 step(s), mode switches off", output);
+        Assert.Contains("total: 100 steps, 0 page(s) missed", output);
+    }
 
     [Fact]
     public void ALabErrorIsExitCode2NamingTheProblem()

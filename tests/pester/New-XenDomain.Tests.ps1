@@ -109,8 +109,8 @@ Describe 'New-XenDomain' -Tag 'XenLab', 'New-XenDomain' {
         }
 
         It 'reports running out of host memory as LimitsExceeded and leaves nothing behind' {
-            # The host has 64 GiB: a 512 GiB domain cannot be populated.
-            New-XenDomain -Name pester-new-huge -MemoryMB 524288 -ErrorVariable err -ErrorAction SilentlyContinue | Out-Null
+            # The host has 64 GiB: a domain of about 98 GiB cannot be populated.
+            New-XenDomain -Name pester-new-huge -MemoryMB 100000 -ErrorVariable err -ErrorAction SilentlyContinue | Out-Null
             $err[0].FullyQualifiedErrorId | Should -BeLike 'MachineMemoryExhausted,*'
             $err[0].CategoryInfo.Category | Should -Be 'LimitsExceeded'
             Get-XenDomain -Name pester-new-huge -ErrorAction SilentlyContinue | Should -BeNullOrEmpty

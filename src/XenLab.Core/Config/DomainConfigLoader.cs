@@ -20,8 +20,12 @@ public static class DomainConfigLoader
         "name", "memory", "maxmem", "vcpus", "shadow_memory", "videoram", "paging", "mmio_hole",
         "e820", "identity", "identity_strategy", "framebuffers", "kernel_pt_pages", "tlb_entries",
         "oos", "oos_slots", "shadow_prefetch", "hap_gpa_cache", "arm_leaf_lookup", "vram_strategy", "vram_tlb_flush", "workload",
+        "builder", "type",
     };
     private static readonly string[] WorkloadKeys = { "frames", "budget", "steps" };
+    /// <summary>Instructions per frame: about 1000 s of guest code at 100 M/s, the most one frame may take.</summary>
+    public const ulong MaxBudget = 100_000_000_000;
+    public const int MaxSteps = 256;
     private static readonly string[] StepKeys =
     {
         "kind", "framebuffer", "x", "y", "width", "height", "color", "color_step", "dx", "dy", "lines", "size",
@@ -31,10 +35,22 @@ public static class DomainConfigLoader
     private static readonly string[] IdentityKeys = { "start", "size", "end" };
     private static readonly string[] FramebufferKeys = { "name", "address", "gfn", "width", "height", "bpp", "stride" };
 
+    /// <summary>Largest lab file, in characters (real ones are a few KiB): bounds parse time and memory.</summary>
+    public const int MaxDocumentChars = 1 << 20;
+    /// <summary>Deepest nesting of lists and mappings (a lab file needs 4): YamlDotNet's node model recurses per level.</summary>
+    public const int MaxNestingDepth = 32;
+
     public static DomainConfig LoadFile(string path)
     {
         string text;
-        try { text = File.ReadAllText(path); }
+        try
+        {
+            // Refuse a huge file before reading it (UTF-8 takes at most 4 bytes a character).
+            long bytes = new FileInfo(path).Length;
+            if (bytes > 4L * MaxDocumentChars)
+                throw new ConfigFileException(path, 1, 1, $"the file is {bytes} bytes, more than a lab file may have ({MaxDocumentChars} characters)");
+            text = File.ReadAllText(path);
+        }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new ConfigFileException(path, 0, 0, $"cannot read the file: {e.Message}");
@@ -44,6 +60,7 @@ public static class DomainConfigLoader
 
     public static DomainConfig Load(string yaml, string fileName = "<yaml>")
     {
+        CheckShape(yaml, fileName);
         var stream = new YamlStream();
         try
         {
@@ -63,16 +80,65 @@ public static class DomainConfigLoader
         }
         if (stream.Documents.Count != 1)
             throw new ConfigFileException(fileName, 1, 1, $"expected one YAML document, found {stream.Documents.Count}");
-        var reader = new Reader(fileName);
-        var config = reader.ReadDomain(stream.Documents[0].RootNode);
-        var problems = config.Problems();
+        var root = stream.Documents[0].RootNode;
+        var source = new ConfigSource(fileName, root.Start.Line, root.Start.Column);
+        var reader = new Reader(source);
+        var config = reader.ReadDomain(root);
+        var problems = config.Check();
         if (problems.Count > 0)
         {
-            // Semantic problems are about the document as a whole; point at its root.
-            var root = stream.Documents[0].RootNode;
-            throw new ConfigFileException(fileName, root.Start.Line, root.Start.Column, string.Join("; ", problems));
+            // Each problem points at the key that caused it; the error at the first one's.
+            var at = source.Locate(problems[0].Key);
+            var text = new System.Text.StringBuilder(problems[0].Message);
+            for (int i = 1; i < problems.Count; i++)
+            {
+                var where = source.Locate(problems[i].Key);
+                text.Append("; ");
+                if (where != at) text.Append(CultureInfo.InvariantCulture, $"({where.Line},{where.Column}) ");
+                text.Append(problems[i].Message);
+            }
+            throw new ConfigFileException(fileName, at.Line, at.Column, text.ToString());
         }
+        config.Source = source;
         return config;
+    }
+
+    /// <summary>
+    /// Bounds size and nesting before the node model (which recurses once per level and would
+    /// overflow the stack on thousands of '[') sees the text. The event parser keeps its state
+    /// in a stack object, so reading events is safe at any depth.
+    /// </summary>
+    private static void CheckShape(string yaml, string fileName)
+    {
+        if (yaml.Length > MaxDocumentChars)
+            throw new ConfigFileException(fileName, 1, 1, $"the document is {yaml.Length} characters, more than a lab file may have ({MaxDocumentChars})");
+        int depth = 0;
+        try
+        {
+            var parser = new Parser(new StringReader(yaml));
+            while (parser.MoveNext())
+            {
+                switch (parser.Current)
+                {
+                    case YamlDotNet.Core.Events.SequenceStart or YamlDotNet.Core.Events.MappingStart:
+                        if (++depth > MaxNestingDepth)
+                            throw new ConfigFileException(fileName, parser.Current.Start.Line, parser.Current.Start.Column,
+                                $"lists and mappings are nested more than {MaxNestingDepth} deep here; a lab file needs no more than 4");
+                        break;
+                    case YamlDotNet.Core.Events.SequenceEnd or YamlDotNet.Core.Events.MappingEnd:
+                        depth--;
+                        break;
+                }
+            }
+        }
+        catch (YamlException e)
+        {
+            throw new ConfigFileException(fileName, e.Start.Line, e.Start.Column, "YAML syntax error: " + Inner(e));
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or FormatException or OverflowException)
+        {
+            // Reported with a position by the load that follows (it meets the same input, no deeper).
+        }
     }
 
     private static (long Line, long Column) LastGoodPosition(string yaml)
@@ -131,31 +197,45 @@ public static class DomainConfigLoader
     private sealed class Reader
     {
         private readonly string _file;
-        public Reader(string file) => _file = file;
+        private readonly ConfigSource _source;
+        public Reader(ConfigSource source)
+        {
+            _source = source;
+            _file = source.File;
+        }
 
         private ConfigFileException Error(YamlNode node, string message) =>
             new(_file, node.Start.Line, node.Start.Column, message);
+
+        /// <summary>Records where a key path was written (its value if a scalar, else the key).</summary>
+        private void Mark(string path, YamlNode at) => _source.Mark(path, at.Start.Line, at.Start.Column);
 
         public DomainConfig ReadDomain(YamlNode root)
         {
             var map = AsMapping(root, "the domain");
             var c = new DomainConfig();
             bool sawName = false;
-            foreach (var (keyNode, value) in Entries(map, TopLevelKeys, "domain"))
+            YamlNode? builderNode = null;
+            foreach (var (keyNode, value) in Entries(map, TopLevelKeys, "domain", ""))
             {
                 switch (keyNode.Value)
                 {
                     case "name": c.Name = Text(value, "name"); sawName = true; break;
-                    case "memory": c.MemoryMiB = MiB(value, "memory"); break;
-                    case "maxmem": c.MaxMemMiB = MiB(value, "maxmem"); break;
+                    case "memory": c.MemoryMiB = MiB(value, "memory", 4, DomainConfig.MaxMemoryMiB, "the p2m tree reaches 512 GiB"); break;
+                    case "maxmem": c.MaxMemMiB = MiB(value, "maxmem", 4, DomainConfig.MaxMemoryMiB, "the p2m tree reaches 512 GiB"); break;
                     case "vcpus": c.Vcpus = Int(value, "vcpus", 1, DomainConfig.MaxVcpus); break;
-                    case "shadow_memory": c.ShadowMemoryMiB = MiB(value, "shadow_memory"); break;
-                    case "videoram": c.VideoRamMiB = MiB(value, "videoram"); break;
-                    case "mmio_hole": c.MmioHoleMiB = MiB(value, "mmio_hole"); break;
+                    case "shadow_memory": c.ShadowMemoryMiB = MiB(value, "shadow_memory", 1, DomainConfig.MaxShadowMemoryMiB); break;
+                    case "videoram": c.VideoRamMiB = MiB(value, "videoram", 0, DomainConfig.MaxVideoRamMiB); break;
+                    case "mmio_hole": c.MmioHoleMiB = MiB(value, "mmio_hole", 16, 3584); break;
                     case "paging": c.Paging = Enum<PagingModeKind>(value, "paging", ("hap", PagingModeKind.Hap), ("shadow", PagingModeKind.Shadow), ("arm", PagingModeKind.Arm)); break;
                     case "identity_strategy":
                         c.IdentityStrategy = Enum<IdentityStrategy>(value, "identity_strategy", ("edges-first", IdentityStrategy.EdgesFirst), ("coarse", IdentityStrategy.Coarse));
                         break;
+                    case "builder":
+                        c.Builder = Enum<DomainBuilder>(value, "builder", ("hvm", DomainBuilder.Hvm), ("pv", DomainBuilder.Pv));
+                        builderNode = value;
+                        break;
+                    case "type": c.Type = Enum<GuestType>(value, "type", ("pv", GuestType.Pv), ("hvm", GuestType.Hvm)); break;
                     case "kernel_pt_pages": c.KernelPtPages = Int(value, "kernel_pt_pages", 8, 65536); break;
                     case "tlb_entries": c.TlbEntries = Int(value, "tlb_entries", 1, 65536); break;
                     case "oos":
@@ -182,6 +262,8 @@ public static class DomainConfigLoader
                 }
             }
             if (!sawName) throw Error(root, "the domain has no 'name'");
+            if (builderNode is not null && c.Builder == DomainBuilder.Pv && c.Type == GuestType.Hvm)
+                throw Error(builderNode, "builder 'pv' needs type 'pv': an HVM guest's memory is laid out by hvmloader (builder 'hvm')");
             if (c.Workload is not null) CheckWorkloadFramebuffers(c, root);
             return c;
         }
@@ -195,19 +277,20 @@ public static class DomainConfigLoader
             long budget = XenLab.Lab.WorkloadConfig.DefaultBudget;
             var steps = new List<XenLab.Cpu.Workloads.WorkloadStep>();
             bool sawSteps = false;
-            foreach (var (k, v) in Entries(m, WorkloadKeys, "workload"))
+            foreach (var (k, v) in Entries(m, WorkloadKeys, "workload", "workload."))
             {
                 switch (k.Value)
                 {
                     case "frames": frames = Int(v, "frames", 1, 100000); break;
                     case "budget":
                         ulong b = Number(v, "budget", 1);
-                        if (b < 1 || b > 100_000_000_000) throw Error(v, $"'budget' is {b}, outside the range 1 to 100000000000");
+                        if (b < 1 || b > MaxBudget) throw Error(v, $"'budget' is {Written(v)}, outside the range 1 to {MaxBudget}");
                         budget = (long)b;
                         break;
                     case "steps":
                         sawSteps = true;
                         var seq = AsSequence(v, "steps");
+                        CheckLength(seq, "steps", MaxSteps);
                         for (int i = 0; i < seq.Children.Count; i++) steps.Add(ReadStep(seq.Children[i], i));
                         break;
                 }
@@ -222,7 +305,8 @@ public static class DomainConfigLoader
             var m = AsMapping(node, what);
             var s = new XenLab.Cpu.Workloads.WorkloadStep(XenLab.Cpu.Workloads.WorkloadStepKind.Fill);
             bool sawKind = false;
-            foreach (var (k, v) in Entries(m, StepKeys, what))
+            Mark($"workload.steps[{index}]", node);
+            foreach (var (k, v) in Entries(m, StepKeys, what, $"workload.steps[{index}]."))
             {
                 switch (k.Value)
                 {
@@ -278,7 +362,7 @@ public static class DomainConfigLoader
         private ulong Number32(YamlNode node, string key)
         {
             ulong v = Number(node, key, 1);
-            if (v > uint.MaxValue) throw Error(node, $"'{key}' is 0x{v:x}, more than 32 bits");
+            if (v > uint.MaxValue) throw Error(node, $"'{key}' is {Written(node)}, more than 32 bits");
             return v;
         }
 
@@ -286,14 +370,16 @@ public static class DomainConfigLoader
         {
             var list = new List<E820Entry>();
             var seq = AsSequence(node, "e820");
+            CheckLength(seq, "e820", DomainConfig.MaxE820Entries);
             for (int i = 0; i < seq.Children.Count; i++)
             {
                 var item = seq.Children[i];
                 var m = AsMapping(item, $"e820 entry {i}");
-                var (start, end) = ReadRange(m, E820Keys, $"e820 entry {i}");
+                Mark($"e820[{i}]", item);
+                var (start, end) = ReadRange(m, E820Keys, $"e820 entry {i}", $"e820[{i}].");
                 E820Type type = E820Type.Ram;
                 bool sawType = false;
-                foreach (var (k, v) in Entries(m, E820Keys, $"e820 entry {i}"))
+                foreach (var (k, v) in Entries(m, E820Keys, $"e820 entry {i}", $"e820[{i}]."))
                     if (k.Value == "type")
                     {
                         type = Enum<E820Type>(v, "type", ("ram", E820Type.Ram), ("reserved", E820Type.Reserved), ("acpi", E820Type.Acpi), ("nvs", E820Type.Nvs), ("unusable", E820Type.Unusable));
@@ -315,11 +401,13 @@ public static class DomainConfigLoader
         {
             var list = new List<IdentityHoleConfig>();
             var seq = AsSequence(node, "identity");
+            CheckLength(seq, "identity", DomainConfig.MaxIdentityHoles);
             for (int i = 0; i < seq.Children.Count; i++)
             {
                 var m = AsMapping(seq.Children[i], $"identity hole {i}");
-                foreach (var _ in Entries(m, IdentityKeys, $"identity hole {i}")) { }
-                var (start, end) = ReadRange(m, IdentityKeys, $"identity hole {i}");
+                Mark($"identity[{i}]", m);
+                foreach (var _ in Entries(m, IdentityKeys, $"identity hole {i}", $"identity[{i}].")) { }
+                var (start, end) = ReadRange(m, IdentityKeys, $"identity hole {i}", $"identity[{i}].");
                 if (end <= start) throw Error(m, $"identity hole {i} is empty: it ends at 0x{end:x}, not after its start 0x{start:x}");
                 list.Add(new IdentityHoleConfig(start, end));
             }
@@ -330,15 +418,17 @@ public static class DomainConfigLoader
         {
             var list = new List<FramebufferConfig>();
             var seq = AsSequence(node, "framebuffers");
+            CheckLength(seq, "framebuffers", DomainConfig.MaxFramebuffers);
             for (int i = 0; i < seq.Children.Count; i++)
             {
                 string what = $"framebuffer {i}";
                 var m = AsMapping(seq.Children[i], what);
+                Mark($"framebuffers[{i}]", m);
                 string? name = null;
                 ulong? address = null;
                 int width = 0, height = 0, bpp = 32, stride = 0;
                 YamlNode? addressNode = null;
-                foreach (var (k, v) in Entries(m, FramebufferKeys, what))
+                foreach (var (k, v) in Entries(m, FramebufferKeys, what, $"framebuffers[{i}]."))
                 {
                     switch (k.Value)
                     {
@@ -347,35 +437,36 @@ public static class DomainConfigLoader
                         case "gfn":
                             if (addressNode is not null) throw Error(k, $"{what} gives both 'address' and 'gfn'; give one");
                             addressNode = k;
+                            Mark($"framebuffers[{i}].address", v);
                             ulong n = Number(v, k.Value, 1);
-                            if (k.Value == "gfn" && n > (ulong.MaxValue >> 12)) throw Error(v, $"gfn 0x{n:x} is too large");
+                            if (k.Value == "gfn" && n > (ulong.MaxValue >> 12)) throw Error(v, $"gfn {Written(v)} is too large");
                             address = k.Value == "gfn" ? n << 12 : n;
                             if ((address.Value & 0xFFF) != 0) throw Error(v, $"{what} address 0x{address:x} is not 4 KiB aligned");
                             break;
-                        case "width": width = Int(v, "width", 1, 16384); break;
-                        case "height": height = Int(v, "height", 1, 16384); break;
+                        case "width": width = Int(v, "width", 1, DomainConfig.MaxFramebufferPixels); break;
+                        case "height": height = Int(v, "height", 1, DomainConfig.MaxFramebufferPixels); break;
                         case "bpp":
                             bpp = Int(v, "bpp", 8, 32);
                             if (bpp is not (8 or 16 or 24 or 32)) throw Error(v, $"bpp {bpp} must be 8, 16, 24 or 32");
                             break;
-                        case "stride": stride = Int(v, "stride", 1, 1 << 20); break;
+                        case "stride": stride = Int(v, "stride", 1, DomainConfig.MaxStride); break;
                     }
                 }
                 if (name is null) throw Error(m, $"{what} has no 'name'");
-                if (address is null) throw Error(m, $"{what} '{name}' has no 'address' (or 'gfn')");
-                if (width == 0 || height == 0) throw Error(m, $"{what} '{name}' needs 'width' and 'height'");
-                if (stride != 0 && stride < width * (bpp / 8)) throw Error(m, $"{what} '{name}': stride {stride} is shorter than a scanline ({width * (bpp / 8)} bytes)");
+                if (address is null) throw Error(m, $"{what} '{DomainConfig.Shorten(name)}' has no 'address' (or 'gfn')");
+                if (width == 0 || height == 0) throw Error(m, $"{what} '{DomainConfig.Shorten(name)}' needs 'width' and 'height'");
+                if (stride != 0 && stride < width * (bpp / 8)) throw Error(m, $"{what} '{DomainConfig.Shorten(name)}': stride {stride} is shorter than a scanline ({width * (bpp / 8)} bytes)");
                 list.Add(new FramebufferConfig(name, address.Value, width, height, bpp, stride));
             }
             return list;
         }
 
         /// <summary>start plus one of size/end.</summary>
-        private (ulong Start, ulong End) ReadRange(YamlMappingNode m, string[] keys, string what)
+        private (ulong Start, ulong End) ReadRange(YamlMappingNode m, string[] keys, string what, string path)
         {
             ulong? start = null, size = null, end = null;
             YamlNode? endNode = null;
-            foreach (var (k, v) in Entries(m, keys, what))
+            foreach (var (k, v) in Entries(m, keys, what, path))
             {
                 if (k.Value == "start") start = Number(v, "start", 1);
                 else if (k.Value == "size") { size = Number(v, "size", 1); endNode = v; }
@@ -386,27 +477,28 @@ public static class DomainConfigLoader
             if (size is null && end is null) throw Error(m, $"{what} needs 'size' or 'end'");
             if (size is not null)
             {
-                if (start.Value + size.Value < start.Value) throw Error(endNode!, $"{what}: start 0x{start:x} + size 0x{size:x} wraps past the end of the address space");
+                if (start.Value + size.Value < start.Value) throw Error(endNode!, $"{what}: start 0x{start:x} + size {Written(endNode!)} wraps past the end of the address space");
                 return (start.Value, start.Value + size.Value);
             }
             return (start.Value, end!.Value);
         }
 
-        private IEnumerable<(YamlScalarNode Key, YamlNode Value)> Entries(YamlMappingNode map, IReadOnlyList<string> valid, string what)
+        private IEnumerable<(YamlScalarNode Key, YamlNode Value)> Entries(YamlMappingNode map, IReadOnlyList<string> valid, string what, string path)
         {
             var seen = new HashSet<string>(StringComparer.Ordinal);
             foreach (var pair in map.Children)
             {
                 if (pair.Key is not YamlScalarNode key || key.Value is null)
                     throw Error(pair.Key, $"{what}: keys must be plain words");
-                if (!seen.Add(key.Value)) throw Error(key, $"{what}: key '{key.Value}' appears twice");
+                if (!seen.Add(key.Value)) throw Error(key, $"{what}: key '{DomainConfig.Shorten(key.Value)}' appears twice");
                 bool known = false;
                 foreach (var v in valid) if (v == key.Value) { known = true; break; }
                 if (!known)
                 {
                     string? hint = Suggest(key.Value, valid);
-                    throw Error(key, $"unknown key '{key.Value}' in {what}" + (hint is null ? $"; valid keys: {string.Join(", ", valid)}" : $"; did you mean '{hint}'?"));
+                    throw Error(key, $"unknown key '{DomainConfig.Shorten(key.Value)}' in {what}" + (hint is null ? $"; valid keys: {string.Join(", ", valid)}" : $"; did you mean '{hint}'?"));
                 }
+                Mark(path + key.Value, pair.Value is YamlScalarNode ? pair.Value : key);
                 yield return (key, pair.Value);
             }
         }
@@ -419,7 +511,7 @@ public static class DomainConfigLoader
 
         private static string Describe(YamlNode node) => node switch
         {
-            YamlScalarNode s => $"the value '{s.Value}'",
+            YamlScalarNode s => $"the value '{DomainConfig.Shorten(s.Value ?? "")}'",
             YamlSequenceNode => "a list",
             YamlMappingNode => "a mapping",
             _ => "an alias",
@@ -441,21 +533,37 @@ public static class DomainConfigLoader
             return v;
         }
 
-        /// <summary>A size in MiB: a bare number is MiB (as in xl.cfg), a suffixed one is converted.</summary>
-        private ulong MiB(YamlNode node, string key)
+        /// <summary>
+        /// A size in MiB within [min, max]: a bare number is MiB (as in xl.cfg), a suffixed one is
+        /// converted. Every size key has an upper bound, checked here where the value is.
+        /// </summary>
+        private ulong MiB(YamlNode node, string key, ulong min, ulong max, string? why = null)
         {
             ulong bytes = Number(node, key, 1UL << 20);
             if (bytes % (1UL << 20) != 0)
-                throw Error(node, $"'{key}' must be a whole number of MiB; {bytes} bytes is not");
-            return bytes >> 20;
+                throw Error(node, $"'{key}' must be a whole number of MiB; {Written(node)} ({bytes} bytes) is not");
+            ulong mib = bytes >> 20;
+            if (mib < min || mib > max)
+                throw Error(node, $"'{key}' is {Written(node)}, outside the range {min} to {max} MiB" + (why is null ? "" : $" ({why})"));
+            return mib;
         }
 
         private int Int(YamlNode node, string key, int min, int max)
         {
             ulong v = Number(node, key, 1);
             if (v < (ulong)min || v > (ulong)max)
-                throw Error(node, $"'{key}' is {v}, outside the range {min} to {max}");
+                throw Error(node, $"'{key}' is {Written(node)}, outside the range {min} to {max}");
             return (int)v;
+        }
+
+        /// <summary>A value as the user wrote it ("0x10" stays "0x10"), cut if long.</summary>
+        private static string Written(YamlNode node) =>
+            node is YamlScalarNode { Value: { } text } ? DomainConfig.Shorten(text.Trim()) : Describe(node);
+
+        private void CheckLength(YamlSequenceNode seq, string key, int max)
+        {
+            if (seq.Children.Count > max)
+                throw Error(seq.Children[max], $"'{key}' has {seq.Children.Count} entries, more than the {max} allowed");
         }
 
         private T Enum<T>(YamlNode node, string key, params (string Word, T Value)[] words)

@@ -39,16 +39,31 @@ public sealed class XenHost
     public int ContextSwitch(Domain? from, Domain to) => VlptWindow.ContextSwitch(from, to);
 
     /// <summary>
-    /// Builds a domain; on any failure nothing is left allocated or registered. A big build reports
-    /// its progress and can be stopped every 64 Ki pages (OperationCanceledException): a stopped
-    /// build leaves nothing behind either.
+    /// Builds a domain; on any failure nothing is left allocated or registered. When the
+    /// configuration came from a file, the error names the position of the key that caused it.
+    /// A big build reports its progress and can be stopped every 64 Ki pages
+    /// (OperationCanceledException): a stopped build leaves nothing behind either.
     /// </summary>
     public Domain CreateDomain(DomainConfig config, IProgress<Progress.LabProgress>? progress = null, System.Threading.CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(config);
+        try
+        {
+            return CreateDomainCore(config, progress, cancel);
+        }
+        catch (XenLabException e) when (config.Source is { } source)
+        {
+            e.Locate(source.Locate(e.ConfigKey));
+            throw;
+        }
+    }
+
+    private Domain CreateDomainCore(DomainConfig config, IProgress<Progress.LabProgress>? progress, System.Threading.CancellationToken cancel)
+    {
+        ArgumentNullException.ThrowIfNull(config);
         config.Validate();
         if (Find(config.Name) is not null)
-            throw new InvalidConfigurationException($"A domain named '{config.Name}' already exists.");
+            throw new InvalidConfigurationException($"A domain named '{config.Name}' already exists.") { ConfigKey = "name" };
         var domain = new Domain(_nextDomid, config.Clone(), Machine) { Host = this };
         try
         {

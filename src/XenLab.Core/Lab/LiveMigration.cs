@@ -13,6 +13,7 @@ using System;
 using System.Collections.Generic;
 using System.Threading;
 using XenLab.Diagnostics;
+using XenLab.Dirty;
 using XenLab.Domains;
 using XenLab.Guest;
 using XenLab.Memory;
@@ -27,6 +28,9 @@ public sealed record MigrationRound(int Round, long PagesSent, long GuestWrites,
 
 public sealed record MigrationResult(string DomainName, string Mode, IReadOnlyList<MigrationRound> Rounds, bool Converged, long PagesSent, long StopAndCopyPages, string Why)
 {
+    /// <summary>The log-dirty bitmap read (and cleaned) at the end of each round: what the next round sends.</summary>
+    public IReadOnlyList<DirtyLogView> DirtyLogs { get; init; } = Array.Empty<DirtyLogView>();
+
     public override string ToString() =>
         $"{DomainName} ({Mode}): {Rounds.Count} pre-copy round(s), {PagesSent} pages sent, stop-and-copy of {StopAndCopyPages}: {Why}";
 }
@@ -77,6 +81,7 @@ public static class LiveMigration
     private static MigrationResult RunRounds(Domain d, double dirtyRatio, int workingSetPages, int maxRounds, long stopAt, Random rng, List<MigrationRound> rounds, ProgressReporter reporter)
     {
         d.LogDirty.Read(clean: true);                                   // start from a clean log
+        var logs = new List<DirtyLogView>();
         long toSend = (long)d.PopulatedPages;                         // round 1: every page
         long total = 0, best = long.MaxValue, stalls = 0;
         string why = "";
@@ -101,6 +106,7 @@ public static class LiveMigration
             total += toSend;
             var log = d.LogDirty.Read(clean: true);
             rounds.Add(new MigrationRound(round, toSend, writes, log.DirtyPages, d.Counters[PerfCounter.LogDirtyFault] - faultsBefore));
+            logs.Add(log);
             toSend = log.DirtyPages;
             if (toSend <= stopAt) { converged = true; why = $"dirty set down to {toSend} page(s) (<= {stopAt})"; break; }
             if (toSend < best) { best = toSend; stalls = 0; }
@@ -110,6 +116,6 @@ public static class LiveMigration
         // Stop-and-copy: the guest is paused, what is dirty goes over once.
         total += toSend;
         reporter.Complete(toSend);
-        return new MigrationResult(d.Name, d.PagingMode.ToString(), rounds, converged, total, toSend, why);
+        return new MigrationResult(d.Name, d.PagingMode.ToString(), rounds, converged, total, toSend, why) { DirtyLogs = logs };
     }
 }

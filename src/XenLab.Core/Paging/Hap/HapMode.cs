@@ -86,6 +86,13 @@ public sealed class HapMode : IPagingMode
         foreach (var tags in _cacheTag) if (tags[slot] == gfn + 1) tags[slot] = 0;
     }
 
+    /// <summary>Whether the vCPU's nested-walk cache holds gfn now: its next nested walk would read no EPT entry (for pictures).</summary>
+    public bool IsNestedWalkCached(int vcpu, ulong gfn)
+    {
+        if (_cacheMask < 0 || vcpu < 0 || vcpu >= _cacheTag.Length) return false;
+        return _cacheTag[vcpu][(int)gfn & _cacheMask] == gfn + 1;
+    }
+
     /// <summary>Translates a gfn through the EPT (or the vCPU's cache), counting references.</summary>
     private ulong Nested(int vcpu, ulong gfn, ref int refs, TranslationTrace? trace)
     {

@@ -65,7 +65,10 @@ public sealed partial class ShadowMode : IPagingMode
         _domain = domain;
         _machine = domain.Machine;
         _counters = domain.Counters;
-        int frames = checked((int)(domain.Config.EffectiveShadowMemoryMiB << 8));
+        ulong mib = domain.Config.EffectiveShadowMemoryMiB;
+        if (mib > DomainConfig.MaxShadowMemoryMiB)
+            throw new InvalidConfigurationException($"shadow_memory of {mib} MiB exceeds the {DomainConfig.MaxShadowMemoryMiB} MiB limit.") { ConfigKey = "shadow_memory" };
+        int frames = (int)(mib << 8);
         int snapshots = _options.Oos == OosMode.Snapshot ? domain.Vcpus.Count * _options.OosSlots : 0;
         int minimum = snapshots + 16;
         if (frames < minimum)
