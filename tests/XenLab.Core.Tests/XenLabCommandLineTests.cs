@@ -138,7 +138,7 @@ public class XenLabCommandLineTests
     }
 
     [Fact]
-    public void CtrlCStopsALongWorkloadBetweenRoundsWithExitCode130()
+    public async Task CtrlCStopsALongWorkloadBetweenRoundsWithExitCode130()
     {
         // Ctrl+C as System.CommandLine delivers it: the invocation's token is cancelled, here once the
         // summary is out and the million-round workload is under way.
@@ -149,8 +149,7 @@ public class XenLabCommandLineTests
         Assert.True(output.Seen.Wait(TimeSpan.FromSeconds(120)));
         Thread.Sleep(200);
         cts.Cancel();
-        Assert.True(run.Wait(TimeSpan.FromSeconds(60)));
-        Assert.Equal(XenLabCommandLine.ExitStopped, run.Result);
+        Assert.Equal(XenLabCommandLine.ExitStopped, await run.WaitAsync(TimeSpan.FromSeconds(60)));
         Assert.Contains("E820", output.ToString());                          // what ran before the stop is printed
         Assert.DoesNotContain("Workload pt-churn, 1000000 rounds", output.ToString());   // the workload's result is not
         Assert.Equal("xenlab: stopped (Ctrl+C) between two whole steps; what ran is printed above." + Environment.NewLine, error.ToString());
