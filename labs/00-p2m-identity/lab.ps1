@@ -31,6 +31,11 @@ foreach ($d in $coarse, $edges) {
 Write-Host "== 3. What the tree costs: pages allocated vs the four shared pages"
 $coarse, $edges | ForEach-Object { Get-XenP2m -Domain $_ -Tree } | Format-List
 
+Write-Host "== Pictures of both trees: p2m-coarse.png, p2m-edges-first.png (each shared page drawn once)"
+foreach ($d in $coarse, $edges) {
+    Export-XenPicture -Domain $d -Kind P2mTree -Path (Join-Path $PSScriptRoot "p2m-$($d.Name).png") | Format-Table Kind, Width, Height, Path
+}
+
 Write-Host "== 4. Balloon both up to 2048 MiB: the guest's driver checks phys_to_machine_mapping_valid(pfn)"
 foreach ($d in $coarse, $edges) {
     Set-XenDomain -Domain $d -MemoryMB 2048 -ErrorAction SilentlyContinue -ErrorVariable refused
