@@ -3,6 +3,7 @@
 using System;
 using System.Buffers.Binary;
 using System.Collections.Generic;
+using System.Threading;
 using XenLab.Config;
 using XenLab.Paging.Modes;
 using XenLab.Diagnostics;
@@ -34,6 +35,17 @@ public sealed class Domain
     private readonly MachineMemory _machine;
     private readonly Vcpu[] _vcpus;
     private ulong _populatedPages;
+
+    // Locking rule (issue 9): every public operation on a domain, and on what it hands out
+    // (vCPUs, kernel, log-dirty, VRAM tracking, framebuffers, guest programs), runs inside
+    // EnterOperation(): this domain's lock, re-entrant (a nested call from the same thread just
+    // goes deeper), and a check that the domain was not removed. Removal takes it too. A guest
+    // run takes it once for the run; what the interpreter calls per instruction is the
+    // *InOperation form, which takes nothing. Locks are taken in one order: a domain's, then
+    // the host's domain list, then the VLPT window, then machine memory; never a second
+    // domain's while holding one (XenHost.ContextSwitch takes two in domid order).
+    private readonly object _gate = new();
+    private volatile bool _removed;
 
     internal Domain(int id, DomainConfig config, MachineMemory machine)
     {
@@ -75,7 +87,33 @@ public sealed class Domain
     public IReadOnlyList<Vcpu> Vcpus => _vcpus;
     public MachineMemory Machine => _machine;
     public IdentityStrategy IdentityStrategy => Config.IdentityStrategy;
-    public bool IsDestroyed { get; private set; }
+    /// <summary>Removed from its host: every operation on it throws <see cref="DomainRemovedException"/>.</summary>
+    public bool IsDestroyed => _removed;
+
+    /// <summary>
+    /// Enters one operation on the domain: takes its lock (re-entrant) and fails with
+    /// <see cref="DomainRemovedException"/> if it was removed. Dispose to leave. A caller that
+    /// needs several calls to see one consistent state holds one around them.
+    /// </summary>
+    public DomainOperation EnterOperation()
+    {
+        Monitor.Enter(_gate);
+        if (_removed)
+        {
+            Monitor.Exit(_gate);
+            ThrowRemoved();
+        }
+        return new DomainOperation(_gate);
+    }
+
+    /// <summary>The cheap check (no lock) of the raw primitives the paging modes use inside an operation.</summary>
+    internal void ThrowIfRemoved()
+    {
+        if (_removed) ThrowRemoved();
+    }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private void ThrowRemoved() => throw new DomainRemovedException(Name, Id);
 
     public PagingModeKind PagingMode => Mode?.Kind ?? Config.Paging;
     /// <summary>The mode's switches, e.g. "oos=snapshot slots=3 prefetch=on".</summary>
@@ -125,6 +163,7 @@ public sealed class Domain
     /// </summary>
     public void SetPagingMode(PagingModeKind kind, PagingOptions? options = null)
     {
+        using var op = EnterOperation();
         var problems = (options ?? Config.PagingOptions).Problems();
         if (problems.Count > 0)
             throw new InvalidConfigurationException($"Domain '{Name}' cannot switch paging mode: {string.Join("; ", problems)}. Nothing changed.");
@@ -158,20 +197,32 @@ public sealed class Domain
         Trace.Add(TraceKind.ModeSwitch, -1, 0, 0, 0, (ulong)kind, $"{old?.Kind}->{kind} {next.Options}");
     }
 
-    /// <summary>Releases every machine frame the domain holds.</summary>
+    /// <summary>
+    /// Releases every machine frame the domain holds and empties its p2m, so no entry names a
+    /// frame another domain may own next. Under the domain's lock (XenHost.DestroyDomain), so
+    /// an operation on another thread either finished before or fails with DomainRemoved after.
+    /// </summary>
     internal void Destroy()
     {
-        if (IsDestroyed) return;
+        if (_removed) return;
         Mode?.Detach();
         Mode = null;
-        foreach (var (_, mfn) in P2m.EnumerateRam()) _machine.Free(mfn);
+        foreach (var v in _vcpus) v.FlushTlbInOperation();   // no cached translation outlives the frames
+        foreach (var (start, end) in RamRuns())
+            for (ulong pfn = start; pfn < end; pfn++)
+            {
+                TryGetRam(pfn, out var mfn);
+                P2m.Set(pfn, P2mTree.InvalidEntry);
+                _machine.Free(mfn);
+            }
         _populatedPages = 0;
-        IsDestroyed = true;
+        _removed = true;
     }
 
     /// <summary>Installs an identity range; returns the pfns newly answering identity.</summary>
     public ulong SetIdentityRange(ulong startPfn, ulong endPfn, IdentityStrategy strategy)
     {
+        using var op = EnterOperation();
         // Identity over populated RAM would leak its frames: refuse before touching anything.
         for (ulong pfn = startPfn; pfn < endPfn; pfn++)
         {
@@ -202,6 +253,7 @@ public sealed class Domain
     /// </summary>
     public void SetP2mType(ulong gfn, P2mType type)
     {
+        using var op = EnterOperation();
         if (P2mTree.Classify(P2m.Get(gfn)) != P2mEntryKind.Ram)
             throw new InvalidConfigurationException($"gfn 0x{gfn:x} is not RAM ({P2mTree.Classify(P2m.Get(gfn))}); only RAM pages change type.");
         if (type is not (P2mType.RamRw or P2mType.RamRo or P2mType.RamLogDirty))
@@ -220,6 +272,7 @@ public sealed class Domain
     /// </summary>
     public void OnLogDirtyWrite(ulong gfn)
     {
+        using var op = EnterOperation();
         if (GetP2mType(gfn) != P2mType.RamLogDirty) return;
         Counters.Inc(PerfCounter.LogDirtyFault);
         SetP2mType(gfn, P2mType.RamRw);
@@ -231,6 +284,7 @@ public sealed class Domain
     /// </summary>
     public int ChangeP2mTypes(ulong startGfn, ulong endGfn, P2mType from, P2mType to, bool flush)
     {
+        using var op = EnterOperation();
         int n = 0;
         for (ulong g = startGfn; g < endGfn; g++)
         {
@@ -248,6 +302,7 @@ public sealed class Domain
     /// <summary>The same for a list of gfns (ascending).</summary>
     public int ChangeP2mTypes(IReadOnlyList<ulong> gfns, P2mType from, P2mType to, bool flush)
     {
+        using var op = EnterOperation();
         int n = 0;
         foreach (ulong g in gfns)
         {
@@ -264,6 +319,7 @@ public sealed class Domain
     /// <summary>Maximal runs [start, end) of gfns that are RAM in the p2m, ascending.</summary>
     public List<(ulong Start, ulong End)> RamRuns()
     {
+        using var op = EnterOperation();
         var runs = new List<(ulong, ulong)>();
         ulong start = 0, next = ulong.MaxValue;
         foreach (var (pfn, _) in P2m.EnumerateRam())
@@ -293,6 +349,7 @@ public sealed class Domain
 
     public Framebuffer? FindFramebuffer(string name)
     {
+        using var op = EnterOperation();
         foreach (var f in _framebuffers) if (string.Equals(f.Name, name, StringComparison.OrdinalIgnoreCase)) return f;
         return null;
     }
@@ -303,6 +360,7 @@ public sealed class Domain
     /// </summary>
     public Framebuffer AddFramebuffer(FramebufferConfig config)
     {
+        using var op = EnterOperation();
         var probe = Config.Clone();
         probe.Framebuffers = new List<FramebufferConfig>(Config.Framebuffers) { config };
         var problems = probe.Problems();
@@ -340,6 +398,7 @@ public sealed class Domain
     /// <summary>Unplugs a monitor: stops tracking its range and gives back the frames plugging it in populated.</summary>
     public void RemoveFramebuffer(string name)
     {
+        using var op = EnterOperation();
         var fb = FindFramebuffer(name) ?? throw new InvalidConfigurationException($"Domain '{Name}' has no framebuffer '{name}'.");
         ulong first = fb.Config.FirstGfn, pages = fb.Config.Pages;
         var range = Vram.Find(first, pages);
@@ -361,6 +420,7 @@ public sealed class Domain
     /// <summary>Asks the guest kernel to map a framebuffer at <paramref name="va"/> (several aliases allowed).</summary>
     public void MountFramebuffer(string name, ulong va, bool writable = true)
     {
+        using var op = EnterOperation();
         var fb = FindFramebuffer(name) ?? throw new InvalidConfigurationException($"Domain '{Name}' has no framebuffer '{name}'.");
         Kernel.Map(va, fb.Config.FirstGfn, fb.Config.Pages, writable ? Guest.MapFlags.Writable : Guest.MapFlags.None);
     }
@@ -387,8 +447,12 @@ public sealed class Domain
         return false;
     }
 
+    // TryGetRam, TryReadPhysU64, TryWritePhysU64, GetP2mType and Classify are the primitives the
+    // paging modes call inside walks: no lock (the caller is inside an operation; a thread that
+    // shares the domain holds EnterOperation around them). A removed domain's p2m is empty.
     public bool TryReadPhysU64(ulong gpa, out ulong value)
     {
+        ThrowIfRemoved();
         if (!TryGetRam(gpa >> Page.Shift, out var mfn)) { value = 0; return false; }
         value = BinaryPrimitives.ReadUInt64LittleEndian(_machine.Read(mfn).Slice((int)(gpa & Page.OffsetMask), 8));
         return true;
@@ -396,6 +460,7 @@ public sealed class Domain
 
     public bool TryWritePhysU64(ulong gpa, ulong value)
     {
+        ThrowIfRemoved();
         if (!TryGetRam(gpa >> Page.Shift, out var mfn)) return false;
         BinaryPrimitives.WriteUInt64LittleEndian(_machine.Write(mfn).Slice((int)(gpa & Page.OffsetMask), 8), value);
         return true;
@@ -415,6 +480,7 @@ public sealed class Domain
     /// <summary>Reads guest-physical memory; checks every page first, so a Missing result reads nothing.</summary>
     public PhysAccessResult ReadPhysical(ulong gpa, Span<byte> destination)
     {
+        using var op = EnterOperation();
         var check = CheckRange(gpa, (ulong)destination.Length);
         if (check.Status == PhysAccessStatus.Missing) return check;
         int done = 0;
@@ -438,6 +504,13 @@ public sealed class Domain
     /// log-dirty page is logged. Checks every page first, so a Missing result writes nothing.
     /// </summary>
     public PhysAccessResult WriteGuestPhysical(ulong gpa, ReadOnlySpan<byte> source, Vcpu? writer = null)
+    {
+        using var op = EnterOperation();
+        return WriteGuestPhysicalInOperation(gpa, source, writer);
+    }
+
+    /// <summary>The same, for a caller already inside an operation (the interpreter's emulated writes).</summary>
+    internal PhysAccessResult WriteGuestPhysicalInOperation(ulong gpa, ReadOnlySpan<byte> source, Vcpu? writer)
     {
         var check = CheckRange(gpa, (ulong)source.Length);
         if (check.Status == PhysAccessStatus.Missing) return check;
@@ -511,6 +584,7 @@ public sealed class Domain
     /// </summary>
     public BalloonResult Balloon(ulong targetPages)
     {
+        using var op = EnterOperation();
         if (targetPages > MaxPages)
             throw new InvalidConfigurationException($"Balloon target {targetPages} pages exceeds the E820's {MaxPages} RAM pages (maxmem).");
         if (targetPages < (ulong)Config.KernelPtPages + 256)
@@ -576,7 +650,8 @@ public sealed class Domain
 
     public void FlushAllTlbs()
     {
-        foreach (var v in _vcpus) v.FlushTlb();
+        using var op = EnterOperation();
+        foreach (var v in _vcpus) v.FlushTlbInOperation();
     }
 
     public override string ToString() => $"{Name} (domid {Id})";
@@ -604,6 +679,7 @@ public sealed class Framebuffer
 
     private List<ulong> MappedAt(bool writableOnly)
     {
+        using var op = _owner.EnterOperation();
         var list = new List<ulong>();
         foreach (var m in _owner.Kernel.Mappings())
         {
@@ -636,4 +712,15 @@ public readonly record struct BalloonResult(BalloonOutcome Outcome, ulong Offend
         BalloonOutcome.Unchanged => "already at target",
         _ => PagesChanged >= 0 ? $"populated {PagesChanged} page(s)" : $"released {-PagesChanged} page(s)",
     };
+}
+
+/// <summary>One operation in progress on a domain (<see cref="Domain.EnterOperation"/>): dispose to leave it.</summary>
+public readonly struct DomainOperation : IDisposable
+{
+    private readonly object? _gate;
+    internal DomainOperation(object gate) => _gate = gate;
+    public void Dispose()
+    {
+        if (_gate is not null) Monitor.Exit(_gate);
+    }
 }

@@ -52,6 +52,7 @@ public static class GuestPrograms
     /// <summary>Maps the program region, writes <paramref name="code"/> at <see cref="CodeVa"/>, points RIP and RSP at it.</summary>
     public static GuestProgramView Load(Domain d, ReadOnlySpan<byte> code, int vcpu = 0)
     {
+        using var op = d.EnterOperation();
         if (vcpu < 0 || vcpu >= d.Vcpus.Count) throw new InvalidConfigurationException($"Domain '{d.Name}' has no vcpu {vcpu}.");
         if (code.Length == 0) throw new InvalidConfigurationException("There is no code to load.");
         if (code.Length > CodePages * Page.Size) throw new InvalidConfigurationException($"{code.Length} bytes of code exceed the {CodePages * Page.Size}-byte code region.");
@@ -77,6 +78,7 @@ public static class GuestPrograms
     /// <summary>Builds the frame loop of a workload for this domain and loads it.</summary>
     public static GuestProgramView LoadWorkload(Domain d, WorkloadConfig w, int vcpu = 0)
     {
+        using var op = d.EnterOperation();
         var fbs = new Dictionary<string, GuestFramebuffer>(StringComparer.OrdinalIgnoreCase);
         for (int i = 0; i < d.Framebuffers.Count; i++)
         {
@@ -100,9 +102,11 @@ public static class GuestPrograms
     /// <summary>Runs one frame: until the guest yields (or something stops it), then pulls every framebuffer's dirty state.</summary>
     public static FrameReport RunFrame(Domain d, int frame, long budget, int vcpu = 0, string? pngDirectory = null)
     {
+        using var op = d.EnterOperation();
         var cpu = d.Vcpus[vcpu].Cpu;
         var stop = cpu.Run(budget);
         var views = new List<DirtyVramView>();
+        if (stop.Reason == StopReason.DomainRemoved) return new FrameReport(d.Name, frame, stop.Instructions, stop, views);
         foreach (var fb in d.Framebuffers)
         {
             if (pngDirectory is not null)
@@ -115,6 +119,7 @@ public static class GuestPrograms
     /// <summary>Loads a workload and runs its frames; stops early at the first frame that did not end in a yield.</summary>
     public static List<FrameReport> RunWorkload(Domain d, WorkloadConfig w, int? frames = null, string? pngDirectory = null)
     {
+        using var op = d.EnterOperation();
         LoadWorkload(d, w);
         foreach (var fb in d.Framebuffers) DirtyViews.Query(d, fb.Name, peek: false);   // start tracking: frame 0 is the first real one
         var list = new List<FrameReport>();

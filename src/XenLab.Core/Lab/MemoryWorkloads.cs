@@ -29,6 +29,7 @@ public static class MemoryWorkloads
 
     public static WorkloadResult Run(Domain d, string name, int rounds)
     {
+        using var op = d.EnterOperation();
         if (rounds < 1 || rounds > 1_000_000) throw new InvalidConfigurationException($"rounds {rounds} must be between 1 and 1000000.");
         return name switch
         {
@@ -44,6 +45,7 @@ public static class MemoryWorkloads
     /// </summary>
     public static WorkloadResult PageTableChurn(Domain d, int rounds, int pages = 64)
     {
+        using var op = d.EnterOperation();
         RequireFrames(d, (ulong)pages * 4);
         var before = Snapshot(d);
         var buf = new byte[8];
@@ -75,6 +77,7 @@ public static class MemoryWorkloads
     /// </summary>
     public static WorkloadResult PteUpdates(Domain d, int rounds)
     {
+        using var op = d.EnterOperation();
         const int Pages = 512;
         RequireFrames(d, Pages * 2);
         var k = d.Kernel;
