@@ -86,8 +86,8 @@ public class ParallelUseTests
     /// <summary>
     /// The stress test: <see cref="Threads"/> threads, each with a domain of its own (HAP, shadow,
     /// ARM with a VLPT slice, shadow) and a slice of one shared shadow domain, do random operations
-    /// (physical and virtual writes, balloon, mode switches, log-dirty, guest code, map/unmap,
-    /// building and removing scratch domains). Each thread keeps a model of the bytes it wrote and
+    /// (physical and virtual writes, balloon, mode switches, log-dirty, guest code, context
+    /// switches between two domains, building and removing scratch domains). Each thread keeps a model of the bytes it wrote and
     /// checks every read against it; at the end every audit is clean and, once every domain is
     /// removed, the host's free-frame count is what it was before.
     /// </summary>
@@ -107,7 +107,7 @@ public class ParallelUseTests
         var shared = host.CreateDomain(sharedConfig);
         var errors = new ConcurrentQueue<string>();
         var modes = new[] { PagingModeKind.Hap, PagingModeKind.Shadow, PagingModeKind.Arm, PagingModeKind.Shadow };
-        var done = new int[12];                               // operations of each kind that went through
+        var done = new int[13];                               // operations of each kind that went through
 
         Run(Threads, t =>
         {
@@ -129,7 +129,7 @@ public class ParallelUseTests
                 string what = "";
                 try
                 {
-                    int kind = rng.Next(12);
+                    int kind = rng.Next(13);
                     switch (kind)
                     {
                         case 0: case 1:
@@ -193,6 +193,11 @@ public class ParallelUseTests
                             host.DestroyDomain(scratch);
                             break;
                         }
+                        case 12:
+                            what = "context switch";                  // takes two domains' locks, in domid order
+                            if (rng.Next(2) == 0) host.ContextSwitch(own, shared);
+                            else host.ContextSwitch(shared, own);
+                            break;
                     }
                     Interlocked.Increment(ref done[kind]);
                 }

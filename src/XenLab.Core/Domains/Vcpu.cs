@@ -38,7 +38,7 @@ public sealed class Vcpu
     public Domain Domain => _domain;
     private Cpu.X86Cpu? _cpu;
     /// <summary>The x86-64 interpreter's state for this vCPU (registers, flags, decode cache), made on first use.</summary>
-    public Cpu.X86Cpu Cpu => _cpu ??= new Cpu.X86Cpu(this);
+    public Cpu.X86Cpu Cpu => _cpu ?? System.Threading.Interlocked.CompareExchange(ref _cpu, new Cpu.X86Cpu(this), null) ?? _cpu;
     public Tlb Tlb => _tlb;
     public ulong Cr3 { get; private set; }
     /// <summary>CR2: the linear address of the last page fault.</summary>
