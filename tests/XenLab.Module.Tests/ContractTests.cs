@@ -186,12 +186,13 @@ public class ContractTests
             return outputTypes.Where(t => t != "XenLab.Domains.Domain" && core.GetType(t, throwOnError: true)!.GetProperty("DomainName") is null).ToList();
         });
         Assert.True(lacking.Count == 0, "output types without DomainName: " + string.Join(", ", lacking));
-        var alias = XDocument.Load(BuiltModule.TypesPath).Descendants("Type")
+        // The name while the domain lives, a DomainRemoved marker once removed (DomainBinding).
+        var property = XDocument.Load(BuiltModule.TypesPath).Descendants("Type")
             .Where(t => (string?)t.Element("Name") == "XenLab.Domains.Domain")
-            .SelectMany(t => t.Descendants("AliasProperty"))
+            .SelectMany(t => t.Descendants("ScriptProperty"))
             .SingleOrDefault(a => (string?)a.Element("Name") == "DomainName");
-        Assert.NotNull(alias);
-        Assert.Equal("Name", (string?)alias!.Element("ReferencedMemberName"));
+        Assert.NotNull(property);
+        Assert.Equal("[XenLab.PowerShell.DomainBinding]::DomainName($this)", ((string?)property!.Element("GetScriptBlock"))?.Trim());
     }
 
     [Theory]

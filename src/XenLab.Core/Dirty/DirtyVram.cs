@@ -127,6 +127,7 @@ public sealed class DirtyVram
     /// <summary>track_dirty_vram(begin_pfn, nr). With peek the dirty state is read but not cleared.</summary>
     public VramQueryResult Track(ulong beginPfn, ulong nr, bool peek = false)
     {
+        using var op = _domain.EnterOperation();
         _domain.Counters.Inc(PerfCounter.VramQuery);
         if (nr == 0)
         {
@@ -211,6 +212,7 @@ public sealed class DirtyVram
 
     public VramRange? Find(ulong beginPfn, ulong nr)
     {
+        using var op = _domain.EnterOperation();
         foreach (var r in _ranges) if (r.BeginPfn == beginPfn && r.Pages == nr) return r;
         return null;
     }
@@ -218,12 +220,14 @@ public sealed class DirtyVram
     /// <summary>Stops tracking one range (a monitor unplugged); the others go on.</summary>
     public void Stop(VramRange range)
     {
+        using var op = _domain.EnterOperation();
         if (!_ranges.Remove(range)) return;
         Disarm(range);
     }
 
     public void StopAll()
     {
+        using var op = _domain.EnterOperation();
         foreach (var r in _ranges) Disarm(r);
         _ranges.Clear();
         _machineryOff = false;

@@ -3,6 +3,7 @@
 using System;
 using System.Buffers.Binary;
 using System.Collections.Generic;
+using System.Threading;
 using XenLab.Config;
 using XenLab.Paging.Modes;
 using XenLab.Diagnostics;
@@ -45,6 +46,17 @@ public sealed class Domain
     private ulong _regionFirst, _regionNext;
     private ulong BalloonListCount => (ulong)_ballooned.Count + (_regionNext - _regionFirst);
 
+    // Locking rule (issue 9): every public operation on a domain, and on what it hands out
+    // (vCPUs, kernel, log-dirty, VRAM tracking, framebuffers, guest programs), runs inside
+    // EnterOperation(): this domain's lock, re-entrant (a nested call from the same thread just
+    // goes deeper), and a check that the domain was not removed. Removal takes it too. A guest
+    // run takes it once for the run; what the interpreter calls per instruction is the
+    // *InOperation form, which takes nothing. Locks are taken in one order: a domain's, then
+    // the host's domain list, then the VLPT window, then machine memory; never a second
+    // domain's while holding one (XenHost.ContextSwitch takes two in domid order).
+    private readonly object _gate = new();
+    private volatile bool _removed;
+
     internal Domain(int id, DomainConfig config, MachineMemory machine)
     {
         Id = id;
@@ -85,7 +97,33 @@ public sealed class Domain
     public IReadOnlyList<Vcpu> Vcpus => _vcpus;
     public MachineMemory Machine => _machine;
     public IdentityStrategy IdentityStrategy => Config.IdentityStrategy;
-    public bool IsDestroyed { get; private set; }
+    /// <summary>Removed from its host: every operation on it throws <see cref="DomainRemovedException"/>.</summary>
+    public bool IsDestroyed => _removed;
+
+    /// <summary>
+    /// Enters one operation on the domain: takes its lock (re-entrant) and fails with
+    /// <see cref="DomainRemovedException"/> if it was removed. Dispose to leave. A caller that
+    /// needs several calls to see one consistent state holds one around them.
+    /// </summary>
+    public DomainOperation EnterOperation()
+    {
+        Monitor.Enter(_gate);
+        if (_removed)
+        {
+            Monitor.Exit(_gate);
+            ThrowRemoved();
+        }
+        return new DomainOperation(_gate);
+    }
+
+    /// <summary>The cheap check (no lock) of the raw primitives the paging modes use inside an operation.</summary>
+    internal void ThrowIfRemoved()
+    {
+        if (_removed) ThrowRemoved();
+    }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private void ThrowRemoved() => throw new DomainRemovedException(Name, Id);
 
     public PagingModeKind PagingMode => Mode?.Kind ?? Config.Paging;
     /// <summary>The mode's switches, e.g. "oos=snapshot slots=3 prefetch=on".</summary>
@@ -352,6 +390,7 @@ public sealed class Domain
     /// </summary>
     public void SetPagingMode(PagingModeKind kind, PagingOptions? options = null)
     {
+        using var op = EnterOperation();
         var problems = (options ?? Config.PagingOptions).Problems();
         if (problems.Count > 0)
             throw new InvalidConfigurationException($"Domain '{Name}' cannot switch paging mode: {string.Join("; ", problems)}. Nothing changed.");
@@ -390,20 +429,32 @@ public sealed class Domain
         Trace.Add(TraceKind.ModeSwitch, -1, 0, 0, 0, (ulong)kind, $"{old?.Kind}->{kind} {next.Options}");
     }
 
-    /// <summary>Releases every machine frame the domain holds.</summary>
+    /// <summary>
+    /// Releases every machine frame the domain holds and empties its p2m, so no entry names a
+    /// frame another domain may own next. Under the domain's lock (XenHost.DestroyDomain), so
+    /// an operation on another thread either finished before or fails with DomainRemoved after.
+    /// </summary>
     internal void Destroy()
     {
-        if (IsDestroyed) return;
+        if (_removed) return;
         Mode?.Detach();
         Mode = null;
-        foreach (var (_, mfn) in P2m.EnumerateRam()) _machine.Free(mfn);
+        foreach (var v in _vcpus) v.FlushTlbInOperation();   // no cached translation outlives the frames
+        foreach (var (start, end) in RamRuns())
+            for (ulong pfn = start; pfn < end; pfn++)
+            {
+                TryGetRam(pfn, out var mfn);
+                P2m.Set(pfn, P2mTree.InvalidEntry);
+                _machine.Free(mfn);
+            }
         _populatedPages = 0;
-        IsDestroyed = true;
+        _removed = true;
     }
 
     /// <summary>Installs an identity range; returns the pfns newly answering identity.</summary>
     public ulong SetIdentityRange(ulong startPfn, ulong endPfn, IdentityStrategy strategy)
     {
+        using var op = EnterOperation();
         if (startPfn > endPfn || endPfn > P2mTree.MaxPfn)
             throw new InvalidConfigurationException($"Identity range [gfn 0x{startPfn:x}, 0x{endPfn:x}) is reversed or goes beyond the p2m tree's reach (gfn 0x{P2mTree.MaxPfn:x}, 512 GiB).");
         if (!Enum.IsDefined(strategy)) throw new InvalidConfigurationException($"Identity strategy {(int)strategy} is not EdgesFirst or Coarse.");
@@ -437,6 +488,7 @@ public sealed class Domain
     /// </summary>
     public void SetP2mType(ulong gfn, P2mType type)
     {
+        using var op = EnterOperation();
         if (P2mTree.Classify(P2m.Get(gfn)) != P2mEntryKind.Ram)
             throw new InvalidConfigurationException($"gfn 0x{gfn:x} is not RAM ({P2mTree.Classify(P2m.Get(gfn))}); only RAM pages change type.");
         if (type is not (P2mType.RamRw or P2mType.RamRo or P2mType.RamLogDirty))
@@ -455,6 +507,7 @@ public sealed class Domain
     /// </summary>
     public void OnLogDirtyWrite(ulong gfn)
     {
+        using var op = EnterOperation();
         if (GetP2mType(gfn) != P2mType.RamLogDirty) return;
         Counters.Inc(PerfCounter.LogDirtyFault);
         SetP2mType(gfn, P2mType.RamRw);
@@ -466,6 +519,7 @@ public sealed class Domain
     /// </summary>
     public int ChangeP2mTypes(ulong startGfn, ulong endGfn, P2mType from, P2mType to, bool flush)
     {
+        using var op = EnterOperation();
         if (startGfn > endGfn) throw new InvalidConfigurationException($"gfn range [0x{startGfn:x}, 0x{endGfn:x}) is reversed.");
         if (to is not (P2mType.RamRw or P2mType.RamRo or P2mType.RamLogDirty))
             throw new InvalidConfigurationException($"p2m type {P2mTypeInfo.Name(to)} cannot be set on RAM; use ram_rw, ram_ro or ram_logdirty.");
@@ -496,6 +550,7 @@ public sealed class Domain
     /// <summary>The same for a list of gfns (in any order; the mode is told the span they cover).</summary>
     public int ChangeP2mTypes(IReadOnlyList<ulong> gfns, P2mType from, P2mType to, bool flush)
     {
+        using var op = EnterOperation();
         ArgumentNullException.ThrowIfNull(gfns);
         if (to is not (P2mType.RamRw or P2mType.RamRo or P2mType.RamLogDirty))
             throw new InvalidConfigurationException($"p2m type {P2mTypeInfo.Name(to)} cannot be set on RAM; use ram_rw, ram_ro or ram_logdirty.");
@@ -518,6 +573,7 @@ public sealed class Domain
     /// <summary>Maximal runs [start, end) of gfns that are RAM in the p2m, ascending.</summary>
     public List<(ulong Start, ulong End)> RamRuns()
     {
+        using var op = EnterOperation();
         var runs = new List<(ulong, ulong)>();
         ulong start = 0, next = ulong.MaxValue;
         foreach (var (pfn, _) in P2m.EnumerateRam())
@@ -547,6 +603,7 @@ public sealed class Domain
 
     public Framebuffer? FindFramebuffer(string name)
     {
+        using var op = EnterOperation();
         foreach (var f in _framebuffers) if (string.Equals(f.Name, name, StringComparison.OrdinalIgnoreCase)) return f;
         return null;
     }
@@ -557,6 +614,7 @@ public sealed class Domain
     /// </summary>
     public Framebuffer AddFramebuffer(FramebufferConfig config)
     {
+        using var op = EnterOperation();
         ArgumentNullException.ThrowIfNull(config);
         var probe = Config.Clone();
         probe.Framebuffers = new List<FramebufferConfig>(Config.Framebuffers) { config };
@@ -595,6 +653,7 @@ public sealed class Domain
     /// <summary>Unplugs a monitor: stops tracking its range and gives back the frames plugging it in populated.</summary>
     public void RemoveFramebuffer(string name)
     {
+        using var op = EnterOperation();
         var fb = FindFramebuffer(name) ?? throw new InvalidConfigurationException($"Domain '{Name}' has no framebuffer '{name}'.");
         ulong first = fb.Config.FirstGfn, pages = fb.Config.Pages;
         var range = Vram.Find(first, pages);
@@ -616,6 +675,7 @@ public sealed class Domain
     /// <summary>Asks the guest kernel to map a framebuffer at <paramref name="va"/> (several aliases allowed).</summary>
     public void MountFramebuffer(string name, ulong va, bool writable = true)
     {
+        using var op = EnterOperation();
         var fb = FindFramebuffer(name) ?? throw new InvalidConfigurationException($"Domain '{Name}' has no framebuffer '{name}'.");
         Kernel.Map(va, fb.Config.FirstGfn, fb.Config.Pages, writable ? Guest.MapFlags.Writable : Guest.MapFlags.None);
     }
@@ -642,9 +702,13 @@ public sealed class Domain
         return false;
     }
 
+    // TryGetRam, TryReadPhysU64, TryWritePhysU64, GetP2mType and Classify are the primitives the
+    // paging modes call inside walks: no lock (the caller is inside an operation; a thread that
+    // shares the domain holds EnterOperation around them). A removed domain's p2m is empty.
     /// <summary>Reads 8 bytes of RAM; false (nothing read) unless every byte is RAM. An entry may straddle two pages.</summary>
     public bool TryReadPhysU64(ulong gpa, out ulong value)
     {
+        ThrowIfRemoved();
         int off = (int)(gpa & Page.OffsetMask);
         if (off > Page.Size - 8) return TryReadPhysU64Straddling(gpa, out value);
         if (!TryGetRam(gpa >> Page.Shift, out var mfn)) { value = 0; return false; }
@@ -655,6 +719,7 @@ public sealed class Domain
     /// <summary>Writes 8 bytes of RAM raw (no mode sees it); false (nothing written) unless every byte is RAM.</summary>
     public bool TryWritePhysU64(ulong gpa, ulong value)
     {
+        ThrowIfRemoved();
         int off = (int)(gpa & Page.OffsetMask);
         if (off > Page.Size - 8) return TryWritePhysU64Straddling(gpa, value);
         if (!TryGetRam(gpa >> Page.Shift, out var mfn)) return false;
@@ -702,6 +767,7 @@ public sealed class Domain
     /// <summary>Reads guest-physical memory; checks every page first, so a Missing result reads nothing.</summary>
     public PhysAccessResult ReadPhysical(ulong gpa, Span<byte> destination)
     {
+        using var op = EnterOperation();
         var check = CheckRange(gpa, (ulong)destination.Length);
         if (check.Status == PhysAccessStatus.Missing) return check;
         int done = 0;
@@ -725,6 +791,13 @@ public sealed class Domain
     /// log-dirty page is logged. Checks every page first, so a Missing result writes nothing.
     /// </summary>
     public PhysAccessResult WriteGuestPhysical(ulong gpa, ReadOnlySpan<byte> source, Vcpu? writer = null)
+    {
+        using var op = EnterOperation();
+        return WriteGuestPhysicalInOperation(gpa, source, writer);
+    }
+
+    /// <summary>The same, for a caller already inside an operation (the interpreter's emulated writes).</summary>
+    internal PhysAccessResult WriteGuestPhysicalInOperation(ulong gpa, ReadOnlySpan<byte> source, Vcpu? writer)
     {
         var check = CheckRange(gpa, (ulong)source.Length);
         if (check.Status == PhysAccessStatus.Missing) return check;
@@ -813,6 +886,7 @@ public sealed class Domain
     /// </summary>
     public BalloonResult Balloon(ulong targetPages)
     {
+        using var op = EnterOperation();
         if (targetPages > MaxPages)
             throw new InvalidConfigurationException($"Balloon target {targetPages} pages exceeds the E820's {MaxPages} RAM pages (maxmem).");
         if (targetPages < (ulong)Config.KernelPtPages + 256)
@@ -898,7 +972,8 @@ public sealed class Domain
 
     public void FlushAllTlbs()
     {
-        foreach (var v in _vcpus) v.FlushTlb();
+        using var op = EnterOperation();
+        foreach (var v in _vcpus) v.FlushTlbInOperation();
     }
 
     public override string ToString() => $"{Name} (domid {Id})";
@@ -926,6 +1001,7 @@ public sealed class Framebuffer
 
     private List<ulong> MappedAt(bool writableOnly)
     {
+        using var op = _owner.EnterOperation();
         var list = new List<ulong>();
         foreach (var m in _owner.Kernel.Mappings())
         {
@@ -958,4 +1034,15 @@ public readonly record struct BalloonResult(BalloonOutcome Outcome, ulong Offend
         BalloonOutcome.Unchanged => "already at target",
         _ => PagesChanged >= 0 ? $"populated {PagesChanged} page(s)" : $"released {-PagesChanged} page(s)",
     };
+}
+
+/// <summary>One operation in progress on a domain (<see cref="Domain.EnterOperation"/>): dispose to leave it.</summary>
+public readonly struct DomainOperation : IDisposable
+{
+    private readonly object? _gate;
+    internal DomainOperation(object gate) => _gate = gate;
+    public void Dispose()
+    {
+        if (_gate is not null) Monitor.Exit(_gate);
+    }
 }

@@ -74,6 +74,7 @@ public sealed class GuestKernel
     /// <summary>Maps <paramref name="count"/> pages at <paramref name="va"/> to gfns from <paramref name="gfn"/> up.</summary>
     public void Map(ulong va, ulong gfn, ulong count, MapFlags flags)
     {
+        using var op = _domain.EnterOperation();
         CheckRange(va, count);
         if (gfn + count < gfn || gfn + count > (1UL << (X86Pte.MaxPhysAddrBits - Page.Shift)))
             throw new InvalidConfigurationException($"gfn range 0x{gfn:x} + {count} pages is beyond the {X86Pte.MaxPhysAddrBits}-bit physical address space.");
@@ -116,6 +117,7 @@ public sealed class GuestKernel
     /// </summary>
     private ulong RewriteLeaves(ulong va, ulong count, bool arg, Func<GuestEntryState, bool, GuestEntryState?> change)
     {
+        using var op = _domain.EnterOperation();
         CheckRange(va, count);
         ulong changed = 0;
         for (ulong i = 0; i < count;)
@@ -146,6 +148,7 @@ public sealed class GuestKernel
     /// <summary>The mappings the guest's tables hold now (read from the tables themselves, raw writes included).</summary>
     public List<GuestMapping> Mappings()
     {
+        using var op = _domain.EnterOperation();
         var result = new List<GuestMapping>();
         foreach (var leaf in Leaves())
         {
@@ -160,6 +163,7 @@ public sealed class GuestKernel
     /// <summary>Every present leaf with effective rights (ANDed/ORed down the levels), in VA order.</summary>
     public List<GuestLeaf> Leaves()
     {
+        using var op = _domain.EnterOperation();
         var result = new List<GuestLeaf>();
         Collect(Pml4Gfn << Page.Shift, 4, 0, true, true, false, result);
         return result;

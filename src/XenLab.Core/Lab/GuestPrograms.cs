@@ -64,6 +64,7 @@ public static class GuestPrograms
     /// </summary>
     public static GuestProgramView Load(Domain d, ReadOnlySpan<byte> code, int vcpu = 0)
     {
+        using var op = d.EnterOperation();
         CheckVcpu(d, vcpu);
         if (code.Length == 0) throw new InvalidConfigurationException("There is no code to load.");
         if (code.Length > CodePages * Page.Size) throw new InvalidConfigurationException($"{code.Length} bytes of code exceed the {CodePages * Page.Size}-byte code region.");
@@ -98,6 +99,7 @@ public static class GuestPrograms
     /// <summary>Builds the frame loop of a workload for this domain and loads it.</summary>
     public static GuestProgramView LoadWorkload(Domain d, WorkloadConfig w, int vcpu = 0)
     {
+        using var op = d.EnterOperation();
         CheckVcpu(d, vcpu);                              // before mounting anything
         ArgumentNullException.ThrowIfNull(w);
         var fbs = new Dictionary<string, GuestFramebuffer>(StringComparer.OrdinalIgnoreCase);
@@ -123,6 +125,7 @@ public static class GuestPrograms
     /// <summary>Runs one frame: until the guest yields (or something stops it), then pulls every framebuffer's dirty state.</summary>
     public static FrameReport RunFrame(Domain d, int frame, long budget, int vcpu = 0, string? pngDirectory = null)
     {
+        using var op = d.EnterOperation();
         CheckVcpu(d, vcpu);
         if (budget < 0) throw new InvalidConfigurationException($"A frame's budget of {budget} instructions is negative.");
         if (pngDirectory is not null && !Directory.Exists(pngDirectory))
@@ -130,6 +133,7 @@ public static class GuestPrograms
         var cpu = d.Vcpus[vcpu].Cpu;
         var stop = cpu.Run(budget);
         var views = new List<DirtyVramView>();
+        if (stop.Reason == StopReason.DomainRemoved) return new FrameReport(d.Name, frame, stop.Instructions, stop, views);
         foreach (var fb in d.Framebuffers)
         {
             if (pngDirectory is not null)
@@ -143,6 +147,7 @@ public static class GuestPrograms
     public static List<FrameReport> RunWorkload(Domain d, WorkloadConfig w, int? frames = null, string? pngDirectory = null,
         IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
+        using var op = d.EnterOperation();
         ArgumentNullException.ThrowIfNull(w);
         int count = frames ?? w.Frames;
         if (count < 0 || count > MaxFrames) throw new InvalidConfigurationException($"A workload runs 0 to {MaxFrames} frames (0 loads it only), not {count}.");
