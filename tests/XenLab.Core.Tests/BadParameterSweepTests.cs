@@ -193,6 +193,9 @@ public class BadParameterSweepTests(Xunit.Abstractions.ITestOutputHelper output)
             return new object?[] { null, PagingOptions.Default, new PagingOptions { OosSlots = 0 }, new PagingOptions { HapGpaCacheEntries = 3 }, new PagingOptions { Oos = (OosMode)9 } };
         if (t == typeof(VramRange)) return new object?[] { null, d.Vram.Ranges.FirstOrDefault() };
         if (t == typeof(TranslationTrace)) return new object?[] { new TranslationTrace(), null };
+        if (t == typeof(Action<FrameReport>)) return new object?[] { (Action<FrameReport>)(_ => { }), null };
+        if (t == typeof(IProgress<XenLab.Progress.LabProgress>)) return new object?[] { null, new XenLab.Progress.SynchronousProgress(_ => { }) };
+        if (t == typeof(System.Threading.CancellationToken)) return new object?[] { System.Threading.CancellationToken.None };
         throw new InvalidOperationException($"the sweep has no values for {t.Name} '{n}': add some");
     }
 

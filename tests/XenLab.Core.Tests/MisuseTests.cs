@@ -79,7 +79,12 @@ public class MisuseTests
         Assert.Throws<InvalidConfigurationException>(() => d.SetIdentityRange(0x7FFFFF0, P2mTree.MaxPfn + 1, IdentityStrategy.EdgesFirst));
         Assert.Throws<InvalidConfigurationException>(() => d.SetIdentityRange(10, 5, IdentityStrategy.EdgesFirst));
         Assert.Throws<InvalidConfigurationException>(() => d.SetIdentityRange(0x7FFFFF0, P2mTree.MaxPfn, (IdentityStrategy)7));
-        Assert.Equal(16UL, d.SetIdentityRange(0x7FFFFF0, P2mTree.MaxPfn, IdentityStrategy.EdgesFirst));
+        // Up to the tree's end. Edges-first is 2.6.39, whose set_phys_range_identity gives up on
+        // a range reaching MAX_P2M_PFN (no error, nothing set). Coarse is the posted patch: the
+        // last GiB is p2m_mid_missing, and swapping it for p2m_mid_identity turns all 512 x 512
+        // pfns it covers identity, not just the 16 asked for (seed 004's whole-subtree switch).
+        Assert.Equal(0UL, d.SetIdentityRange(0x7FFFFF0, P2mTree.MaxPfn, IdentityStrategy.EdgesFirst));
+        Assert.Equal(512UL * 512, d.SetIdentityRange(0x7FFFFF0, P2mTree.MaxPfn, IdentityStrategy.Coarse));
     }
 
     [Fact]
