@@ -44,6 +44,8 @@
         'Remove-XenFramebuffer'
         'Mount-XenFramebuffer'
         'Export-XenFramebuffer'
+        'Export-XenPicture'
+        'Export-XenChart'
         'Enable-XenLogDirty'
         'Disable-XenLogDirty'
         'Get-XenDirtyLog'
@@ -59,7 +61,10 @@
     VariablesToExport    = @()
     PrivateData          = @{
         PSData = @{
-            Tags = @('Xen', 'Hypervisor', 'Emulator', 'Memory', 'Teaching')
+            Tags         = @('Xen', 'Hypervisor', 'Emulator', 'Memory', 'Teaching')
+            ProjectUri   = 'https://github.com/xenlab/xenlab'
+            LicenseUri   = 'https://github.com/xenlab/xenlab/blob/main/LICENSE'
+            ReleaseNotes = '0.1.0: the first package. Domains from YAML; shadow, HAP and ARM stage-2 paging; dirty VRAM for several framebuffers; log-dirty; the seed-004 p2m tree; guest x86-64 code. Pester suites run in CI.'
         }
     }
 }

@@ -20,6 +20,15 @@ if grep -qE " error |error [A-Z]+[0-9]+" "$log"; then
   echo "build failed"; echo "0 passed, 1 failed"; exit 1
 fi
 
+echo "== package"
+# The module package the Pester suite XenLab.Package.Tests.ps1 installs by name.
+rm -rf artifacts/package
+if ! dotnet pack src/XenLab.Package -c Release -nologo -v q >"$log" 2>&1; then
+  cat "$log"; echo "FAILED: dotnet pack src/XenLab.Package"; failed=$((failed + 1))
+else
+  ls artifacts/package
+fi
+
 echo "== xunit"
 dotnet test XenLab.sln -c Release --no-build -nologo 2>&1 | tee "$log" | grep -E "Passed!|Failed!|\[FAIL\]|error" || true
 while read -r f p; do

@@ -34,12 +34,14 @@ public sealed class LabOptions
     public int? Frames { get; set; }
     /// <summary>Write each framebuffer as a PNG per frame here (dirty regions outlined).</summary>
     public string? PngDirectory { get; set; }
+    /// <summary>Write the run's pictures (p2m tree, walks, dirty map, charts) here (Pictures.cs).</summary>
+    public string? PicturesDirectory { get; set; }
     public bool ShowHelp { get; set; }
 
     public const string Usage =
         "usage: xenlab [lab.yaml] [--host-memory SIZE] [--gfn GFN]... [--balloon MIB] [--write-config]\n" +
         "              [--workload pt-churn|pte-update] [--rounds N] [--compare-modes] [--migrate RATIO]\n" +
-        "              [--frames N] [--png DIR]\n" +
+        "              [--frames N] [--png DIR] [--pictures DIR]\n" +
         "  lab.yaml          a domain file (see README, 'YAML reference'); none: the embedded default lab\n" +
         "  --host-memory     host machine memory (default 64G; frames cost nothing until written)\n" +
         "  --gfn GFN         look this gfn up in the p2m (repeatable; default: samples around every E820 boundary)\n" +
@@ -50,7 +52,8 @@ public sealed class LabOptions
         "  --compare-modes   run the workload on a fresh copy of the domain in every paging mode and setting\n" +
         "  --migrate RATIO   pre-copy live migration over log-dirty; the guest writes RATIO times per page sent\n" +
         "  --frames N        run N frames of the domain's guest workload (YAML 'workload:'; default its 'frames')\n" +
-        "  --png DIR         write every framebuffer as a PNG per frame into DIR, dirty regions outlined\n";
+        "  --png DIR         write every framebuffer as a PNG per frame into DIR, dirty regions outlined\n" +
+        "  --pictures DIR    write the run's pictures into DIR: p2m tree, a walk per mode, dirty map and charts\n";
 
     /// <summary>Parses arguments; throws <see cref="XenLabException"/> with the offending argument named.</summary>
     public static LabOptions Parse(IReadOnlyList<string> args)
@@ -75,6 +78,7 @@ public sealed class LabOptions
                 case "--compare-modes": o.CompareModes = true; break;
                 case "--frames": o.Frames = (int)Math.Min(Size(a, Next(), 1), 100000); break;
                 case "--png": o.PngDirectory = Next(); break;
+                case "--pictures": o.PicturesDirectory = Next(); break;
                 case "--migrate":
                     string ratio = Next();
                     if (!double.TryParse(ratio, NumberStyles.Float, CultureInfo.InvariantCulture, out double rr) || rr < 0)
@@ -134,20 +138,24 @@ public static class LabRunner
             foreach (var (name, value) in r.Counters)
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {name,-26} {value,12}"));
         }
+        List<WorkloadResult>? compared = null;
+        MigrationResult? migration = null;
         if (o.CompareModes)
-            CompareModes(config, o, output);
+            compared = CompareModes(config, o, output);
         if (d.Config.Workload is { } workload && !o.CompareModes)
             RunFrames(d, workload, o, output);
         if (o.MigrateRatio is { } mr)
         {
             output.WriteLine();
-            var m = LiveMigration.PreCopy(d, mr);
+            var m = migration = LiveMigration.PreCopy(d, mr);
             output.WriteLine($"Pre-copy live migration, {mr.ToString(CultureInfo.InvariantCulture)} guest writes per page sent, paging {m.Mode}");
             output.WriteLine("  round  pages sent  guest writes  dirty after  log-dirty faults");
             foreach (var r in m.Rounds)
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {r.Round,5}  {r.PagesSent,10}  {r.GuestWrites,12}  {r.DirtyAfter,11}  {r.LogDirtyFaults,16}"));
             output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  stop-and-copy: {m.StopAndCopyPages} page(s); {m.PagesSent} sent in all; {(m.Converged ? "converged" : "did not converge")}: {m.Why}"));
         }
+        if (o.PicturesDirectory is not null)
+            CliPictures.Write(o.PicturesDirectory, d, migration, compared, o.HostMemoryBytes, output);
         if (o.WriteConfig)
         {
             output.WriteLine();

@@ -4,6 +4,7 @@ using XenLab.Cli;
 
 try
 {
+    if (OracleCommand.Handles(args)) return OracleCommand.Run(args, Console.Out);   // xenlab --oracle (OracleCommand.cs)
     return LabRunner.Run(LabOptions.Parse(args), Console.Out);
 }
 catch (XenLabException e)

@@ -216,16 +216,13 @@ public sealed class InvokeXenGuestCodeCommand : XenCmdlet
         }
         var program = GuestPrograms.LoadWorkload(d, workload, Vcpu);
         WriteVerbose($"Domain '{d.Name}' vcpu {Vcpu}: workload frame loop, {program}.");
-        // Start tracking every framebuffer, so frame 0 reports what frame 0 wrote (as the headless runner does).
-        foreach (var fb in d.Framebuffers) DirtyViews.Query(d, fb.Name, peek: false);
-        for (int f = 0; f < frames; f++)
+        // Frame by frame with progress; Ctrl+C stops between frames (the vCPU then sits after a yield).
+        GuestPrograms.RunFrames(d, frames, budget, Vcpu, png, report =>
         {
-            var report = GuestPrograms.RunFrame(d, f, budget, Vcpu, png);
             WriteObject(report);
-            if (report.Completed) continue;
-            WriteWarning($"Domain '{d.Name}': frame {f} did not end in a yield, so the workload stopped after {f + 1} of {frames} frame(s): {report.Stop}.");
-            break;
-        }
+            if (!report.Completed)
+                WriteWarning($"Domain '{d.Name}': frame {report.Frame} did not end in a yield, so the workload stopped after {report.Frame + 1} of {frames} frame(s): {report.Stop}.");
+        }, Progress, StopToken);
     }
 }
 

@@ -70,7 +70,7 @@ public sealed class NewXenDomainCommand : XenCmdlet
         }
         string what = $"Create domain: {config.MemoryMiB} MiB, maxmem {config.EffectiveMaxMemMiB} MiB, {config.Vcpus} vCPU(s), {config.Paging} paging";
         if (!ShouldProcess($"Domain '{config.Name}'", what)) return;
-        WriteObject(XenHost.CreateDomain(config));
+        WriteObject(XenHost.CreateDomain(config, Progress, StopToken));   // a stopped build leaves no domain
     }
 }
 

@@ -34,7 +34,7 @@ public sealed class InvokeXenWorkloadCommand : DomainCmdlet
         WorkloadResult result;
         try
         {
-            result = MemoryWorkloads.Run(domain, Name.ToLowerInvariant(), Rounds);
+            result = MemoryWorkloads.Run(domain, Name.ToLowerInvariant(), Rounds, Progress, StopToken);   // stops between rounds
         }
         catch (WorkloadFaultException e)
         {

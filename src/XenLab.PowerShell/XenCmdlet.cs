@@ -1,8 +1,12 @@
 // What every XenLab cmdlet shares: the session lock, the domain binding of -Domain/-DomainName,
-// and turning emulator errors into non-terminating ErrorRecords that say what and where.
+// turning emulator errors into non-terminating ErrorRecords that say what and where, and long
+// work's progress (Write-Progress) and stopping (Ctrl+C: StopProcessing cancels the token the
+// emulator checks between whole steps, so a stopped cmdlet leaves its domain consistent).
 using System;
 using System.Management.Automation;
+using System.Threading;
 using XenLab.Domains;
+using XenLab.Progress;
 
 namespace XenLab.PowerShell;
 
@@ -46,6 +50,9 @@ public abstract class XenCmdlet : PSCmdlet
     /// <summary>What an error without a better target is about (set once a domain is resolved).</summary>
     protected object? ErrorTarget { get; set; }
 
+    private readonly CancellationTokenSource _stop = new();
+    private IProgress<LabProgress>? _progress;
+
     protected sealed override void ProcessRecord()
     {
         lock (XenLabSession.Gate)
@@ -58,7 +65,31 @@ public abstract class XenCmdlet : PSCmdlet
             {
                 WriteXenError(e, ErrorTarget);
             }
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+            {
+                // The emulator stopped between two whole steps because the pipeline is stopping.
+                throw new PipelineStoppedException();
+            }
         }
+    }
+
+    /// <summary>Ctrl+C (or PowerShell.Stop()): ask the emulator to stop at its next safe point.</summary>
+    protected override void StopProcessing() => _stop.Cancel();
+
+    /// <summary>Cancelled once the pipeline is stopping: hand it to long emulator operations.</summary>
+    protected CancellationToken StopToken => _stop.Token;
+
+    /// <summary>Turns the emulator's progress reports into Write-Progress records (activity 1 of this cmdlet).</summary>
+    protected IProgress<LabProgress> Progress => _progress ??= new SynchronousProgress(WriteLabProgress);
+
+    private void WriteLabProgress(LabProgress p)
+    {
+        var record = new ProgressRecord(1, p.Activity.Length > 0 ? p.Activity : MyInvocation.MyCommand.Name, p.Status.Length > 0 ? p.Status : "working")
+        {
+            PercentComplete = p.PercentComplete,
+            RecordType = p.Completed ? ProgressRecordType.Completed : ProgressRecordType.Processing,
+        };
+        WriteProgress(record);
     }
 
     /// <summary>The cmdlet's work for one pipeline record.</summary>

@@ -44,16 +44,29 @@ public class ArmModeTests
     }
 
     [Fact]
-    public void AColdTwoStageWalkCostsNineteenReferences()
+    public void AColdTwoStageWalkCostsNineteenReferencesAndOneFewerForABlock()
     {
-        // 4 stage-1 levels x (3 stage-2 reads + the descriptor) + 3 stage-2 reads for the page = 19.
+        // The guest's tables live at 1 MiB (gfn 0x100..), in 4 KiB stage-2 pages (2 MiB group 0
+        // holds the legacy hole). Through 4 KiB pages: 4 stage-1 levels x (3 stage-2 reads + the
+        // descriptor) + 3 for the page = 19. Data gfn 0x2010 is under a 2 MiB block: its stage-2
+        // walk stops at level 2, so 4 x 4 + 2 = 18.
         var d = Arm();
-        var t = d.Vcpus[0].Translate(Va, AccessKind.Read);
+        d.Kernel.Map(Va + 0x100000, 0x50, 1, MapFlags.Writable);        // gfn 0x50: a 4 KiB leaf
+        Assert.Equal(2, Mode(d).Stage2.Locate(DataGfn).ArmLevel);
+        Assert.Equal(3, Mode(d).Stage2.Locate(0x50).ArmLevel);
+        d.FlushAllTlbs();
+        var t = d.Vcpus[0].Translate(Va + 0x100000, AccessKind.Read);
         Assert.True(t.IsOk);
         Assert.Equal(19, t.MemoryReferences);
         Assert.Equal(15, d.Counters[PerfCounter.Stage2WalkMemRef]);    // 5 stage-2 walks of 3
         Assert.Equal(4, d.Counters[PerfCounter.PageWalkMemRef]);       // the stage-1 descriptors
-        Assert.Equal(d.P2m.Get(DataGfn), t.Mfn);
+        Assert.Equal(d.P2m.Get(0x50), t.Mfn);
+        t = d.Vcpus[0].Translate(Va, AccessKind.Read);
+        Assert.True(t.IsOk);
+        Assert.Equal(18, t.MemoryReferences);
+        Assert.Equal(15 + 14, d.Counters[PerfCounter.Stage2WalkMemRef]);   // 4 walks of 3 + one of 2
+        Assert.Equal(d.P2m.Get(DataGfn), t.Mfn);                        // block base + 0x10
+        Assert.Equal(d.P2m.Get(0x2000) + 0x10, t.Mfn);
     }
 
     [Fact]
@@ -105,14 +118,14 @@ public class ArmModeTests
         long walks = d.Counters[PerfCounter.PageWalk], s2 = d.Counters[PerfCounter.Stage2WalkMemRef];
         var t = d.Vcpus[0].Explain(Va, AccessKind.Write, trace);
         Assert.True(t.IsOk);
-        Assert.Equal(19, t.MemoryReferences);
+        Assert.Equal(18, t.MemoryReferences);                           // the data page is under a block
         Assert.Equal(4, trace.Steps.Count(s => s.Table == "guest"));
-        Assert.Equal(15, trace.Steps.Count(s => s.Table == "stage2"));
+        Assert.Equal(14, trace.Steps.Count(s => s.Table == "stage2"));
         Assert.Equal(walks, d.Counters[PerfCounter.PageWalk]);          // scratch counters
         Assert.Equal(s2, d.Counters[PerfCounter.Stage2WalkMemRef]);
         Assert.Equal(0UL, GuestLeaf(d, Va).RawEntry & Aarch64Pte.AccessFlag);   // no AF written
-        Assert.StartsWith("page RWX ram_rw", trace.Steps[^1].Decoded);
-        Assert.Equal("S2L3", trace.Steps[^1].Name);
+        Assert.StartsWith("block RWX ram_rw", trace.Steps[^1].Decoded);
+        Assert.Equal("S2L2", trace.Steps[^1].Name);
     }
 
     [Theory]
@@ -203,6 +216,9 @@ public class ArmModeTests
     {
         var d = Arm(ArmLeafLookup.Vlpt);
         var arm = Mode(d);
+        Assert.Null(arm.VlptSlice);                                       // untraced: no slice
+        Assert.Equal(0, d.Counters[PerfCounter.VlptSlotWrite]);
+        arm.WriteProtectForTracing(DataGfn, DataGfn + 4);
         var slice = arm.VlptSlice!;
         var window = d.Host!.VlptWindow;
         Assert.Equal(0x8000000UL, slice.LeafBase);                        // the thread's 128 MiB
@@ -215,7 +231,7 @@ public class ArmModeTests
         Assert.True(window.TryTranslate(slice.SecondVa(DataGfn), out var f2, out int o2));
         Assert.Equal(arm.Stage2.SecondLevelTable(0), f2);
         Assert.Equal((int)(DataGfn >> 9) * 8, o2);
-        Assert.Equal(1, d.Counters[PerfCounter.VlptSlotWrite]);          // slotted once, at attach
+        Assert.Equal(1, d.Counters[PerfCounter.VlptSlotWrite]);          // slotted once, when tracing started
         Assert.Equal(2, d.Counters[PerfCounter.VlptTlbFlush]);
     }
 
@@ -228,28 +244,93 @@ public class ArmModeTests
     }
 
     [Fact]
-    public void AFourGiBDomainNeedsEightMiBAndTheWindowRefusesWhenFull()
+    public void AFourGiBDomainNeedsEightMiBOnlyWhileTracingAndTheWindowRefusesWhenFull()
     {
         var host = new XenHost(8UL << 30, vlptWindowBytes: 64UL << 20);
         var domains = new List<Domain>();
-        for (int i = 0; i < 8; i++) domains.Add(host.CreateDomain(FourGiBArm("big" + i)));
+        // Untraced domains hold nothing: twelve fit a window that holds eight traced ones.
+        for (int i = 0; i < 12; i++) domains.Add(host.CreateDomain(FourGiBArm("big" + i)));
+        Assert.Equal(0UL, host.VlptWindow.UsedBytes);
+        for (int i = 0; i < 8; i++) domains[i].LogDirty.Enable();
         Assert.Equal(8UL << 20, Mode(domains[0]).VlptSlice!.Bytes);      // the seed's 8 MB for 4 GB
         Assert.Equal(64UL << 20, host.VlptWindow.UsedBytes);
         ulong frames = host.Machine.AllocatedFrames;
-        var ex = Assert.Throws<InvalidConfigurationException>(() => host.CreateDomain(FourGiBArm("big8")));
-        Assert.Contains("needs 8 MiB", ex.Message);
-        Assert.Contains("window is 64 MiB with 64 MiB in use by 8 domain(s)", ex.Message);
-        Assert.Equal(8, host.Domains.Count);                              // nothing changed
+        long writes = domains[8].Counters[PerfCounter.VlptSlotWrite];
+        // The ninth cannot start tracing: the error names the window and who holds it; nothing changed.
+        var ex = Assert.Throws<VlptWindowFullException>(() => domains[8].LogDirty.Enable());
+        Assert.Equal("VlptWindowFull", ex.ErrorId);
+        Assert.Contains("VLPT window (64 MiB at 0x8000000, 32 slots of 2 MiB)", ex.Message);
+        Assert.Contains("domain 'big8'", ex.Message);
+        Assert.Contains("needs 8 MiB in one piece", ex.Message);
+        Assert.Contains("held by big0 (slots 0..3), big1 (slots 4..7)", ex.Message);
+        Assert.Contains("big7 (slots 28..31)", ex.Message);
+        Assert.False(domains[8].LogDirty.Enabled);
+        Assert.False(Mode(domains[8]).TracingActive);
+        Assert.Null(Mode(domains[8]).VlptSlice);
         Assert.Equal(frames, host.Machine.AllocatedFrames);
-        // Switching a walk-lookup domain to vlpt is refused the same way and leaves it as it was.
-        var small = host.CreateDomain(ArmConfig("walker", ArmLeafLookup.Walk));
-        Assert.Throws<InvalidConfigurationException>(() => small.SetPagingMode(PagingModeKind.Arm, small.Config.PagingOptions with { ArmLeafLookup = ArmLeafLookup.Vlpt }));
-        Assert.Equal(ArmLeafLookup.Walk, Mode(small).LeafLookup);
+        Assert.Equal(writes, domains[8].Counters[PerfCounter.VlptSlotWrite]);
+        ulong pfn = domains[8].P2m.EnumerateRam().First().Pfn;
+        Assert.True(Stage2Entry.IsWritable(Mode(domains[8]).Stage2.Peek(pfn)));   // not write-protected
+        // A dirty-VRAM query that would start tracing is refused the same way.
+        Assert.Throws<VlptWindowFullException>(() => domains[9].Vram.Track(0x100, 16));
+        Assert.Empty(domains[9].Vram.Ranges);
+        // Stopping one returns its slice; the next fits in it (first fit).
         int freed = Mode(domains[3]).VlptSlice!.FirstSlot;
-        Assert.Equal(3 * 4, freed);                                       // slices of 4 slots, first fit
-        host.DestroyDomain(domains[3]);
-        var again = host.CreateDomain(FourGiBArm("big8"));                // the freed slice is reused
-        Assert.Equal(freed, Mode(again).VlptSlice!.FirstSlot);
+        Assert.Equal(3 * 4, freed);
+        domains[3].LogDirty.Disable();
+        Assert.Null(Mode(domains[3]).VlptSlice);
+        domains[8].LogDirty.Enable();
+        Assert.Equal(freed, Mode(domains[8]).VlptSlice!.FirstSlot);
+        // Removing a traced domain returns its slice too.
+        int removed = Mode(domains[5]).VlptSlice!.FirstSlot;
+        host.DestroyDomain(domains[5]);
+        domains[9].LogDirty.Enable();
+        Assert.Equal(removed, Mode(domains[9]).VlptSlice!.FirstSlot);
+        // So does a switch away from ARM; switching back leaves it untraced until tracing restarts.
+        int zero = Mode(domains[0]).VlptSlice!.FirstSlot;
+        domains[0].LogDirty.Disable();
+        domains[10].LogDirty.Enable();
+        Assert.Equal(zero, Mode(domains[10]).VlptSlice!.FirstSlot);
+        domains[10].SetPagingMode(PagingModeKind.Hap);
+        Assert.DoesNotContain(host.VlptWindow.Slices, s => s.Domain == domains[10]);
+        var problems = new List<string>();
+        foreach (var d in host.Domains) d.Mode!.Audit(problems);
+        Assert.Empty(problems);
+    }
+
+    [Fact]
+    public void SeventeenUntracedFourGiBDomainsCoexistInTheDefaultWindow()
+    {
+        // 128 MiB holds 16 slices of 8 MiB; a 17th domain is built, and fails only when it starts tracing.
+        var host = new XenHost(16UL << 30);
+        var domains = new List<Domain>();
+        for (int i = 0; i < 17; i++) domains.Add(host.CreateDomain(FourGiBArm("d" + i)));
+        for (int i = 0; i < 16; i++) domains[i].LogDirty.Enable();
+        Assert.Equal(128UL << 20, host.VlptWindow.UsedBytes);
+        var ex = Assert.Throws<VlptWindowFullException>(() => domains[16].LogDirty.Enable());
+        Assert.Contains("'d16'", ex.Message);
+        Assert.Contains("d15 (slots 60..63)", ex.Message);
+        domains[16].Vcpus[0].WriteVirtual(Va, new byte[1]);               // it still runs, untraced
+        Assert.Equal(0, domains[16].Counters[PerfCounter.Stage2AbortPermission]);
+    }
+
+    [Fact]
+    public void AVramRangeAboveRamGrowsTheSliceToCoverIt()
+    {
+        var host = new XenHost(4UL << 30);
+        var d = Arm(ArmLeafLookup.Vlpt, host);                           // 128 MiB: one GiB of IPA
+        var arm = Mode(d);
+        arm.WriteProtectForTracing(DataGfn, DataGfn + 4);
+        Assert.Equal(1, arm.VlptSlice!.Slots);
+        arm.WriteProtectForTracing(0xC0000, 0xC0010);                     // 3 GiB: needs four slots
+        Assert.Equal(4, arm.VlptSlice!.Slots);
+        Assert.Single(host.VlptWindow.Slices);                            // the small one went back
+        arm.StopTracing(0xC0000, 0xC0010);
+        Assert.NotNull(arm.VlptSlice);                                     // DataGfn is still traced
+        arm.StopTracing(DataGfn, DataGfn + 4);
+        Assert.Null(arm.VlptSlice);
+        Assert.Empty(host.VlptWindow.Slices);
+        Assert.Equal(0UL, host.VlptWindow.XenSecond(host.VlptWindow.FirstXenSlot));
     }
 
     [Fact]
@@ -331,11 +412,20 @@ public class ArmModeTests
         d.Mode!.Audit(problems);
         Assert.Empty(problems);
         var arm = Mode(d);
-        var where = arm.Stage2.Locate(DataGfn);
+        var where = arm.Stage2.Locate(0x50);                              // a 4 KiB leaf (group 0 has the legacy hole)
+        Assert.Equal(3, where.ArmLevel);
         d.Machine.WriteUInt64(where.Table, where.Index * 8, where.Value ^ (1UL << 12));   // another frame
         d.Mode.Audit(problems);
         Assert.Single(problems);
-        Assert.Contains("gfn 0x2010", problems[0]);
+        Assert.Contains("gfn 0x50", problems[0]);
+        // A corrupted block is 512 wrong gfns.
+        problems.Clear();
+        where = arm.Stage2.Locate(DataGfn);
+        Assert.Equal(2, where.ArmLevel);
+        d.Machine.WriteUInt64(where.Table, where.Index * 8, where.Value ^ (1UL << 21));
+        d.Mode.Audit(problems);
+        Assert.Equal(1 + 512, problems.Count);
+        Assert.Contains(problems, p => p.Contains("gfn 0x2010"));
     }
 
     [Fact]
@@ -407,9 +497,115 @@ public class ArmModeTests
         d.SetP2mType(DataGfn, P2mType.RamRo);
         Assert.Equal((mfn << 12) | 0x77F | (3UL << 55), Mode(d).Stage2.Peek(DataGfn));
         Assert.Equal(Mode(d).Stage2.Pages, (int)d.PagingFrames);
-        // 64 MiB populated from gfn 0 with the legacy hole skipped ends at gfn 0x4060: third-level
-        // tables 0..32 (512 gfns each), one second-level table (the first GiB), the root.
-        Assert.Equal(33 + 1 + 1, Mode(d).Stage2.Pages);
+        // 64 MiB populated from gfn 0 with the legacy hole skipped ends at gfn 0x4060. The 2 MiB
+        // groups 0x200..0x3e00 (31) are whole RAM on aligned machine runs: blocks. Tables: the
+        // root, one second-level (the first GiB), third-level for group 0 (the hole) and for
+        // 0x4000..0x405f = 4; ram_ro on one gfn of the block at 0x2000 split it: a fifth.
+        Assert.Equal(4 + 1, Mode(d).Stage2.Pages);
+        Assert.Equal(30, Mode(d).Stage2.CountBlocks());
+        Assert.Equal(31, d.Counters[PerfCounter.Stage2Block]);
+        Assert.Equal(1, d.Counters[PerfCounter.Stage2BlockSplit]);
+    }
+
+    [Theory]
+    [InlineData(ArmLeafLookup.Walk)]
+    [InlineData(ArmLeafLookup.Vlpt)]
+    public void TracingWriteProtectsAWholeBlockAndSplitsItOnItsFirstWrite(ArmLeafLookup lookup)
+    {
+        // Lazy, as the seed's handler (check the second level for a block first) and KVM/arm64
+        // (force_pte while dirty logging) do: enabling splits nothing; the first write does.
+        var d = Arm(lookup);
+        var arm = Mode(d);
+        var v = d.Vcpus[0];
+        v.WriteVirtual(Va, new byte[1]);                                 // a writable TLB entry from the block
+        arm.WriteProtectForTracing(0x2000, 0x2200);                       // exactly the block
+        Assert.Equal(31, arm.Stage2.CountBlocks());
+        Assert.Equal(0, d.Counters[PerfCounter.Stage2BlockSplit]);
+        Assert.False(Stage2Entry.IsWritable(arm.Stage2.Peek(DataGfn)));
+        Assert.Equal(2, arm.Stage2.Locate(DataGfn).ArmLevel);
+        Assert.True(v.WriteVirtual(Va, new byte[] { 1 }).IsOk);
+        Assert.Equal(1, d.Counters[PerfCounter.Stage2AbortPermission]);   // the flush at enable made it fault
+        Assert.Equal(1, d.Counters[PerfCounter.Stage2BlockSplit]);
+        Assert.Equal(30, arm.Stage2.CountBlocks());
+        if (lookup == ArmLeafLookup.Vlpt)
+        {
+            // The superpage path: the second-level entry read through the loop is a block; no leaf read.
+            Assert.Equal(1, d.Counters[PerfCounter.VlptLookup]);
+            Assert.Equal(1, d.Counters[PerfCounter.VlptSuperpageLookup]);
+            Assert.Equal(1, d.Counters[PerfCounter.VlptMemRef]);
+        }
+        else
+        {
+            Assert.Equal(2, d.Counters[PerfCounter.Stage2LeafWalkMemRef]);    // root, then the block
+            Assert.Equal(2, d.Counters[PerfCounter.Stage2LeafWalkMaps]);
+        }
+        var leaf = arm.Stage2.Locate(DataGfn);
+        Assert.Equal(3, leaf.ArmLevel);
+        Assert.True(Stage2Entry.IsDirty(leaf.Value) && Stage2Entry.IsWritable(leaf.Value));
+        Assert.False(Stage2Entry.IsWritable(arm.Stage2.Peek(DataGfn + 1)));  // the other 511 stay protected
+        Assert.False(Stage2Entry.IsDirty(arm.Stage2.Peek(DataGfn + 1)));
+        // The next write in the same 2 MiB takes the normal leaf path.
+        Assert.True(v.WriteVirtual(Va + 0x1000, new byte[] { 1 }).IsOk);
+        Assert.Equal(1, d.Counters[PerfCounter.Stage2BlockSplit]);
+        if (lookup == ArmLeafLookup.Vlpt) Assert.Equal(1 + 2, d.Counters[PerfCounter.VlptMemRef]);
+        Assert.Equal(new ulong[] { DataGfn, DataGfn + 1 }, arm.TestAndClearDirty(0x2000, 0x2200));
+        var problems = new List<string>();
+        arm.Audit(problems);
+        Assert.Empty(problems);
+        // Stopping gives write back; the split block stays split (no re-merge).
+        arm.StopTracing(0x2000, 0x2200);
+        Assert.True(Stage2Entry.IsWritable(arm.Stage2.Peek(DataGfn + 5)));
+        Assert.Equal(30, arm.Stage2.CountBlocks());
+        // Tracing part of a block must change only part of it: that splits at once.
+        arm.WriteProtectForTracing(0x3010, 0x3014);
+        Assert.Equal(2, d.Counters[PerfCounter.Stage2BlockSplit]);
+        Assert.False(Stage2Entry.IsWritable(arm.Stage2.Peek(0x3010)));
+        Assert.True(Stage2Entry.IsWritable(arm.Stage2.Peek(0x3014)));
+        arm.Audit(problems);
+        Assert.Empty(problems);
+    }
+
+    [Fact]
+    public void LogDirtyOverAllRamSplitsOnlyTheBlocksWritten()
+    {
+        var d = Arm(ArmLeafLookup.Vlpt);
+        d.LogDirty.Enable();
+        Assert.Equal(0, d.Counters[PerfCounter.Stage2BlockSplit]);
+        d.Vcpus[0].WriteVirtual(Va, new byte[1]);
+        d.Vcpus[0].WriteVirtual(Va + 0x2000, new byte[1]);
+        d.WriteGuestPhysical(0x3000UL << 12, new byte[] { 1 });           // another block, by a physical path
+        Assert.Equal(2, d.Counters[PerfCounter.Stage2BlockSplit]);
+        Assert.Equal(29, Mode(d).Stage2.CountBlocks());
+        var dirty = d.LogDirty.Read(clean: true).DirtyGfns().ToList();
+        Assert.Contains(DataGfn, dirty);
+        Assert.Contains(DataGfn + 2, dirty);
+        Assert.Contains(0x3000UL, dirty);
+        Assert.DoesNotContain(0x3001UL, dirty);
+    }
+
+    [Fact]
+    public void BlockPlacementGivesAlignedMachineRunsToAlignedGuestGroups()
+    {
+        // pfns 0..0x9f and 0x100..0x5ff (0x5a0 pages), frames 0x1fff down to 0x1a60 as the
+        // allocator hands them out. Aligned runs among the frames: 0x1e00 and 0x1c00 (0x1a00 is
+        // incomplete). Aligned pfn groups of 512: 0x200 and 0x400 (group 0 has the hole).
+        var pfns = new List<ulong>();
+        for (ulong p = 0; p < 0xa0; p++) pfns.Add(p);
+        for (ulong p = 0x100; p < 0x600; p++) pfns.Add(p);
+        var mfns = new Mfn[pfns.Count];
+        for (int i = 0; i < mfns.Length; i++) mfns[i] = new Mfn(0x1fffUL - (ulong)i);
+        BlockPlacement.ArrangeForBlocks(pfns.ToArray(), mfns);
+        int at200 = pfns.IndexOf(0x200), at400 = pfns.IndexOf(0x400);
+        for (int k = 0; k < 512; k++)
+        {
+            Assert.Equal(0x1e00UL + (ulong)k, mfns[at200 + k].Value);
+            Assert.Equal(0x1c00UL + (ulong)k, mfns[at400 + k].Value);
+        }
+        // The rest keep the allocator's descending order: 0x1bff first, for pfn 0.
+        Assert.Equal(0x1bffUL, mfns[0].Value);
+        Assert.Equal(0x1bfeUL, mfns[1].Value);
+        Assert.Equal(mfns.Length, mfns.Select(m => m.Value).Distinct().Count());
+        Assert.Equal(0x1a60UL, mfns.Min(m => m.Value));
     }
 
     [Fact]
@@ -417,6 +613,7 @@ public class ArmModeTests
     {
         var host = new XenHost(4UL << 30);
         var d = Arm(ArmLeafLookup.Vlpt, host);
+        Mode(d).WriteProtectForTracing(DataGfn, DataGfn + 4);
         Assert.Single(host.VlptWindow.Slices);
         host.DestroyDomain(d);
         Assert.Equal(0UL, host.Machine.AllocatedFrames);

@@ -97,9 +97,16 @@ public class BadInputTests
         var ex = Assert.Throws<ConfigFileException>(() => DomainConfigLoader.Load(yaml, "x.yaml"));
         Assert.Equal((3L, 5L), (ex.Line, ex.Column));
         Assert.Contains("identity hole 0 [0x8000000000, 0x8000000001) ends beyond the p2m tree's 512 GiB", ex.Message);
-        // The last whole page below the limit is fine, and the build installs exactly what the check allowed.
-        var d = Create("name: a\nidentity:\n  - { start: 0x7FFFFFF000, size: 1 }\n");
+        // The last page below the limit: coarse installs it; edges-first (2.6.39 gives up on a
+        // range reaching MAX_P2M_PFN) refuses it at load instead of building without the hole.
+        var d = Create("name: a\nidentity_strategy: coarse\nidentity:\n  - { start: 0x7FFFFFF000, size: 1 }\n");
         Assert.Equal(P2m.P2mTree.IdentityFrame(0x7FFFFFF), d.P2m.Get(0x7FFFFFF));
+        var edges = Assert.Throws<ConfigFileException>(() => DomainConfigLoader.Load("name: a\nidentity:\n  - { start: 0x7FFFFFF000, size: 1 }\n", "x.yaml"));
+        Assert.Equal((3L, 5L), (edges.Line, edges.Column));
+        Assert.Contains("reaches the end of the p2m tree", edges.Message);
+        // A page lower, edges-first installs it.
+        var lower = Create("name: b\nidentity:\n  - { start: 0x7FFFFFE000, size: 1 }\n");
+        Assert.Equal(P2m.P2mTree.IdentityFrame(0x7FFFFFE), lower.P2m.Get(0x7FFFFFE));
     }
 
     [Fact]

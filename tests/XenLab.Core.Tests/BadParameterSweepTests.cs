@@ -21,9 +21,10 @@ namespace XenLab.Tests;
 /// Vcpu and GuestPrograms, found by reflection (so a new one is swept without being listed), is
 /// called with extreme values for each of its parameters (0, -1, huge, 2^63, unaligned, beyond
 /// the p2m tree, unknown enum values) one at a time and in seeded random combinations.
-/// The contract: the only exceptions that escape are XenLabException, and
-/// ArgumentNullException where the sweep passed null for a reference (a programming error, not
-/// a bad value: the one ArgumentException subclass the API chooses). After each method the
+/// The contract: the only exceptions that escape are XenLabException, ArgumentNullException
+/// where the sweep passed null for a reference (a programming error, not a bad value: the one
+/// ArgumentException subclass the API chooses), and OperationCanceledException where it passed
+/// a cancelled token (a stop asked for, by design of the progress/stop support). After each method the
 /// paging mode's audit is clean, and after the domain is removed every frame is back.
 /// Methods taking spans cannot be called by reflection; they are swept by hand below.
 /// </summary>
@@ -118,6 +119,8 @@ public class BadParameterSweepTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.True(PagingAuditView.Of(d).IsClean);
     }
 
+    private static readonly System.Threading.CancellationToken Cancelled = new(canceled: true);
+
     private static object TargetOf(Type type, Domain d) =>
         type == typeof(Domain) ? d
         : type == typeof(GuestKernel) ? d.Kernel
@@ -193,6 +196,9 @@ public class BadParameterSweepTests(Xunit.Abstractions.ITestOutputHelper output)
             return new object?[] { null, PagingOptions.Default, new PagingOptions { OosSlots = 0 }, new PagingOptions { HapGpaCacheEntries = 3 }, new PagingOptions { Oos = (OosMode)9 } };
         if (t == typeof(VramRange)) return new object?[] { null, d.Vram.Ranges.FirstOrDefault() };
         if (t == typeof(TranslationTrace)) return new object?[] { new TranslationTrace(), null };
+        if (t == typeof(Action<FrameReport>)) return new object?[] { (Action<FrameReport>)(_ => { }), null };
+        if (t == typeof(IProgress<XenLab.Progress.LabProgress>)) return new object?[] { null, new XenLab.Progress.SynchronousProgress(_ => { }) };
+        if (t == typeof(System.Threading.CancellationToken)) return new object?[] { default(System.Threading.CancellationToken), Cancelled };
         throw new InvalidOperationException($"the sweep has no values for {t.Name} '{n}': add some");
     }
 
@@ -226,6 +232,7 @@ public class BadParameterSweepTests(Xunit.Abstractions.ITestOutputHelper output)
         {
             if (inner is XenLabException) return null;
             if (inner is ArgumentNullException && args.Any(a => a is null)) return null;
+            if (inner is OperationCanceledException && args.Any(a => a is System.Threading.CancellationToken { IsCancellationRequested: true })) return null;
             return $"{inner.GetType().Name}: {inner.Message}\n{inner.StackTrace}";
         }
     }

@@ -239,6 +239,49 @@ public class DirtyVramOracleTests
         ShadowModeTests.AssertAuditClean(d);
     }
 
+    [Fact]
+    public void SixtyFourLinksOfOnePageStayExactAndTheSixtyFifthIsCounted()
+    {
+        // The posted patch's bound is 64 links per page. Page 0 of the framebuffer is mapped
+        // writable by the mount (link 1) and by 63 aliases (links 2..64): still exact. The 65th
+        // writable mapping is one link too many: counted, and the range reports all dirty.
+        var d = DirtyVramTests.Build(PagingModeKind.Shadow, VramStrategy.BackLinks);
+        var v = d.Vcpus[0];
+        Assert.True(d.Vram.Track(0xF0000, 768).AllDirty);         // arm
+        var aliases = new List<ulong> { 0x40000000 };             // the mount's own mapping of page 0
+        for (int a = 0; a < 63; a++)
+        {
+            ulong va = 0x80000000UL + ((ulong)a << 21);
+            d.Kernel.Map(va, 0xF0000, 1, MapFlags.Writable);
+            Assert.True(v.ReadVirtual(va, new byte[1]).IsOk);     // the shadow entry (and its link) is made
+            aliases.Add(va);
+        }
+        Assert.Equal(0, d.Counters[PerfCounter.VramLinkExhausted]);
+        var quiet = d.Vram.Track(0xF0000, 768);
+        Assert.False(quiet.AllDirty, quiet.Reason);
+        Assert.Empty(Dirty(quiet));                                // 64 readers, no writer: nothing dirty
+        // A write through any one of the 64 mappings is that page alone, the others stay clean.
+        for (int k = 0; k < aliases.Count; k++)
+        {
+            Assert.True(v.WriteVirtual(aliases[k] + 8, new[] { (byte)k }).IsOk);
+            var r = d.Vram.Track(0xF0000, 768);
+            Assert.False(r.AllDirty, $"alias {k}: {r.Reason}");
+            Assert.Equal(new[] { 0 }, Dirty(r));
+        }
+        Assert.Equal(0, d.Counters[PerfCounter.VramLinkExhausted]);
+        Assert.Equal(1, d.Counters[PerfCounter.VramAllDirty]);       // only the arming query was all dirty
+
+        // The 65th.
+        d.Kernel.Map(0x80000000UL + (63UL << 21), 0xF0000, 1, MapFlags.Writable);
+        Assert.True(v.ReadVirtual(0x80000000UL + (63UL << 21), new byte[1]).IsOk);
+        Assert.Equal(1, d.Counters[PerfCounter.VramLinkExhausted]);
+        var over = d.Vram.Track(0xF0000, 768);
+        Assert.True(over.AllDirty);
+        Assert.Contains("exhausted", over.Reason);
+        Assert.Equal(768, Dirty(over).Count);
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
     private static List<int> Dirty(VramQueryResult r)
     {
         var list = new List<int>();

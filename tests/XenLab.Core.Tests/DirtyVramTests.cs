@@ -63,8 +63,9 @@ public class DirtyVramTests
         v.WriteVirtual(MountVa + 5 * 4096 + 100, new byte[] { 1, 2, 3 });
         v.WriteVirtual(MountVa + 700 * 4096, new byte[] { 9 });
         var second = d.Vram.Track(FbGfn, 768);
-        if (strategy == VramStrategy.DirtyBit && second.AllDirty) return;     // the D-bit design may back off
-        Assert.False(second.AllDirty);
+        // Build maps the framebuffer writable once, at one address, every entry present: even the
+        // D-bit design has no reason to back off here, so every design must be exact.
+        Assert.False(second.AllDirty, second.Reason);
         Assert.Equal(new[] { 5, 700 }, Dirty(second));
         Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));                       // nothing since
         ShadowModeTests.AssertAuditClean(d);
@@ -79,9 +80,106 @@ public class DirtyVramTests
         d.Vcpus[1].WriteVirtual(MountVa + 3 * 4096, new byte[] { 7 });
         var peek = d.Vram.Track(FbGfn, 768, peek: true);
         var read = d.Vram.Track(FbGfn, 768);
-        if (strategy == VramStrategy.DirtyBit && (peek.AllDirty || read.AllDirty)) return;
+        Assert.False(peek.AllDirty, peek.Reason);                             // no back-off allowed (see above)
+        Assert.False(read.AllDirty, read.Reason);
         Assert.Equal(new[] { 3 }, Dirty(peek));
         Assert.Equal(new[] { 3 }, Dirty(read));
+    }
+
+    // ---- the D-bit design (seed 003): when it may give up, and that otherwise it is exact ----
+
+    private static Domain DbitArmed(out Vcpu v)
+    {
+        var d = Build(PagingModeKind.Shadow, VramStrategy.DirtyBit);
+        v = d.Vcpus[0];
+        Assert.True(d.Vram.Track(FbGfn, 768).AllDirty);                     // arm
+        return d;
+    }
+
+    private static void TouchAll(Domain d, ulong va)
+    {
+        for (ulong p = 0; p < 768; p++) Assert.True(d.Vcpus[0].ReadVirtual(va + (p << 12), new byte[1]).IsOk);
+    }
+
+    [Fact]
+    public void TheDbitDesignIsExactWithOneWritableMappingAtTheLearnedAddress()
+    {
+        var d = DbitArmed(out var v);
+        long backoffs = d.Counters[PerfCounter.VramDbitBackoff], multi = d.Counters[PerfCounter.VramMultiMapDirty];
+        for (int round = 0; round < 3; round++)
+        {
+            int[] pages = { round, 100 + round, 767 - round };
+            foreach (int p in pages) Assert.True(v.WriteVirtual(MountVa + ((ulong)p << 12) + 17, new byte[] { (byte)(round + 1) }).IsOk);
+            var r = d.Vram.Track(FbGfn, 768);
+            Assert.False(r.AllDirty, r.Reason);
+            Assert.Equal(pages, Dirty(r));
+        }
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));
+        Assert.Equal(backoffs, d.Counters[PerfCounter.VramDbitBackoff]);     // never gave up
+        Assert.Equal(multi, d.Counters[PerfCounter.VramMultiMapDirty]);      // never assumed
+    }
+
+    [Fact]
+    public void TheDbitDesignAssumesDirtyOnlyThePagesMappedWritableTwice()
+    {
+        var d = DbitArmed(out var v);
+        d.Kernel.Map(0x80000000, FbGfn + 9, 2, MapFlags.Writable);          // pages 9 and 10 again
+        foreach (ulong va in new ulong[] { 0x80000000, 0x80001000, MountVa + 9 * 4096, MountVa + 10 * 4096 })
+            Assert.True(v.WriteVirtual(va + 64, new byte[] { 5 }).IsOk);     // both mappings of each now writable in the shadows
+        v.WriteVirtual(MountVa + 300 * 4096, new byte[] { 1 });
+        var written = d.Vram.Track(FbGfn, 768);
+        Assert.False(written.AllDirty, written.Reason);
+        Assert.Equal(new[] { 9, 10, 300 }, Dirty(written));
+        // Nothing written since, but 9 and 10 have two writable entries the design cannot both
+        // read: assumed dirty, counted; the rest of the range stays exact.
+        long multi = d.Counters[PerfCounter.VramMultiMapDirty];
+        var quiet = d.Vram.Track(FbGfn, 768);
+        Assert.False(quiet.AllDirty, quiet.Reason);                           // no reason to give up on the whole range
+        Assert.Equal(new[] { 9, 10 }, Dirty(quiet));
+        Assert.Equal(2, d.Counters[PerfCounter.VramMultiMapDirty] - multi);
+        d.Kernel.Unmap(0x80000000, 2);                                       // back to one mapping each
+        var after = d.Vram.Track(FbGfn, 768);
+        Assert.False(after.AllDirty, after.Reason);
+        Assert.Equal(new[] { 9, 10 }, Dirty(after));                          // the removed entries' last word...
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));                        // ...then exact
+        Assert.Equal(2, d.Counters[PerfCounter.VramMultiMapDirty] - multi);
+        Assert.Equal(0, d.Counters[PerfCounter.VramDbitBackoff]);
+    }
+
+    [Fact]
+    public void TheDbitDesignGivesUpWhenTheFramebufferHasNoWritableMapping()
+    {
+        var d = DbitArmed(out var v);
+        d.Kernel.Unmap(MountVa, 768);
+        long backoffs = d.Counters[PerfCounter.VramDbitBackoff];
+        var gone = d.Vram.Track(FbGfn, 768);
+        Assert.True(gone.AllDirty);                                          // nowhere to read D bits: all dirty
+        Assert.Equal(1, d.Counters[PerfCounter.VramDbitBackoff] - backoffs);
+        d.MountFramebuffer("mon0", MountVa, writable: false);                // read-only mapping only: still nothing to read
+        TouchAll(d, MountVa);
+        Assert.True(d.Vram.Track(FbGfn, 768).AllDirty);
+        Assert.Equal(2, d.Counters[PerfCounter.VramDbitBackoff] - backoffs);
+    }
+
+    [Fact]
+    public void TheDbitDesignGivesUpWhileTheLearnedMappingHasNoShadowEntriesThenIsExactAgain()
+    {
+        var d = DbitArmed(out var v);
+        const ulong NewVa = 0x50000000;
+        d.Kernel.Unmap(MountVa, 768);
+        d.MountFramebuffer("mon0", NewVa);                                    // learned address moves; no shadow entries yet
+        long backoffs = d.Counters[PerfCounter.VramDbitBackoff];
+        Assert.True(d.Vram.Track(FbGfn, 768).AllDirty);
+        Assert.Equal(1, d.Counters[PerfCounter.VramDbitBackoff] - backoffs);
+        TouchAll(d, NewVa);                                                  // every entry present at the new address
+        var settle = d.Vram.Track(FbGfn, 768);
+        Assert.False(settle.AllDirty, settle.Reason);
+        Assert.Equal(768, Dirty(settle).Count);                               // entries made since the last query count as dirty
+        v.WriteVirtual(NewVa + 42 * 4096, new byte[] { 1 });
+        var r = d.Vram.Track(FbGfn, 768);
+        Assert.False(r.AllDirty, r.Reason);
+        Assert.Equal(new[] { 42 }, Dirty(r));
+        Assert.Equal(1, d.Counters[PerfCounter.VramDbitBackoff] - backoffs);
     }
 
     [Fact]

@@ -27,6 +27,13 @@ public class LiveMigrationTests
         Assert.Equal((long)d.PopulatedPages, r.Rounds[0].PagesSent);       // round 1 sends every page
         // Each later round sends exactly what the log said was dirty after the one before.
         for (int i = 1; i < r.Rounds.Count; i++) Assert.Equal(r.Rounds[i - 1].DirtyAfter, r.Rounds[i].PagesSent);
+        // Every page in a round's log took exactly one log-dirty fault since the clean before it
+        // (on ARM too: its stage-2 tracing faults are its log-dirty faults).
+        foreach (var round in r.Rounds)
+        {
+            Assert.True(round.DirtyAfter > 0, round.ToString());
+            Assert.Equal(round.DirtyAfter, round.LogDirtyFaults);
+        }
         Assert.True(r.StopAndCopyPages <= 64);
         Assert.False(d.LogDirty.Enabled);                                   // left as found
     }

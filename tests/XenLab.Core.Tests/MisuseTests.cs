@@ -79,7 +79,8 @@ public class MisuseTests
         Assert.Throws<InvalidConfigurationException>(() => d.SetIdentityRange(0x7FFFFF0, P2mTree.MaxPfn + 1, IdentityStrategy.EdgesFirst));
         Assert.Throws<InvalidConfigurationException>(() => d.SetIdentityRange(10, 5, IdentityStrategy.EdgesFirst));
         Assert.Throws<InvalidConfigurationException>(() => d.SetIdentityRange(0x7FFFFF0, P2mTree.MaxPfn, (IdentityStrategy)7));
-        Assert.Equal(16UL, d.SetIdentityRange(0x7FFFFF0, P2mTree.MaxPfn, IdentityStrategy.EdgesFirst));
+        d.SetIdentityRange(0x7FFFFF0, P2mTree.MaxPfn, IdentityStrategy.Coarse);       // up to the tree's end is allowed
+        Assert.Equal(P2mEntryKind.Identity, P2mTree.Classify(d.P2m.Get(P2mTree.MaxPfn - 1)));
     }
 
     [Fact]

@@ -62,11 +62,11 @@ public class P2mTreeTests
     }
 
     [Fact]
-    public void IdentityOneGiBAlignedMakesTheTopEntryMidIdentity()
+    public void CoarseIdentityOneGiBAlignedMakesTheTopEntryMidIdentity()
     {
         // The thread: "from 3GB to 4GB with identity mapping, so p2m[3] is now p2m_mid_identity".
         var t = new P2mTree();
-        ulong changed = t.SetIdentityRange(0xC0000, 0x100000, IdentityStrategy.EdgesFirst);
+        ulong changed = t.SetIdentityRange(0xC0000, 0x100000, IdentityStrategy.Coarse);
         Assert.Equal(0x40000UL, changed);                  // exactly 1 GiB of pfns
         var s = t.Stats();
         Assert.Equal(1, s.TopEntriesMidIdentity);
@@ -75,6 +75,26 @@ public class P2mTreeTests
         Assert.Equal(new Mfn(0xC1234), t.Lookup(0xC1234).Mfn);
         Assert.Equal(P2mPageKind.SharedIdentity, t.Lookup(0xC1234).MidPage);
         Assert.Equal(Invalid, t.Get(0x100000));            // p2m[4] still missing
+        Assert.Equal(Invalid, t.Get(0xBFFFF));
+    }
+
+    [Fact]
+    public void EdgesFirstIdentityOneGiBAlignedAllocatesAMidPageAsMerged()
+    {
+        // 2.6.39's set_phys_range_identity has no p2m_mid_identity: it extend_brk()s a mid page
+        // for every 1 GiB the range touches, then swaps each of its p2m_missing leaves.
+        var t = new P2mTree();
+        ulong changed = t.SetIdentityRange(0xC0000, 0x100000, IdentityStrategy.EdgesFirst);
+        Assert.Equal(0x40000UL, changed);
+        var s = t.Stats();
+        Assert.Equal(0, s.TopEntriesMidIdentity);
+        Assert.Equal(1, s.MidPagesAllocated);              // p2m[3]
+        Assert.Equal(0, s.LeafPagesAllocated);             // aligned both ends: no __early_alloc_p2m
+        Assert.Equal(512, s.MidEntriesIdentity);           // p2m[3][0..511] -> p2m_identity
+        Assert.Equal(P2mPageKind.Allocated, t.Lookup(0xC1234).MidPage);
+        Assert.Equal(P2mPageKind.SharedIdentity, t.Lookup(0xC1234).LeafPage);
+        Assert.Equal(P2mTree.IdentityFrame(0xC1234), t.Get(0xC1234));
+        Assert.Equal(Invalid, t.Get(0x100000));
         Assert.Equal(Invalid, t.Get(0xBFFFF));
     }
 
@@ -152,11 +172,13 @@ public class P2mTreeTests
         Assert.False(t.IsMappingValid(0x80000));
         Assert.Equal(P2mTree.IdentityFrame(0x93C00), t.Get(0x93C00));
         var s = t.Stats();
-        // mid [2] allocated; 0x93C00 is leaf-aligned (158*512), so leaves [2][158..511] are the
-        // shared p2m_identity and [2][0..157] stay p2m_missing; p2m[3] is p2m_mid_identity.
-        Assert.Equal(2, s.MidPagesAllocated);              // [0] from populating, [2] for the edge
-        Assert.Equal(512 - 158, s.MidEntriesIdentity);
-        Assert.Equal(1, s.TopEntriesMidIdentity);
+        // mid [2] and [3] allocated (one per 1 GiB touched); 0x93C00 is leaf-aligned (158*512),
+        // so leaves [2][158..511] and all of [3] are the shared p2m_identity and [2][0..157]
+        // stay p2m_missing.
+        Assert.Equal(3, s.MidPagesAllocated);              // [0] from populating, [2] and [3] for the hole
+        Assert.Equal(512, s.LeafPagesAllocated);           // [0][0..511] from populating; no edge leaf
+        Assert.Equal(512 - 158 + 512, s.MidEntriesIdentity);
+        Assert.Equal(0, s.TopEntriesMidIdentity);
     }
 
     [Fact]
@@ -168,6 +190,51 @@ public class P2mTreeTests
         Assert.Equal(P2mTree.IdentityFrame(0x93C61), t.Get(0x93C61));
         Assert.Equal(P2mPageKind.Allocated, t.Lookup(0x93C61).LeafPage);
         Assert.Equal(0x100000UL - 0x93C61, t.CountIdentity());
+    }
+
+    [Theory]
+    [InlineData(IdentityStrategy.EdgesFirst)]
+    [InlineData(IdentityStrategy.Coarse)]
+    public void SettingAFrameUnderASharedIdentityLeafKeepsTheSharedPageAndTheNeighbours(IdentityStrategy strategy)
+    {
+        // 2.6.39's __set_phys_to_machine would store into p2m_identity itself; the reviewers
+        // require the shared pages to hold only INVALID. XenLab gives the pfn a private leaf
+        // that starts as the identity frames of its 512 pfns.
+        var t = new P2mTree();
+        t.SetIdentityRange(0xC0000, 0x100000, strategy);
+        Assert.Equal(P2mPageKind.SharedIdentity, t.Lookup(0xC0205).LeafPage);
+        t.Set(0xC0205, 0x1234);
+        Assert.Equal(0x1234UL, t.Get(0xC0205));
+        Assert.Equal(P2mPageKind.Allocated, t.Lookup(0xC0205).LeafPage);
+        Assert.Equal(P2mTree.IdentityFrame(0xC0204), t.Get(0xC0204));   // neighbours in the same leaf
+        Assert.Equal(P2mTree.IdentityFrame(0xC0206), t.Get(0xC0206));
+        Assert.Equal(P2mTree.IdentityFrame(0xC0400), t.Get(0xC0400));   // the next leaf still shared
+        Assert.Equal(P2mPageKind.SharedIdentity, t.Lookup(0xC0400).LeafPage);
+        Assert.True(t.SharedPagesIntact());
+        Assert.Equal(0x40000UL - 1, t.CountIdentity());
+    }
+
+    [Fact]
+    public void EdgesFirstAllocatesTreePagesEvenForAnEmptyUnalignedRangeAsMerged()
+    {
+        // set_phys_range_identity(pfn, pfn) with pfn not 1 GiB aligned still extend_brk()s the
+        // mid page and, pfn not leaf-aligned, __early_alloc_p2m the leaf.
+        var t = new P2mTree();
+        Assert.Equal(0UL, t.SetIdentityRange(0x40500, 0x40500, IdentityStrategy.EdgesFirst));
+        var s = t.Stats();
+        Assert.Equal(1, s.MidPagesAllocated);
+        Assert.Equal(1, s.LeafPagesAllocated);
+        Assert.Equal(0UL, t.CountIdentity());
+    }
+
+    [Fact]
+    public void EdgesFirstSkipsARangeReachingTheTreesEndAsMerged()
+    {
+        // "if (pfn_s >= MAX_P2M_PFN || pfn_e >= MAX_P2M_PFN) return 0;"
+        var t = new P2mTree();
+        Assert.Equal(0UL, t.SetIdentityRange(P2mTree.MaxPfn - 0x100, P2mTree.MaxPfn, IdentityStrategy.EdgesFirst));
+        Assert.Equal(P2mTree.InvalidEntry, t.Get(P2mTree.MaxPfn - 1));
+        Assert.Equal(1, t.Stats().AllocatedPages);
     }
 
     [Fact]

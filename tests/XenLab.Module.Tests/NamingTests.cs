@@ -27,6 +27,8 @@ public class NamingTests
         "Invoke-XenWorkload",
         // Guest code on the x86-64 vCPU (issue 5).
         "Invoke-XenGuestCode", "Get-XenVcpu", "Step-XenVcpu",
+        // Pictures (issue 8).
+        "Export-XenPicture", "Export-XenChart",
     };
 
     private static HashSet<string> ApprovedVerbs() => BuiltModule.Inspect((_, mlc) =>

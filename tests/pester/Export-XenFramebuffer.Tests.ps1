@@ -42,6 +42,14 @@ Describe 'Export-XenFramebuffer' -Tag 'XenLab', 'Export-XenFramebuffer' {
             Write-XenGuestMemory -DomainName pester-fb-exp -Address 0x40005000 -Virtual -Value 0xFF, 0xFF, 0xFF, 0xFF
             $r = Export-XenFramebuffer -DomainName pester-fb-exp -Framebuffer mon0 -Path (Join-Path $TestDrive 'dirty.png') -HighlightDirty
             $r.DirtyRectangles | Should -Be 1
+            # Scanline 5 (one page of a 1024x32bpp framebuffer) outlined in red; scanline 4 stays black.
+            $bmp = [SkiaSharp.SKBitmap]::Decode($r.Path)
+            try {
+                $bmp.GetPixel(0, 5).ToString() | Should -Be '#ffff0000'
+                $bmp.GetPixel(512, 5).ToString() | Should -Be '#ffff0000'
+                $bmp.GetPixel(0, 4).ToString() | Should -Be '#ff000000'
+            }
+            finally { $bmp.Dispose() }
             (Get-DirtyVram -DomainName pester-fb-exp).DirtyPageIndexes | Should -Be 5       # the export only peeked
         }
 

@@ -281,4 +281,41 @@ workload:
             $err[0].FullyQualifiedErrorId | Should -BeLike 'DomainNotFound,*'
         }
     }
+
+    Context 'Progress and stopping' {
+        BeforeAll { . (Join-Path $PSScriptRoot 'XenLabBackground.ps1') }
+
+        It 'writes progress per frame of a workload' {
+            New-XenDomain -Path $yaml | Out-Null
+            $records = Get-XenLabProgress 'Invoke-XenGuestCode -DomainName pester-gc-painter -Workload -Frames 4 | Out-Null'
+            $records.Activity | Select-Object -Unique | Should -Be "Guest workload on domain 'pester-gc-painter' vcpu 0"
+            $records.PercentComplete | Should -Be 0, 25, 50, 75, 100
+            $records[1].StatusDescription | Should -Be 'frame 1 of 4'
+            $records[-1].RecordType | Should -Be 'Completed'
+        }
+
+        It 'stops between frames on Ctrl+C: the frames that ran were written and the vCPU resumes at the next frame' {
+            New-XenDomain -Path $yaml | Out-Null
+            $bg = Start-XenLabBackground 'Invoke-XenGuestCode -DomainName pester-gc-painter -Workload -Frames 100000'
+            Wait-XenLabProgress $bg -Count 2
+            $bg.Handle.IsCompleted | Should -BeFalse
+            Stop-XenLabBackground $bg | Should -BeLessThan ([TimeSpan]::FromSeconds(10))
+            $bg.PowerShell.InvocationStateInfo.State | Should -Be 'Stopped'
+            $frames = @($bg.Output)
+            $bg.PowerShell.Dispose()
+            $frames.Count | Should -BeGreaterThan 0
+            $frames.Count | Should -BeLessThan 100000
+            $frames.Frame | Should -Be (0..($frames.Count - 1))                    # whole frames, in order
+            $frames.Reason | Select-Object -Unique | Should -Be 'Hypercall'
+            # Nothing ran past the frame that was running when the stop came; that one finished (to
+            # its yield) but its report may not have made it out of the stopping pipeline.
+            $written = ($frames | Measure-Object -Property Instructions -Sum).Sum
+            $perFrame = ($frames | Measure-Object -Property Instructions -Maximum).Maximum
+            $retired = (Get-XenPerfCounter -DomainName pester-gc-painter -Name cpu_instructions_retired).Value
+            $retired - $written | Should -BeGreaterOrEqual 0
+            $retired - $written | Should -BeLessOrEqual (2 * $perFrame)
+            Test-XenPaging -DomainName pester-gc-painter | Should -BeTrue
+            (Invoke-XenGuestCode -DomainName pester-gc-painter -Resume).Reason | Should -Be 'Hypercall'   # one more frame, to its yield
+        }
+    }
 }

@@ -9,7 +9,7 @@ param(
 )
 $ErrorActionPreference = 'Stop'
 if ($PesterPath) {
-    Import-Module $PesterPath -Force
+    Import-Module (Resolve-Path -LiteralPath $PesterPath).Path -Force
 } else {
     Import-Module Pester -MinimumVersion 5.0 -MaximumVersion 5.99.99
 }

@@ -69,4 +69,36 @@ Describe 'Invoke-XenWorkload' -Tag 'XenLab', 'Invoke-XenWorkload' {
             $err[0].Exception.Message | Should -BeLike '*gfn 0x4000*'
         }
     }
+
+    Context 'Progress and stopping' {
+        BeforeAll { . (Join-Path $PSScriptRoot 'XenLabBackground.ps1') }
+
+        It 'writes progress per percent of its rounds, ending with a completed record' {
+            $records = Get-XenLabProgress 'Invoke-XenWorkload -DomainName pester-wl -Name pt-churn -Rounds 400 | Out-Null'
+            $records.Count | Should -Be 102                                         # 0%, 1% .. 100%, then Completed
+            $records[0].Activity | Should -Be "Workload pt-churn on domain 'pester-wl'"
+            $records[0].PercentComplete | Should -Be 0
+            $records[200 / 4].StatusDescription | Should -Be 'round 200 of 400'
+            $percent = $records | ForEach-Object PercentComplete
+            for ($i = 1; $i -lt 101; $i++) { $percent[$i] | Should -Be ($percent[$i - 1] + 1) }
+            $records[-1].RecordType | Should -Be 'Completed'
+        }
+
+        It 'stops between whole rounds on Ctrl+C, leaving a domain that audits clean and still works' {
+            $bg = Start-XenLabBackground 'Invoke-XenWorkload -DomainName pester-wl -Name pt-churn -Rounds 1000000'
+            Wait-XenLabProgress $bg -Count 2                                        # 1% (10000 rounds) is done: it is running
+            $bg.Handle.IsCompleted | Should -BeFalse
+            Stop-XenLabBackground $bg | Should -BeLessThan ([TimeSpan]::FromSeconds(10))
+            $bg.PowerShell.InvocationStateInfo.State | Should -Be 'Stopped'
+            $bg.Output.Count | Should -Be 0                                         # a stopped workload writes no result
+            $bg.PowerShell.Dispose()
+            $writes = (Get-XenPerfCounter -DomainName pester-wl -Name guest_virt_write).Value
+            $writes % 64 | Should -Be 0                                             # only whole rounds of 64 page writes ran
+            $writes | Should -BeLessThan (1000000 * 64)
+            (Get-XenPerfCounter -DomainName pester-wl -Name guest_virt_read).Value | Should -Be $writes
+            @(Get-XenGuestMapping -DomainName pester-wl | Where-Object VirtualAddress -eq 0x10000000).Count | Should -Be 0   # the last round unmapped its pages
+            Test-XenPaging -DomainName pester-wl | Should -BeTrue
+            (Invoke-XenWorkload -DomainName pester-wl -Name pt-churn -Rounds 3).Operations | Should -Be 384
+        }
+    }
 }

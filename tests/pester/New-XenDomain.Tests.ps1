@@ -135,4 +135,34 @@ Describe 'New-XenDomain' -Tag 'XenLab', 'New-XenDomain' {
             Get-XenDomain -Name pester-new-huge -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         }
     }
+
+    Context 'Progress and stopping' {
+        BeforeAll { . (Join-Path $PSScriptRoot 'XenLabBackground.ps1') }
+
+        It 'writes progress while it builds a big domain, ending with a completed record' {
+            $records = Get-XenLabProgress 'New-XenDomain -Name pester-new-big -MemoryMB 4096 | Out-Null'
+            $records[0].Activity | Should -BeLike "Building domain 'pester-new-big'*"
+            $records.Count | Should -BeGreaterThan 10                               # a safe point every 64 Ki pages
+            $records[-1].RecordType | Should -Be 'Completed'
+            $records[-1].PercentComplete | Should -Be 100
+            $big = Get-XenDomain -Name pester-new-big
+            $big.PopulatedPages | Should -Be $big.MaxPages                          # every E820 RAM page of 4 GiB
+        }
+
+        It 'stops a big build on Ctrl+C and leaves no domain and no memory behind' {
+            $before = (Get-XenDomain | Measure-Object).Count
+            $bg = Start-XenLabBackground 'New-XenDomain -Name pester-new-stopped -MemoryMB 49152 -Paging Arm'   # 48 GiB: seconds to build
+            Wait-XenLabProgress $bg -Count 3
+            $bg.Handle.IsCompleted | Should -BeFalse
+            Stop-XenLabBackground $bg | Should -BeLessThan ([TimeSpan]::FromSeconds(10))
+            $bg.PowerShell.InvocationStateInfo.State | Should -Be 'Stopped'
+            $bg.PowerShell.Dispose()
+            Get-XenDomain -Name pester-new-stopped -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+            (Get-XenDomain | Measure-Object).Count | Should -Be $before
+            # The memory it had taken is free again: a domain of the same size fits in the 64 GiB host now.
+            $d = New-XenDomain -Name pester-new-stopped -MemoryMB 49152 -Paging Shadow
+            $d.PopulatedPages | Should -Be $d.MaxPages
+            Test-XenPaging -Domain $d | Should -BeTrue
+        }
+    }
 }

@@ -18,6 +18,30 @@ public enum PagingModeKind
     Arm,
 }
 
+/// <summary>
+/// How the domain's memory is populated at build. Hvm: the first <c>memory</c> E820 RAM pfns,
+/// lowest first (hvmloader's view). Pv: pfns 0..N-1 with descending mfns whatever the E820
+/// says, then Linux 2.6.39's xen_memory_setup: holes released, identity installed, the
+/// balloon region placed above 4 GiB.
+/// </summary>
+public enum DomainBuilder
+{
+    Hvm,
+    Pv,
+}
+
+/// <summary>
+/// xl.cfg's type: which layer the seed-004 identity lives in. Pv: the guest's own p2m maps
+/// non-RAM 1:1 and the hypervisor's type is mmio_direct (dom0-style device access). Hvm: the
+/// hypervisor's p2m gives non-RAM mmio_dm, every access exits to the device model, which
+/// reads all ones and discards writes (no device is emulated).
+/// </summary>
+public enum GuestType
+{
+    Pv,
+    Hvm,
+}
+
 /// <summary>An extra identity (1:1) hole, [Start, End) in bytes.</summary>
 public sealed record IdentityHoleConfig(ulong Start, ulong End)
 {
@@ -71,6 +95,10 @@ public sealed class DomainConfig
     public List<E820Entry>? E820 { get; set; }
     public List<IdentityHoleConfig> Identity { get; set; } = new();
     public IdentityStrategy IdentityStrategy { get; set; } = IdentityStrategy.EdgesFirst;
+    /// <summary>How memory is populated at build (the lab's `builder`).</summary>
+    public DomainBuilder Builder { get; set; } = DomainBuilder.Hvm;
+    /// <summary>xl.cfg's `type`: pv (identity is mmio_direct) or hvm (identity is mmio_dm, device-model exits).</summary>
+    public GuestType Type { get; set; } = GuestType.Pv;
     public List<FramebufferConfig> Framebuffers { get; set; } = new();
     /// <summary>Pages the guest kernel reserves for page tables, from 1 MiB up.</summary>
     public int KernelPtPages { get; set; } = DefaultKernelPtPages;
@@ -124,6 +152,7 @@ public sealed class DomainConfig
         if (TlbEntries < 1 || TlbEntries > 65536 || (TlbEntries & (TlbEntries - 1)) != 0) p.Add(new("tlb_entries", $"tlb_entries {TlbEntries} must be a power of two up to 65536"));
         foreach (var message in PagingOptions.Problems())
             p.Add(new(message[..Math.Max(0, message.IndexOf(' '))], message));      // each begins with its key
+        if (Builder == DomainBuilder.Pv && Type == GuestType.Hvm) p.Add(new("builder", "builder pv needs type pv: an HVM guest's memory is laid out by hvmloader (builder hvm)"));
         if (E820 is null && (MmioHoleMiB < 16 || MmioHoleMiB > 3584 || MmioHoleMiB % 16 != 0))
             p.Add(new("mmio_hole", $"mmio_hole {MmioHoleMiB} MiB must be a multiple of 16 between 16 and 3584"));
         if (E820 is not null)
@@ -141,6 +170,10 @@ public sealed class DomainConfig
                 var h = Identity[i];
                 if (h.End <= h.Start) p.Add(new($"identity[{i}]", $"identity hole {i} [0x{h.Start:x}, 0x{h.End:x}) is empty or reversed"));
                 else if (h.EndPfn > P2mTree.MaxPfn) p.Add(new($"identity[{i}]", $"identity hole {i} [0x{h.Start:x}, 0x{h.End:x}) ends beyond the p2m tree's 512 GiB (0x{P2mTree.MaxPfn << Page.Shift:x})"));
+                // 2.6.39's set_phys_range_identity installs nothing for a range whose end reaches
+                // MAX_P2M_PFN; refuse it here rather than build a domain without the hole asked for.
+                else if (h.EndPfn == P2mTree.MaxPfn && IdentityStrategy == IdentityStrategy.EdgesFirst)
+                    p.Add(new($"identity[{i}]", $"identity hole {i} [0x{h.Start:x}, 0x{h.End:x}) reaches the end of the p2m tree (0x{P2mTree.MaxPfn << Page.Shift:x}), where edges-first (Linux 2.6.39's set_phys_range_identity) installs nothing; end it a page lower or use identity_strategy: coarse"));
             }
         var names = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         if (Framebuffers.Count > MaxFramebuffers) p.Add(new("framebuffers", $"framebuffers has {Framebuffers.Count} entries, more than {MaxFramebuffers}"));

@@ -20,6 +20,7 @@ public static class DomainConfigLoader
         "name", "memory", "maxmem", "vcpus", "shadow_memory", "videoram", "paging", "mmio_hole",
         "e820", "identity", "identity_strategy", "framebuffers", "kernel_pt_pages", "tlb_entries",
         "oos", "oos_slots", "shadow_prefetch", "hap_gpa_cache", "arm_leaf_lookup", "vram_strategy", "vram_tlb_flush", "workload",
+        "builder", "type",
     };
     private static readonly string[] WorkloadKeys = { "frames", "budget", "steps" };
     /// <summary>Instructions per frame: about 1000 s of guest code at 100 M/s, the most one frame may take.</summary>
@@ -214,6 +215,7 @@ public static class DomainConfigLoader
             var map = AsMapping(root, "the domain");
             var c = new DomainConfig();
             bool sawName = false;
+            YamlNode? builderNode = null;
             foreach (var (keyNode, value) in Entries(map, TopLevelKeys, "domain", ""))
             {
                 switch (keyNode.Value)
@@ -229,6 +231,11 @@ public static class DomainConfigLoader
                     case "identity_strategy":
                         c.IdentityStrategy = Enum<IdentityStrategy>(value, "identity_strategy", ("edges-first", IdentityStrategy.EdgesFirst), ("coarse", IdentityStrategy.Coarse));
                         break;
+                    case "builder":
+                        c.Builder = Enum<DomainBuilder>(value, "builder", ("hvm", DomainBuilder.Hvm), ("pv", DomainBuilder.Pv));
+                        builderNode = value;
+                        break;
+                    case "type": c.Type = Enum<GuestType>(value, "type", ("pv", GuestType.Pv), ("hvm", GuestType.Hvm)); break;
                     case "kernel_pt_pages": c.KernelPtPages = Int(value, "kernel_pt_pages", 8, 65536); break;
                     case "tlb_entries": c.TlbEntries = Int(value, "tlb_entries", 1, 65536); break;
                     case "oos":
@@ -255,6 +262,8 @@ public static class DomainConfigLoader
                 }
             }
             if (!sawName) throw Error(root, "the domain has no 'name'");
+            if (builderNode is not null && c.Builder == DomainBuilder.Pv && c.Type == GuestType.Hvm)
+                throw Error(builderNode, "builder 'pv' needs type 'pv': an HVM guest's memory is laid out by hvmloader (builder 'hvm')");
             if (c.Workload is not null) CheckWorkloadFramebuffers(c, root);
             return c;
         }

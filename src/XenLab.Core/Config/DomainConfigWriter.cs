@@ -21,6 +21,8 @@ public static class DomainConfigWriter
         sb.Append("paging: ").Append(c.Paging.ToString().ToLowerInvariant()).Append('\n');
         if (c.MmioHoleMiB != DomainConfig.DefaultMmioHoleMiB) sb.Append(inv, $"mmio_hole: {c.MmioHoleMiB}\n");
         sb.Append("identity_strategy: ").Append(c.IdentityStrategy == IdentityStrategy.Coarse ? "coarse" : "edges-first").Append('\n');
+        if (c.Builder != DomainBuilder.Hvm) sb.Append("builder: pv\n");
+        if (c.Type != GuestType.Pv) sb.Append("type: hvm\n");
         if (c.KernelPtPages != DomainConfig.DefaultKernelPtPages) sb.Append(inv, $"kernel_pt_pages: {c.KernelPtPages}\n");
         if (c.TlbEntries != Paging.Tlb.DefaultEntries) sb.Append(inv, $"tlb_entries: {c.TlbEntries}\n");
         var o = c.PagingOptions;

@@ -93,7 +93,7 @@ public sealed partial class X86Cpu
 
     private void ReadPart(ulong mfn, ulong rights, int off, Span<byte> into)
     {
-        if ((rights & TlbRights.Mmio) != 0) into.Fill(0xFF);
+        if ((rights & TlbRights.Mmio) != 0) { into.Fill(0xFF); _domain.NoteDeviceAccess(); }
         else _machine.Read(new Mfn(mfn)).Slice(off, into.Length).CopyTo(into);
     }
 
@@ -128,7 +128,7 @@ public sealed partial class X86Cpu
     /// <summary>Writes bytes into one translated page the way its rights say.</summary>
     private void WritePart(ulong gfn, ulong mfn, ulong rights, int off, ReadOnlySpan<byte> bytes)
     {
-        if ((rights & TlbRights.Mmio) != 0) return;                                  // device memory: dropped
+        if ((rights & TlbRights.Mmio) != 0) { _domain.NoteDeviceAccess(); return; }   // device memory: dropped
         if ((rights & TlbRights.EmulateWrites) != 0)
             _domain.WriteGuestPhysical((gfn << Page.Shift) | (uint)off, bytes, _vcpu);   // the hypervisor emulates it
         else

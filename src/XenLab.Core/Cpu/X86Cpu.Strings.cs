@@ -93,7 +93,7 @@ public sealed partial class X86Cpu
         int lo = (int)(rdi & Page.OffsetMask) - (down ? (n - 1) * size : 0);
         ulong value = GetReg(RaxIndex, size);
         _counters.Inc(PerfCounter.GuestVirtWrite);
-        if ((t.Rights & TlbRights.Mmio) != 0) return true;
+        if ((t.Rights & TlbRights.Mmio) != 0) { _domain.NoteDeviceAccess(); return true; }
         if ((t.Rights & TlbRights.EmulateWrites) != 0)
         {
             var buf = (_pageBuffer ??= new byte[Page.Size]).AsSpan(0, bytes);
@@ -142,7 +142,7 @@ public sealed partial class X86Cpu
         else
         {
             var buf = (_pageBuffer ??= new byte[Page.Size]).AsSpan(0, bytes);
-            if (srcMmio) buf.Fill(0xFF);
+            if (srcMmio) { buf.Fill(0xFF); _domain.NoteDeviceAccess(); }
             else _machine.Read(new Mfn(ts.Mfn)).Slice(slo, bytes).CopyTo(buf);
             WritePart(td.Gfn, td.Mfn, td.Rights, dlo, buf);
             return true;

@@ -5,6 +5,14 @@
 // an inconsistent state, -EINVAL. nr == 0 stops all VRAM tracking, in every mode (mainline
 // HAP's meaning; the review asked for one choice). Strategies are per domain and selectable;
 // the device-model memcmp baseline works in every mode.
+//
+// A range's state belongs to the paging-mode instance that armed it (ArmedBy), never to a mode
+// kind: SetPagingMode always builds a new instance, even for the same kind. A switch disarms
+// every range under the old instance and re-arms it under the new one before the guest runs
+// again; the next query of each range then reports all dirty (writes made before the switch
+// were in the old instance's state, which is gone). Memcmp ranges do not depend on the mode and
+// stay exact. Should a range ever be queried under an instance that did not arm it, the query
+// re-arms it and answers all dirty: when in doubt, repaint.
 using System;
 using System.Collections.Generic;
 using XenLab.Config;
@@ -47,12 +55,11 @@ public sealed class VramException : XenLabException
 /// <summary>One tracked range and the state its strategy keeps.</summary>
 public sealed class VramRange
 {
-    internal VramRange(ulong begin, ulong nr, VramStrategy strategy, PagingModeKind mode)
+    internal VramRange(ulong begin, ulong nr, VramStrategy strategy)
     {
         BeginPfn = begin;
         Pages = nr;
         Strategy = strategy;
-        ArmedIn = mode;
         RemovedDirty = new bool[nr];
     }
 
@@ -60,7 +67,12 @@ public sealed class VramRange
     public ulong Pages { get; }
     public ulong EndPfn => BeginPfn + Pages;
     public VramStrategy Strategy { get; internal set; }
-    public PagingModeKind ArmedIn { get; internal set; }
+    /// <summary>The kind of the mode instance that armed the range (for display; the identity that matters is <see cref="ArmedBy"/>).</summary>
+    public PagingModeKind? ArmedIn => ArmedBy?.Kind;
+    /// <summary>The paging-mode instance whose structures hold this range's state; null while disarmed.</summary>
+    internal Paging.IPagingMode? ArmedBy { get; set; }
+    /// <summary>How many times the range was armed (creation, mode switches, re-arms).</summary>
+    public int Arms { get; internal set; }
     /// <summary>Set when a back-link could not be had: every query reports all dirty from then on.</summary>
     public bool AllDirtyForever { get; internal set; }
     /// <summary>Per page: a dirty mapping went away (or a direct write happened) since the last query.</summary>
@@ -89,8 +101,10 @@ public readonly record struct VramQueryResult(ulong BeginPfn, ulong Pages, byte[
     {
         get
         {
+            // A byte's population count at a time (bits past Pages are never set).
             int n = 0;
-            for (ulong i = 0; i < Pages; i++) if ((Bitmap[i >> 3] & (1 << (int)(i & 7))) != 0) n++;
+            int bytes = (int)((Pages + 7) / 8);
+            for (int i = 0; i < bytes; i++) n += System.Numerics.BitOperations.PopCount(Bitmap[i]);
             return n;
         }
     }
@@ -136,16 +150,15 @@ public sealed class DirtyVram
             foreach (var r in _ranges)
                 if (beginPfn < r.EndPfn && r.BeginPfn < end)
                     throw new VramException(VramErrno.EINVAL, $"[0x{beginPfn:x}, 0x{end:x}) overlaps tracked range [0x{r.BeginPfn:x}, 0x{r.EndPfn:x}); query its exact bounds or stop tracking (nr = 0).");
-            range = new VramRange(beginPfn, nr, Resolve(Strategy), _domain.PagingMode) { PendingAllDirty = peek };
+            range = new VramRange(beginPfn, nr, Resolve(Strategy)) { PendingAllDirty = peek };
             ArmFresh(range, peek);
             _ranges.Add(range);
             return AllDirty(range, bitmap, "new range: tracking starts, repaint everything");
         }
-        if (range.ArmedIn != _domain.PagingMode)
+        if (range.Strategy != VramStrategy.Memcmp && !ReferenceEquals(range.ArmedBy, _domain.Mode))
         {
-            // The paging mode changed under the range: arm again in the new mode, repaint.
-            range.Strategy = Resolve(range.Strategy is VramStrategy.Memcmp ? VramStrategy.Memcmp : Strategy);
-            range.ArmedIn = _domain.PagingMode;
+            // Armed under another mode instance (a switch did not re-arm it): arm again, repaint.
+            range.Strategy = Resolve(Strategy);
             range.State = null;
             ArmFresh(range, peek);
             range.PendingAllDirty = peek;
@@ -155,18 +168,22 @@ public sealed class DirtyVram
         {
             // Armed by a peek: what was written before arming has not been handed out yet.
             StrategyFor(range).Collect(range, bitmap, clear: !peek);
+            if (!peek) FlushAfterClear(range);
             range.PendingAllDirty = peek;
             return AllDirty(range, bitmap, "armed by a peek: repaint everything");
         }
         bool exact = StrategyFor(range).Collect(range, bitmap, clear: !peek);
-        if (!peek)
-        {
-            if (SkipTlbFlush) _domain.Counters.Inc(PerfCounter.VramFlushSkipped);
-            else if (range.Strategy != VramStrategy.Memcmp && range.Strategy != VramStrategy.Tracker) _domain.FlushAllTlbs();
-        }
+        if (!peek) FlushAfterClear(range);
         if (!exact || range.AllDirtyForever)
             return AllDirty(range, bitmap, range.AllDirtyForever ? "back-links exhausted: always all dirty" : "strategy backed off");
         return new VramQueryResult(beginPfn, nr, bitmap, false, "");
+    }
+
+    /// <summary>Cleared D bits must not survive in a TLB (seed 003); the tracker strategy flushes itself, memcmp needs none.</summary>
+    private void FlushAfterClear(VramRange range)
+    {
+        if (SkipTlbFlush) _domain.Counters.Inc(PerfCounter.VramFlushSkipped);
+        else if (range.Strategy != VramStrategy.Memcmp && range.Strategy != VramStrategy.Tracker) _domain.FlushAllTlbs();
     }
 
     /// <summary>
@@ -177,6 +194,8 @@ public sealed class DirtyVram
     {
         var strategy = StrategyFor(range);
         strategy.Arm(range);
+        range.ArmedBy = _domain.Mode;
+        range.Arms++;
         if (peek) return;
         var scratch = new byte[(range.Pages + 7) / 8];
         strategy.Collect(range, scratch, clear: true);
@@ -200,15 +219,61 @@ public sealed class DirtyVram
     public void Stop(VramRange range)
     {
         if (!_ranges.Remove(range)) return;
-        if (range.ArmedIn == _domain.PagingMode && !_machineryOff) StrategyFor(range).Disarm(range);
+        Disarm(range);
     }
 
     public void StopAll()
     {
-        foreach (var r in _ranges)
-            if (r.ArmedIn == _domain.PagingMode && !_machineryOff) StrategyFor(r).Disarm(r);
+        foreach (var r in _ranges) Disarm(r);
         _ranges.Clear();
         _machineryOff = false;
+    }
+
+    /// <summary>
+    /// Undoes what arming did, under the instance that armed it only. A tracker range leaves the
+    /// mode's tracker alone while whole-domain log-dirty is on: log-dirty arms the same pages
+    /// (p2m types, stage-2 tracing), and disarming them would lose its writes.
+    /// </summary>
+    private void Disarm(VramRange r)
+    {
+        var armedBy = r.ArmedBy;
+        r.ArmedBy = null;
+        if (r.Strategy == VramStrategy.Memcmp) { StrategyFor(r).Disarm(r); return; }
+        if (!ReferenceEquals(armedBy, _domain.Mode) || _domain.Mode is null || _machineryOff) { r.State = null; return; }
+        if (r.Strategy == VramStrategy.Tracker && _domain.LogDirty.Enabled) return;
+        StrategyFor(r).Disarm(r);
+    }
+
+    /// <summary>A paging-mode switch is about to detach the mode in force: every range is disarmed under it (memcmp ranges stay).</summary>
+    internal void BeforeModeSwitch()
+    {
+        foreach (var r in _ranges)
+        {
+            if (r.Strategy == VramStrategy.Memcmp) continue;
+            Disarm(r);
+        }
+    }
+
+    /// <summary>
+    /// The new mode is attached: every range is armed under it before the guest runs again, and
+    /// its next query reports all dirty (a peek keeps that pending) since what the old instance
+    /// recorded went with it. No collect here: that would clear state log-dirty may share.
+    /// </summary>
+    internal void AfterModeSwitch()
+    {
+        if (_ranges.Count == 0) return;
+        _machineryOff = false;
+        foreach (var r in _ranges)
+        {
+            if (r.Strategy == VramStrategy.Memcmp) continue;
+            r.Strategy = Resolve(Strategy);
+            r.State = null;
+            Array.Clear(r.RemovedDirty);
+            StrategyFor(r).Arm(r);
+            r.ArmedBy = _domain.Mode;
+            r.Arms++;
+            r.PendingAllDirty = true;
+        }
     }
 
     /// <summary>Whole-domain log-dirty takes the tracker over: ranges stay, queries answer -ENODATA.</summary>

@@ -82,14 +82,28 @@ public sealed class LogDirty
         return view;
     }
 
-    /// <summary>After a mode switch the new mode arms every page again (a conservative restart: all dirty next read).</summary>
-    internal void Rearm()
+    /// <summary>
+    /// A paging-mode switch is about to detach the mode in force: what it recorded (pages written
+    /// since the last clean) is harvested into the bitmap tree, then its pages are disarmed.
+    /// </summary>
+    internal void BeforeModeSwitch()
     {
-        if (!Enabled) return;
+        if (!Enabled || _domain.Mode is null) return;
+        var tracker = _domain.Mode.DirtyTracker;
         foreach (var (s, e) in _domain.RamRuns())
         {
-            _domain.Mode!.DirtyTracker.Start(s, e);
-            for (ulong g = s; g < e; g++) _bitmap.Mark(g);
+            var part = new byte[(int)((e - s + 7) / 8)];
+            tracker.Collect(s, e, part, clear: false, flush: false);
+            for (ulong i = 0; i < e - s; i++)
+                if ((part[i >> 3] & (1 << (int)(i & 7))) != 0) _bitmap.Mark(s + i);
+            tracker.Stop(s, e);
         }
+    }
+
+    /// <summary>The new mode is attached: every RAM page is armed again, so the next write to each is logged (exact, not all dirty).</summary>
+    internal void AfterModeSwitch()
+    {
+        if (!Enabled) return;
+        foreach (var (s, e) in _domain.RamRuns()) _domain.Mode!.DirtyTracker.Start(s, e);
     }
 }

@@ -1,7 +1,6 @@
-// Guest framebuffer bytes to RGB24 (for PngWriter), and outlines drawn over the dirty
-// rectangles: what Export-XenFramebuffer -HighlightDirty shows.
+// Guest framebuffer bytes to RGB24, whatever the guest's pixel format: what
+// Pictures/FramebufferPicture draws.
 using System;
-using System.Collections.Generic;
 using XenLab.Config;
 
 namespace XenLab.Display;
@@ -79,48 +78,5 @@ public static class FramebufferImage
     {
         for (int s = 0, d = 0; d < dst.Length; s++, d += 3)
             dst[d] = dst[d + 1] = dst[d + 2] = src[s];
-    }
-
-    /// <summary>
-    /// Paints each rectangle's edge pixels (its first and last row and column, inside the
-    /// rectangle) in the given colour, clipped to the image; the interior is left as it was.
-    /// </summary>
-    public static void Outline(byte[] rgb, int width, int height, IReadOnlyList<PixelRect> rects, byte r, byte g, byte b)
-    {
-        ArgumentNullException.ThrowIfNull(rgb);
-        ArgumentNullException.ThrowIfNull(rects);
-        if (width < 1 || height < 1 || rgb.Length != (long)width * height * 3)
-            throw new ArgumentException($"{width}x{height} RGB needs {(long)width * height * 3} bytes, got {rgb.Length}", nameof(rgb));
-        for (int i = 0; i < rects.Count; i++)
-        {
-            PixelRect rect = rects[i];
-            if (rect.Width <= 0 || rect.Height <= 0) continue;
-            long left = rect.X, top = rect.Y, right = (long)rect.X + rect.Width - 1, bottom = (long)rect.Y + rect.Height - 1;
-            int x0 = (int)Math.Max(left, 0), x1 = (int)Math.Min(right, width - 1);
-            int y0 = (int)Math.Max(top, 0), y1 = (int)Math.Min(bottom, height - 1);
-            if (x0 > x1 || y0 > y1) continue;  // wholly outside the image
-            if (top == y0) HLine(rgb, width, y0, x0, x1, r, g, b);
-            if (bottom == y1) HLine(rgb, width, y1, x0, x1, r, g, b);
-            if (left == x0) VLine(rgb, width, x0, y0, y1, r, g, b);
-            if (right == x1) VLine(rgb, width, x1, y0, y1, r, g, b);
-        }
-    }
-
-    private static void HLine(byte[] rgb, int width, int y, int x0, int x1, byte r, byte g, byte b)
-    {
-        for (int x = x0; x <= x1; x++) Put(rgb, width, x, y, r, g, b);
-    }
-
-    private static void VLine(byte[] rgb, int width, int x, int y0, int y1, byte r, byte g, byte b)
-    {
-        for (int y = y0; y <= y1; y++) Put(rgb, width, x, y, r, g, b);
-    }
-
-    private static void Put(byte[] rgb, int width, int x, int y, byte r, byte g, byte b)
-    {
-        int i = (y * width + x) * 3;
-        rgb[i] = r;
-        rgb[i + 1] = g;
-        rgb[i + 2] = b;
     }
 }

@@ -34,6 +34,12 @@ public sealed class Domain
     private readonly MachineMemory _machine;
     private readonly Vcpu[] _vcpus;
     private ulong _populatedPages;
+    private ulong _pvMaxPages;
+    // The PV balloon driver's list of ballooned pfns (2.6.39 drivers/xen/balloon.c on x86-64:
+    // no highmem, so __balloon_append puts every page at the head and balloon_retrieve takes
+    // the head): a stack. Seeded with the extra region in ascending order, so the highest
+    // pfn comes back first; pages ballooned out go on top and come back first.
+    private readonly List<ulong> _ballooned = new();
 
     internal Domain(int id, DomainConfig config, MachineMemory machine)
     {
@@ -42,7 +48,7 @@ public sealed class Domain
         _machine = machine;
         E820 = config.BuildE820();
         P2m = new P2mTree();
-        Types = new P2mTypeMap();
+        Types = new P2mTypeMap { IdentityType = config.Type == GuestType.Hvm ? P2mType.MmioDm : P2mType.MmioDirect };
         Counters = new PerfCounters();
         Trace = new TraceLog();
         LogDirty = new Dirty.LogDirty(this);
@@ -59,7 +65,7 @@ public sealed class Domain
     public DomainConfig Config { get; }
     public E820Map E820 { get; }
     public P2mTree P2m { get; }
-    /// <summary>p2m types beyond the defaults (ram_rw for RAM, mmio_direct for identity).</summary>
+    /// <summary>p2m types beyond the defaults (ram_rw for RAM, mmio_direct or mmio_dm for identity by <c>type</c>).</summary>
     public P2mTypeMap Types { get; }
     public PerfCounters Counters { get; }
     public TraceLog Trace { get; }
@@ -86,33 +92,74 @@ public sealed class Domain
 
     /// <summary>Pages of RAM the domain holds (xl's current memory).</summary>
     public ulong PopulatedPages => _populatedPages;
-    public ulong MaxPages => E820.RamBytes >> Page.Shift;
+    /// <summary>The balloon ceiling: E820 RAM (HVM builder), or what the PV builder holds plus its balloon region.</summary>
+    public ulong MaxPages => Config.Builder == DomainBuilder.Pv ? _pvMaxPages : E820.RamBytes >> Page.Shift;
     /// <summary>Machine frames the paging mode holds for this domain (EPT, stage-2 tables, shadow pool).</summary>
     public ulong PagingFrames => Mode?.FramesHeld ?? 0;
 
-    /// <summary>Build: populate the first <c>memory</c> RAM pfns with descending mfns, then install identity.</summary>
-    internal void Build()
+    /// <summary>Reports and stops a build in progress; nothing once built (later mode switches run to the end).</summary>
+    private Progress.ProgressReporter _build = Progress.ProgressReporter.None;
+
+    /// <summary>Pages between two safe points of a build (populating, or a paging mode mapping RAM).</summary>
+    internal const int BuildStepPages = 1 << 16;
+
+    /// <summary>
+    /// A safe point of a build: <paramref name="pagesMapped"/> pages of RAM now have paging-mode
+    /// entries. Throws OperationCanceledException when a stop was asked for; XenHost then destroys
+    /// the half-built domain, so a stopped build leaves nothing allocated or registered.
+    /// </summary>
+    internal void BuildCheckpoint(ulong pagesMapped) => _build.Step((long)(_populatedPages + pagesMapped));
+
+    /// <summary>
+    /// Build: populate memory (HVM-style: the first <c>memory</c> E820 RAM pfns; PV-style: pfns
+    /// 0..N-1 then 2.6.39's xen_memory_setup), install identity from the E820, then the rest.
+    /// </summary>
+    internal void Build(Progress.ProgressReporter? progress = null)
     {
+        _build = progress ?? Progress.ProgressReporter.None;
         // Each step names the configuration key it realises, so that a failure (host memory
         // exhausted, identity over RAM, ...) can point at that key in the file it came from.
         string key = "memory";
         try
         {
-            ulong want = Math.Min(Config.MemoryMiB << (20 - Page.Shift), MaxPages);
-            if (want > _machine.FreeFrames) throw new MachineMemoryExhaustedException(want, _machine.FreeFrames);
-            var mfns = new Mfn[want];
-            _machine.Allocate(mfns);                          // all or nothing
-            ulong i = 0;
-            foreach (ulong pfn in E820.RamPfns())
+            if (Config.Builder == DomainBuilder.Pv) { key = "builder"; BuildPv(); }
+            else
             {
-                if (i == want) break;
-                P2m.SetMfn(pfn, mfns[i++]);
+                ulong want = Math.Min(Config.MemoryMiB << (20 - Page.Shift), MaxPages);
+                if (want > _machine.FreeFrames) throw new MachineMemoryExhaustedException(want, _machine.FreeFrames);
+                // Populating is one half of the work, the paging mode mapping every page the other.
+                _build.Begin($"Building domain '{Name}' ({want} pages, {Config.Paging.ToString().ToLowerInvariant()})", (long)want * 2, "page");
+                var mfns = new Mfn[want];
+                _machine.Allocate(mfns);                          // all or nothing
+                var pfns = new ulong[want];
+                ulong i = 0;
+                foreach (ulong pfn in E820.RamPfns())
+                {
+                    if (i == want) break;
+                    pfns[i++] = pfn;
+                }
+                // ARM guests are populated in 2 MiB extents where possible, so stage 2 can map blocks.
+                if (Config.Paging == PagingModeKind.Arm) Paging.Arm.BlockPlacement.ArrangeForBlocks(pfns, mfns);
+                ulong k = 0;
+                try
+                {
+                    for (; k < want; k++)
+                    {
+                        P2m.SetMfn(pfns[k], mfns[k]);
+                        if (((k + 1) & (BuildStepPages - 1)) == 0) _build.Step((long)(k + 1));
+                    }
+                }
+                catch
+                {
+                    // Stopped while populating: Destroy frees what the p2m holds, the rest is freed here.
+                    for (ulong j = k + 1; j < want; j++) _machine.Free(mfns[j]);
+                    throw;
+                }
+                _populatedPages = want;
+                Counters.Add(PerfCounter.P2mSet, (long)want);
+                key = Config.E820 is null ? "mmio_hole" : "e820";
+                InstallE820Identity();
             }
-            _populatedPages = want;
-            Counters.Add(PerfCounter.P2mSet, (long)want);
-            key = Config.E820 is null ? "mmio_hole" : "e820";
-            foreach (var region in E820.NonRamRegions())
-                SetIdentityRange(region.Start >> Page.Shift, region.End >> Page.Shift, Config.IdentityStrategy);
             for (int h = 0; h < Config.Identity.Count; h++)
             {
                 key = $"identity[{h}]";
@@ -132,18 +179,150 @@ public sealed class Domain
             if (mode.GuestFormat != Kernel.Format) Kernel.ConvertTables(mode.GuestFormat);
             mode.Attach(this);
             Mode = mode;
+            _build.Complete((long)_populatedPages * 2);
         }
         catch (XenLabException e) when (e.ConfigKey is null)
         {
             e.ConfigKey = key;
             throw;
         }
+        finally
+        {
+            _build = Progress.ProgressReporter.None;
+        }
+    }
+
+    /// <summary>
+    /// xen_set_identity: every range of <see cref="E820Map.IdentityPfnRanges"/> goes to
+    /// set_phys_range_identity, dom0-style (from pfn 0). A range 2.6.39 would skip (start past
+    /// end, or reaching the tree's end) is skipped. Populated frames under a range are given
+    /// back first (see <see cref="BuildPv"/>).
+    /// </summary>
+    private void InstallE820Identity()
+    {
+        foreach (var (s, e) in E820.IdentityPfnRanges(initialDomain: true))
+        {
+            if (s > e || e >= P2mTree.MaxPfn) continue;
+            ReleasePopulated(s, e, PerfCounter.P2mIdentityOverwritten);
+            SetIdentityRange(s, e, Config.IdentityStrategy);
+        }
+    }
+
+    /// <summary>Frees the machine frames of populated pfns in [start, end) and marks them INVALID (no tree page allocated).</summary>
+    private ulong ReleasePopulated(ulong start, ulong end, PerfCounter counter)
+    {
+        ulong n = 0;
+        for (ulong pfn = start; pfn < end; pfn++)
+        {
+            var look = P2m.Lookup(pfn);
+            if (look.LeafPage != P2mPageKind.Allocated) { pfn |= P2mTree.PfnsPerLeaf - 1; continue; }
+            if (look.Kind != P2mEntryKind.Ram) continue;
+            P2m.TrySet(pfn, P2mTree.InvalidEntry);
+            Types.Forget(pfn);
+            _machine.Free(look.Mfn);
+            n++;
+        }
+        _populatedPages -= n;
+        Counters.Add(counter, (long)n);
+        return n;
+    }
+
+    /// <summary>
+    /// The PV-style build, as the domain builder and Linux 2.6.39's xen_memory_setup do it
+    /// (arch/x86/xen/setup.c, 64-bit):
+    /// <list type="number">
+    /// <item>nr_pages = memory: pfns 0..nr-1 get the builder's descending mfns whatever the E820
+    /// says (xen_build_dynamic_phys_to_machine grafts mfn_list in: a mid page per 1 GiB, a leaf
+    /// per 2 MiB, the tail of the last leaf INVALID).</item>
+    /// <item>RAM entries are cut at nr_pages; what is cut off counts as extra pages. The extra
+    /// region starts at max(4 GiB, nr_pages, the end of every non-RAM entry).</item>
+    /// <item>xen_return_unused_memory / xen_release_chunk: populated pfns in the gaps between
+    /// entries, from 1 MiB up to nr_pages, [PFN_UP(start), PFN_DOWN(end)), are given back to Xen
+    /// and set INVALID (no tree page allocated); they count as extra pages too.</item>
+    /// <item>Extra pages are clamped to EXTRA_MEM_RATIO (10) x nr_pages - nr_pages; the balloon
+    /// driver gets pfns [PFN_UP(start), PFN_DOWN(start + extra)).</item>
+    /// <item>xen_set_identity over the E820 as given (dom0-style, from pfn 0).</item>
+    /// </list>
+    /// One difference: 2.6.39 writes identity over populated pfns it did not release (those
+    /// inside reserved/ACPI/NVS entries, and gaps below 1 MiB) and so loses track of their
+    /// frames; XenLab hands those frames back to the host (counted as p2m_identity_overwritten)
+    /// so nothing leaks. Lookups and tree shapes are the same either way.
+    /// </summary>
+    private void BuildPv()
+    {
+        ulong nr = Math.Min(Config.MemoryMiB << (20 - Page.Shift), P2mTree.MaxPfn - 1);
+        var mfns = new Mfn[nr];
+        _machine.Allocate(mfns);                              // all or nothing; descending
+        for (ulong pfn = 0; pfn < nr; pfn++) P2m.SetMfn(pfn, mfns[pfn]);
+        _populatedPages = nr;
+        Counters.Add(PerfCounter.P2mSet, (long)nr);
+
+        ulong memEnd = nr << Page.Shift;
+        ulong extraStart = Math.Max(E820Map.FourGiB, memEnd);
+        ulong extraPages = 0;
+        foreach (var e in E820.Entries)
+        {
+            ulong size = e.Size, end = e.End;
+            if (e.Type == E820Type.Ram && end > memEnd)
+            {
+                ulong delta = Math.Min(size, end - memEnd);
+                size -= delta;
+                end -= delta;
+                extraPages += delta >> Page.Shift;
+            }
+            if (size > 0 && end > extraStart) extraStart = end;
+        }
+
+        // Gaps of the kernel's E820 (the map above, RAM cut at nr_pages, plus the ISA hole as
+        // reserved) from 1 MiB to nr_pages: below nr_pages that is the gaps of the map as given.
+        ulong lastEnd = E820Map.IsaEnd, released = 0;
+        foreach (var e in E820.Entries)
+        {
+            if (lastEnd >= memEnd) break;
+            ulong end = Math.Min(memEnd, e.Start);
+            if (lastEnd < end) released += ReleaseChunk(lastEnd, end);
+            lastEnd = Math.Max(lastEnd, e.End);
+        }
+        if (lastEnd < memEnd) released += ReleaseChunk(lastEnd, memEnd);
+        extraPages += released;
+
+        const ulong extraMemRatio = 10;
+        ulong extraLimit = Math.Min(extraMemRatio * nr, nr + extraPages);
+        extraPages = extraLimit >= nr ? extraLimit - nr : 0;
+        // xen_add_extra_mem then stores INVALID for the region's pfns with
+        // __set_phys_to_machine, which allocates nothing and finds nothing populated there.
+        ulong first = (extraStart + Page.OffsetMask) >> Page.Shift;
+        ulong limit = Math.Min((extraStart + (extraPages << Page.Shift)) >> Page.Shift, P2mTree.MaxPfn);
+        _ballooned.Clear();
+        for (ulong pfn = first; pfn < limit; pfn++) _ballooned.Add(pfn);
+
+        InstallE820Identity();
+        _pvMaxPages = _populatedPages + (ulong)_ballooned.Count;
+        Trace.Add(TraceKind.Balloon, -1, 0, first, limit, released, "pv setup: extra region");
+    }
+
+    /// <summary>xen_release_chunk(start, end): give back populated pfns [PFN_UP(start), PFN_DOWN(end)).</summary>
+    private ulong ReleaseChunk(ulong startAddress, ulong endAddress)
+    {
+        ulong start = (startAddress + Page.OffsetMask) >> Page.Shift, end = endAddress >> Page.Shift;
+        return end <= start ? 0 : ReleasePopulated(start, end, PerfCounter.BalloonReleasedAtSetup);
+    }
+
+    /// <summary>The PV balloon driver's list, next page to be populated first.</summary>
+    public IReadOnlyList<ulong> BalloonedPfnsNextFirst()
+    {
+        var list = new List<ulong>(_ballooned.Count);
+        for (int i = _ballooned.Count - 1; i >= 0; i--) list.Add(_ballooned[i]);
+        return list;
     }
 
     /// <summary>
     /// Switches paging mode while the domain runs. Guest memory and the guest's tables are kept;
     /// switching to or from ARM converts the tables in place between x86-64 and AArch64 formats
     /// (same four levels of 512 entries), keeping every mapping and its accessed/dirty state.
+    /// Dirty tracking survives: log-dirty harvests the old mode's dirty pages into its bitmap and
+    /// re-arms every page in the new mode (exact); each dirty-VRAM range is disarmed under the old
+    /// instance and re-armed under the new one, its next query reporting all dirty.
     /// </summary>
     public void SetPagingMode(PagingModeKind kind, PagingOptions? options = null)
     {
@@ -152,6 +331,8 @@ public sealed class Domain
             throw new InvalidConfigurationException($"Domain '{Name}' cannot switch paging mode: {string.Join("; ", problems)}. Nothing changed.");
         var next = PagingModes.Create(kind, options ?? Config.PagingOptions);
         var old = Mode;
+        Vram.BeforeModeSwitch();
+        LogDirty.BeforeModeSwitch();
         Mode = null;                                   // table conversion writes go straight to RAM
         old?.Detach();
         FlushAllTlbs();
@@ -168,12 +349,15 @@ public sealed class Domain
                 if (old.GuestFormat != Kernel.Format) Kernel.ConvertTables(old.GuestFormat);
                 old.Attach(this);
                 Mode = old;
+                LogDirty.AfterModeSwitch();
+                Vram.AfterModeSwitch();
             }
             throw;
         }
         Mode = next;
         Config.Paging = kind;
-        LogDirty.Rearm();
+        LogDirty.AfterModeSwitch();
+        Vram.AfterModeSwitch();
         if (options is not null) Config.PagingOptions = options;
         foreach (var v in _vcpus) v.FlushTlb();
         Counters.Inc(PerfCounter.PagingModeSwitch);
@@ -547,6 +731,18 @@ public sealed class Domain
         return WriteGuestPhysical(gpa, b, writer).Status != PhysAccessStatus.Missing;
     }
 
+    /// <summary>
+    /// An access reached a device (identity) frame. For type hvm that frame is mmio_dm: the
+    /// access exits to the device model, which XenLab defines as no device at all (reads
+    /// return all ones, writes are discarded: what the callers already do), and the exit is
+    /// counted. For type pv the frame is mmio_direct: the access goes to the host's frame
+    /// without an exit (unclaimed, so it reads all ones too). One call per access and page.
+    /// </summary>
+    internal void NoteDeviceAccess()
+    {
+        if (Types.IdentityType == P2mType.MmioDm) Counters.Inc(PerfCounter.DmExit);
+    }
+
     /// <summary>What a gfn is to an access: RAM (Ok), identity (Mmio) or nothing (Missing).</summary>
     public PhysAccessStatus Classify(ulong gfn) => P2mTree.Classify(P2m.Get(gfn)) switch
     {
@@ -572,6 +768,7 @@ public sealed class Domain
             {
                 status = PhysAccessStatus.Mmio;
                 Counters.Inc(PerfCounter.GuestPhysMmio);
+                NoteDeviceAccess();
             }
         }
         return new PhysAccessResult(status, 0);
@@ -581,7 +778,9 @@ public sealed class Domain
 
     /// <summary>
     /// Moves the domain's reservation to <paramref name="targetPages"/>, as the guest's balloon
-    /// driver does. Going up takes the lowest E820 RAM pfns not populated; the driver's
+    /// driver does. Going up takes, with the HVM builder, the lowest E820 RAM pfns not
+    /// populated; with the PV builder, the head of the balloon list (2.6.39's balloon driver:
+    /// the extra region above 4 GiB, highest pfn first, pages ballooned out coming back first); the driver's
     /// BUG_ON(phys_to_machine_mapping_valid(pfn)) fires (and nothing changes) if any of them
     /// already has a valid entry, which is how the seed's "nasty condition" shows. Going down
     /// releases the highest populated RAM pfns outside the guest kernel's page-table area.
@@ -599,6 +798,12 @@ public sealed class Domain
     private BalloonResult BalloonUp(ulong pages)
     {
         var pfns = new List<ulong>();
+        if (Config.Builder == DomainBuilder.Pv)
+        {
+            // increase_reservation: the pfns are the balloon list's first pages, head first.
+            for (int k = _ballooned.Count - 1; k >= 0 && (ulong)pfns.Count < pages; k--) pfns.Add(_ballooned[k]);
+        }
+        else
         foreach (ulong pfn in E820.RamPfns())
         {
             if ((ulong)pfns.Count == pages) break;
@@ -616,6 +821,7 @@ public sealed class Domain
         }
         var mfns = new Mfn[pfns.Count];
         _machine.Allocate(mfns);
+        if (Config.Builder == DomainBuilder.Pv) _ballooned.RemoveRange(_ballooned.Count - pfns.Count, pfns.Count);
         for (int i = 0; i < pfns.Count; i++)
         {
             P2m.SetMfn(pfns[i], mfns[i]);
@@ -634,7 +840,10 @@ public sealed class Domain
         foreach (var (pfn, _) in P2m.EnumerateRamDescending())
         {
             if ((ulong)pfns.Count == pages) break;
-            if (Kernel.OwnsPfn(pfn) || !E820.IsRam(pfn) || IsFramebufferGfn(pfn)) continue;
+            if (Kernel.OwnsPfn(pfn) || IsFramebufferGfn(pfn)) continue;
+            // HVM builder: only E820 RAM. PV: any populated page (the extra region above 4 GiB
+            // is RAM in the guest's own E820, not in the one the domain was given).
+            if (Config.Builder != DomainBuilder.Pv && !E820.IsRam(pfn)) continue;
             pfns.Add(pfn);
         }
         foreach (ulong pfn in pfns)
@@ -644,6 +853,7 @@ public sealed class Domain
             Types.Forget(pfn);
             Mode?.OnP2mChanged(pfn, pfn + 1);
             _machine.Free(mfn);
+            if (Config.Builder == DomainBuilder.Pv) _ballooned.Add(pfn);     // balloon_append: to the head
         }
         _populatedPages -= (ulong)pfns.Count;
         Counters.Add(PerfCounter.BalloonDown, pfns.Count);

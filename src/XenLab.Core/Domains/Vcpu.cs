@@ -152,7 +152,7 @@ public sealed class Vcpu
             int off = (int)((va + (ulong)done) & Page.OffsetMask);
             int n = Math.Min(Page.Size - off, destination.Length - done);
             var dst = destination.Slice(done, n);
-            if ((ts[p].Rights & TlbRights.Mmio) != 0) dst.Fill(0xFF);
+            if ((ts[p].Rights & TlbRights.Mmio) != 0) { dst.Fill(0xFF); _domain.NoteDeviceAccess(); }
             else machine.Read(new Mfn(ts[p].Mfn)).Slice(off, n).CopyTo(dst);
             _domain.Counters.Inc(PerfCounter.GuestVirtRead);
             done += n;
@@ -179,6 +179,7 @@ public sealed class Vcpu
                 _domain.WriteGuestPhysical((ts[p].Gfn << Page.Shift) | (uint)off, source.Slice(done, n), this);
             else if ((rights & TlbRights.Mmio) == 0)
                 source.Slice(done, n).CopyTo(machine.Write(new Mfn(ts[p].Mfn)).Slice(off, n));
+            else _domain.NoteDeviceAccess();
             _domain.Counters.Inc(PerfCounter.GuestVirtWrite);
             done += n;
         }

@@ -41,13 +41,15 @@ public sealed class XenHost
     /// <summary>
     /// Builds a domain; on any failure nothing is left allocated or registered. When the
     /// configuration came from a file, the error names the position of the key that caused it.
+    /// A big build reports its progress and can be stopped every 64 Ki pages
+    /// (OperationCanceledException): a stopped build leaves nothing behind either.
     /// </summary>
-    public Domain CreateDomain(DomainConfig config)
+    public Domain CreateDomain(DomainConfig config, IProgress<Progress.LabProgress>? progress = null, System.Threading.CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(config);
         try
         {
-            return CreateDomainCore(config);
+            return CreateDomainCore(config, progress, cancel);
         }
         catch (XenLabException e) when (config.Source is { } source)
         {
@@ -56,7 +58,7 @@ public sealed class XenHost
         }
     }
 
-    private Domain CreateDomainCore(DomainConfig config)
+    private Domain CreateDomainCore(DomainConfig config, IProgress<Progress.LabProgress>? progress, System.Threading.CancellationToken cancel)
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
@@ -65,7 +67,7 @@ public sealed class XenHost
         var domain = new Domain(_nextDomid, config.Clone(), Machine) { Host = this };
         try
         {
-            domain.Build();
+            domain.Build(progress is null && !cancel.CanBeCanceled ? null : new Progress.ProgressReporter(progress, cancel));
         }
         catch
         {

@@ -1,6 +1,8 @@
 // The domain's E820 memory map: what the firmware tells the guest is RAM and what is not.
-// Everything that is not RAM (reserved, ACPI, NVS, unusable, and the gaps between entries)
-// becomes an identity region of the p2m (seed 004).
+// Which of it becomes identity in the p2m (seed 004) follows Linux 2.6.39's xen_set_identity
+// (arch/x86/xen/setup.c): reserved, ACPI, NVS and the gaps between entries do; RAM and
+// *unusable* entries do not; each identity run is [PFN_UP(start), PFN_DOWN(end)), so a
+// page only partly outside RAM/unusable stays out of it.
 using System;
 using System.Collections.Generic;
 using System.Globalization;
@@ -143,6 +145,44 @@ public sealed class E820Map
             list.Add(new NonRamRegion(s, e, type));
         }
     }
+
+    /// <summary>
+    /// The pfn ranges Linux 2.6.39's xen_set_identity hands to set_phys_range_identity, in
+    /// order: runs of everything that is neither RAM nor unusable, from the end of one
+    /// RAM/unusable entry to the start of the next (gaps included) and after the last one up
+    /// to the end of the last entry, each [PFN_UP(start), PFN_DOWN(end)). A domU starts
+    /// at 1 MiB (ISA_END_ADDRESS), dom0 at 0. The list keeps what 2.6.39 computes, ranges
+    /// with start &gt;= end included (an empty, unaligned one still allocates tree pages).
+    /// </summary>
+    public List<(ulong StartPfn, ulong EndPfn)> IdentityPfnRanges(bool initialDomain = true)
+    {
+        var ranges = new List<(ulong, ulong)>();
+        ulong last = initialDomain ? 0 : IsaEnd;
+        ulong startPci = last;
+        foreach (var e in _entries)
+        {
+            ulong start = e.Start, end = e.End;
+            if (start < last) start = last;
+            if (end <= start) continue;
+            if (last > end) continue;
+            if (e.Type is E820Type.Ram or E820Type.Unusable)
+            {
+                if (start > startPci) ranges.Add((PfnUp(startPci), start >> Page.Shift));
+                last = end;                                   // RAM must not be swallowed at the end
+                startPci = end;
+                continue;
+            }
+            startPci = Math.Min(start, startPci);
+            last = end;
+        }
+        if (last > startPci) ranges.Add((PfnUp(startPci), last >> Page.Shift));
+        return ranges;
+    }
+
+    private static ulong PfnUp(ulong address) => (address + Page.OffsetMask) >> Page.Shift;
+
+    /// <summary>ISA_END_ADDRESS: where a domU's identity and 2.6.39's hole release start.</summary>
+    public const ulong IsaEnd = 0x100000;
 
     public const ulong FourGiB = 1UL << 32;
     public const ulong OneMiB = 1UL << 20;

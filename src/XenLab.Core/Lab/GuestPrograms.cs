@@ -2,15 +2,19 @@
 // stack live in a fixed, documented region of guest RAM (from 48 MiB), mapped by the guest
 // kernel; framebuffers not yet mapped are mounted at 0x40000000 + i * 256 MiB. A frame is one
 // run of the vCPU until the guest yields (vmcall with RAX = 0); after it the host pulls the
-// dirty pages and merged rectangles of every framebuffer, as a display server would.
+// dirty pages and merged rectangles of every framebuffer, as a display server would. A stop
+// comes between frames: the frames that ran have been reported (and their PNGs written), the
+// vCPU sits after the last frame's yield, ready for Invoke-XenGuestCode -Resume.
 using System;
 using System.Collections.Generic;
 using System.IO;
+using System.Threading;
 using XenLab.Cpu;
 using XenLab.Cpu.Workloads;
 using XenLab.Domains;
 using XenLab.Guest;
 using XenLab.Memory;
+using XenLab.Progress;
 using XenLab.Views;
 
 namespace XenLab.Lab;
@@ -136,21 +140,48 @@ public static class GuestPrograms
     }
 
     /// <summary>Loads a workload and runs its frames; stops early at the first frame that did not end in a yield.</summary>
-    public static List<FrameReport> RunWorkload(Domain d, WorkloadConfig w, int? frames = null, string? pngDirectory = null)
+    public static List<FrameReport> RunWorkload(Domain d, WorkloadConfig w, int? frames = null, string? pngDirectory = null,
+        IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(w);
         int count = frames ?? w.Frames;
         if (count < 0 || count > MaxFrames) throw new InvalidConfigurationException($"A workload runs 0 to {MaxFrames} frames (0 loads it only), not {count}.");
         LoadWorkload(d, w);
-        foreach (var fb in d.Framebuffers) DirtyViews.Query(d, fb.Name, peek: false);   // start tracking: frame 0 is the first real one
         var list = new List<FrameReport>();
-        for (int f = 0; f < count; f++)
-        {
-            var r = RunFrame(d, f, w.BudgetPerFrame, 0, pngDirectory);
-            list.Add(r);
-            if (!r.Completed) break;
-        }
+        RunFrames(d, count, w.BudgetPerFrame, 0, pngDirectory, list.Add, progress, cancel);
         return list;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="frames"/> frames of the loaded frame loop, handing each report to
+    /// <paramref name="onFrame"/> as it finishes; stops early at the first frame that did not end in
+    /// a yield. Dirty tracking of every framebuffer starts (and is cleared) first, so frame 0
+    /// reports what frame 0 wrote. Returns the frames run. A stop comes between two frames.
+    /// </summary>
+    public static int RunFrames(Domain d, int frames, long budget, int vcpu, string? pngDirectory, Action<FrameReport> onFrame,
+        IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
+    {
+        // Everything is checked before tracking starts, so a refused call changes nothing.
+        CheckVcpu(d, vcpu);
+        ArgumentNullException.ThrowIfNull(onFrame);
+        if (frames < 0 || frames > MaxFrames) throw new InvalidConfigurationException($"A workload runs 0 to {MaxFrames} frames (0 loads it only), not {frames}.");
+        if (budget < 0) throw new InvalidConfigurationException($"A frame's budget of {budget} instructions is negative.");
+        if (pngDirectory is not null && !Directory.Exists(pngDirectory))
+            throw new InvalidConfigurationException($"The PNG folder '{pngDirectory}' does not exist.");
+        var reporter = new ProgressReporter(progress, cancel);
+        reporter.Begin($"Guest workload on domain '{d.Name}' vcpu {vcpu}", frames, "frame");
+        foreach (var fb in d.Framebuffers) DirtyViews.Query(d, fb.Name, peek: false);
+        int f = 0;
+        while (f < frames)
+        {
+            var r = RunFrame(d, f, budget, vcpu, pngDirectory);
+            f++;
+            onFrame(r);
+            if (!r.Completed) break;
+            if (f < frames) reporter.Step(f);                          // safe point: the frame yielded and was reported
+        }
+        reporter.Complete(f);
+        return f;
     }
 
     private static List<ChurnEntry> PrepareChurn(Domain d, int pages)

@@ -2,14 +2,18 @@
 // can compare paging modes on the same work without guest code: page-table churn (map,
 // touch, unmap: what fork/exec/munmap do to page tables) and in-place PTE updates (what
 // copy-on-write breaks and mprotect do, written through the kernel's own mapping of its
-// tables, with context switches).
+// tables, with context switches). Both stop only between whole rounds: a stopped pt-churn has
+// unmapped its last round's pages, a stopped pte-update has its aliases mapped and some leaves
+// flipped, and the counters hold exactly the rounds that ran.
 using System;
 using System.Collections.Generic;
+using System.Threading;
 using XenLab.Diagnostics;
 using XenLab.Domains;
 using XenLab.Guest;
 using XenLab.Memory;
 using XenLab.Paging;
+using XenLab.Progress;
 
 namespace XenLab.Lab;
 
@@ -27,13 +31,14 @@ public static class MemoryWorkloads
 
     public static readonly string[] Names = { "pt-churn", "pte-update" };
 
-    public static WorkloadResult Run(Domain d, string name, int rounds)
+    /// <summary>Runs a built-in workload; a stop (<paramref name="cancel"/>) comes between rounds as OperationCanceledException.</summary>
+    public static WorkloadResult Run(Domain d, string name, int rounds, IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
         if (rounds < 1 || rounds > 1_000_000) throw new InvalidConfigurationException($"rounds {rounds} must be between 1 and 1000000.");
         return name switch
         {
-            "pt-churn" => PageTableChurn(d, rounds),
-            "pte-update" => PteUpdates(d, rounds),
+            "pt-churn" => PageTableChurn(d, rounds, progress: progress, cancel: cancel),
+            "pte-update" => PteUpdates(d, rounds, progress, cancel),
             _ => throw new InvalidConfigurationException($"Unknown workload '{name}'; built-in: {string.Join(", ", Names)}."),
         };
     }
@@ -42,9 +47,11 @@ public static class MemoryWorkloads
     /// Each round maps 64 pages in one of four 2 MiB regions, writes and reads every page from a
     /// vCPU chosen round-robin, and unmaps them again.
     /// </summary>
-    public static WorkloadResult PageTableChurn(Domain d, int rounds, int pages = 64)
+    public static WorkloadResult PageTableChurn(Domain d, int rounds, int pages = 64, IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
         RequireFrames(d, (ulong)pages * 4);
+        var reporter = new ProgressReporter(progress, cancel);
+        reporter.Begin($"Workload pt-churn on domain '{d.Name}'", rounds, "round");
         var before = Snapshot(d);
         var buf = new byte[8];
         long ops = 0;
@@ -62,7 +69,9 @@ public static class MemoryWorkloads
                 ops += 2;
             }
             d.Kernel.Unmap(va, (ulong)pages);
+            reporter.Step(r + 1);                                       // safe point: the round's pages are unmapped again
         }
+        reporter.Complete(rounds);
         return Result(d, "pt-churn", ops, before);
     }
 
@@ -73,7 +82,7 @@ public static class MemoryWorkloads
     /// every vCPU reloads CR3 (a context switch). Under shadow paging these are the writes that
     /// trap (OOS off) or go out of sync and are resynced on the CR3 load.
     /// </summary>
-    public static WorkloadResult PteUpdates(Domain d, int rounds)
+    public static WorkloadResult PteUpdates(Domain d, int rounds, IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
         const int Pages = 512;
         RequireFrames(d, Pages * 2);
@@ -85,6 +94,8 @@ public static class MemoryWorkloads
         var leaves = new List<GuestLeaf>();
         foreach (var l in k.Leaves())
             if (l.VirtualAddress >= RegionVa && l.VirtualAddress < RegionVa + ((ulong)Pages << Page.Shift)) leaves.Add(l);
+        var reporter = new ProgressReporter(progress, cancel);
+        reporter.Begin($"Workload pte-update on domain '{d.Name}'", rounds, "round");
         var before = Snapshot(d);
         var buf = new byte[8];
         var rng = new Random(12345);
@@ -116,7 +127,9 @@ public static class MemoryWorkloads
             }
             if (r % 16 == 15)
                 foreach (var cpu in d.Vcpus) cpu.LoadCr3(cpu.Cr3);     // a context switch on every CPU
+            reporter.Step(r + 1);                                       // safe point: every write of the round went through
         }
+        reporter.Complete(rounds);
         return Result(d, "pte-update", ops, before);
     }
 

@@ -1,17 +1,30 @@
 // The Linux/Xen PV pfn -> mfn tree of seed 004: three levels (top, mid, leaf) of 512
 // entries a page. Unpopulated parts point at shared pages: p2m_mid_missing / p2m_missing
-// (every entry INVALID_P2M_ENTRY). Non-RAM regions become identity (pfn -> pfn): whole
-// unpopulated subtrees are switched to the shared p2m_mid_identity / p2m_identity pages,
-// and a lookup that lands on p2m_identity answers the pfn itself; inside an allocated leaf
-// an identity frame is stored as pfn | IDENTITY_FRAME_BIT.
+// (every entry INVALID_P2M_ENTRY). Non-RAM regions become identity (pfn -> pfn): a leaf
+// pointer swapped to the shared p2m_identity page answers the pfn itself for its 512 pfns;
+// inside an allocated leaf an identity frame is stored as pfn | IDENTITY_FRAME_BIT.
 //
-// Switching a shared *missing* page to identity switches every pfn it covers (512 or
-// 512*512 of them). When a hole does not start or end on a tree boundary and RAM is later
-// ballooned into the part of such a page outside the hole, the balloon driver finds its
-// pfns "valid" and hits BUG_ON(phys_to_machine_mapping_valid(pfn)): the thread's "nasty
-// condition". IdentityStrategy.Coarse reproduces it; EdgesFirst (the default, what the
-// reviewer asked: populate the tree at the edges first) allocates the mid and leaf pages
-// a hole only partly covers before switching, so only the hole's own pfns become identity.
+// Two ways to install identity, switchable:
+// - Coarse, the patch as posted in the thread: a shared *missing* page a hole touches is
+//   swapped to its identity twin (p2m_mid_identity for a whole top entry, p2m_identity for
+//   a leaf), which switches every pfn beneath it (512 or 512*512 of them). A hole that does
+//   not start or end on a tree boundary then drags RAM pfns into identity, and a later
+//   balloon into them hits BUG_ON(phys_to_machine_mapping_valid(pfn)): the "nasty condition".
+// - EdgesFirst, what Linux 2.6.39 merged (arch/x86/xen/p2m.c, set_phys_range_identity):
+//   a mid page is allocated for every 1 GiB the range touches (there is no p2m_mid_identity
+//   in 2.6.39), __early_alloc_p2m allocates the leaf holding the range's first pfn and the
+//   leaf holding its end pfn when they are p2m_missing and not leaf-aligned, then each pfn
+//   goes through __set_phys_to_machine(pfn, IDENTITY_FRAME(pfn)): a p2m_missing leaf, now
+//   always wholly inside the range, is swapped to p2m_identity; an allocated one gets the
+//   frame stored. So exactly the range's pfns become identity.
+//
+// The shared pages are never written (the reviewers' requirement: the tools accept only
+// valid frames or ~0 in any page they can see). Setting a non-identity entry under a
+// shared identity leaf (set_phys_to_machine) allocates a private leaf that starts as the
+// identity frames of its 512 pfns, then stores. 2.6.39 differs here: its
+// __set_phys_to_machine checks only for p2m_missing and would store straight into the
+// shared p2m_identity page; and had it failed, its alloc_p2m would have replaced the
+// identity leaf with an all-INVALID one, dropping the 511 neighbours' identity.
 using System;
 using XenLab.Memory;
 
@@ -179,15 +192,45 @@ public sealed class P2mTree
     {
         if (endPfn > MaxPfn || startPfn > endPfn)
             throw new ArgumentOutOfRangeException(nameof(endPfn), $"identity range [0x{startPfn:x}, 0x{endPfn:x}) is empty-reversed or beyond 0x{MaxPfn:x}.");
+        if (strategy == IdentityStrategy.EdgesFirst) return SetIdentityRangeAsMerged(startPfn, endPfn);
         if (startPfn == endPfn) return 0;
         ulong before = CountIdentity();
-        if (strategy == IdentityStrategy.EdgesFirst)
+        InstallIdentity(startPfn, endPfn);
+        return CountIdentity() - before;
+    }
+
+    private ulong SetIdentityRangeAsMerged(ulong startPfn, ulong endPfn)
+    {
+        // 2.6.39 gives up on a range whose end reaches MAX_P2M_PFN (pfn_e >= MAX_P2M_PFN).
+        if (endPfn >= MaxPfn) return 0;
+        ulong before = CountIdentity();
+        // A mid page for every 1 GiB the range touches, even an empty range that is not
+        // 1 GiB aligned (the loop runs from pfn_s rounded down to pfn_e rounded up).
+        ulong alignedEnd = (endPfn + PfnsPerMid - 1) & ~(PfnsPerMid - 1);
+        for (ulong pfn = startPfn & ~(PfnsPerMid - 1); pfn < alignedEnd; pfn += PfnsPerMid)
         {
-            // A mid page only partly inside the hole must exist before anything below it is
-            // switched, and so must a leaf only partly inside it.
-            EnsureEdge(startPfn, endPfn, startPfn);
-            EnsureEdge(startPfn, endPfn, endPfn - 1);
+            int t = TopIndex(pfn);
+            if (ReferenceEquals(_top[t], _midMissing)) _top[t] = CopyMid(_midMissing);
         }
+        EarlyAllocLeaf(startPfn);
+        EarlyAllocLeaf(endPfn);
+        InstallIdentity(startPfn, endPfn);
+        return CountIdentity() - before;
+    }
+
+    /// <summary>__early_alloc_p2m(): a private leaf where <paramref name="pfn"/> is not leaf-aligned and its leaf is p2m_missing.</summary>
+    private void EarlyAllocLeaf(ulong pfn)
+    {
+        if (LeafIndex(pfn) == 0) return;
+        ulong[][] mid = _top[TopIndex(pfn)];
+        int m = MidIndex(pfn);
+        if (!ReferenceEquals(mid[m], _missing) || IsShared(mid)) return;
+        mid[m] = NewFilled(InvalidEntry);
+        _leafAllocated++;
+    }
+
+    private void InstallIdentity(ulong startPfn, ulong endPfn)
+    {
         ulong pfn = startPfn;
         while (pfn < endPfn)
         {
@@ -198,23 +241,24 @@ public sealed class P2mTree
             else if (ReferenceEquals(mid[MidIndex(pfn)], _identity)) pfn = (pfn | (PfnsPerLeaf - 1)) + 1;
             else pfn++;
         }
-        return CountIdentity() - before;
+    }
+
+    /// <summary>
+    /// True when the four shared pages hold what they were made with: p2m_missing and
+    /// p2m_identity all INVALID, the shared mid pages pointing only at their leaf twin.
+    /// </summary>
+    public bool SharedPagesIntact()
+    {
+        foreach (ulong e in _missing) if (e != InvalidEntry) return false;
+        foreach (ulong e in _identity) if (e != InvalidEntry) return false;
+        foreach (var l in _midMissing) if (!ReferenceEquals(l, _missing)) return false;
+        foreach (var l in _midIdentity) if (!ReferenceEquals(l, _identity)) return false;
+        return true;
     }
 
     private void TrySetOrAllocate(ulong pfn, ulong entry)
     {
         if (!TrySet(pfn, entry)) Set(pfn, entry);
-    }
-
-    private void EnsureEdge(ulong start, ulong end, ulong pfn)
-    {
-        ulong midStart = pfn & ~(PfnsPerMid - 1);
-        if (midStart >= start && midStart + PfnsPerMid <= end) return;        // whole mid in the hole
-        int t = TopIndex(pfn);
-        if (IsShared(_top[t])) _top[t] = CopyMid(_top[t]);
-        ulong leafStart = pfn & ~(PfnsPerLeaf - 1);
-        if (leafStart >= start && leafStart + PfnsPerLeaf <= end) return;     // whole leaf in the hole
-        EnsureLeaf(pfn);
     }
 
     private void EnsureLeaf(ulong pfn)

@@ -53,10 +53,18 @@ public static class P2mTypeInfo
     public static bool IsWriteProtected(P2mType t) => t is P2mType.RamRo or P2mType.RamLogDirty or P2mType.GrantMapRo;
 }
 
-/// <summary>A domain's type overrides: RAM defaults to ram_rw, identity to mmio_direct, nothing to invalid.</summary>
+/// <summary>
+/// A domain's type overrides: RAM defaults to ram_rw, nothing to invalid, identity to
+/// <see cref="IdentityType"/>: mmio_direct for a PV guest (its own p2m maps the frame 1:1 to
+/// the host's), mmio_dm for an HVM guest (the hypervisor maps nothing there; the device
+/// model emulates it).
+/// </summary>
 public sealed class P2mTypeMap
 {
     private readonly Dictionary<ulong, P2mType> _overrides = new();
+
+    /// <summary>The type identity (non-RAM) frames have.</summary>
+    public P2mType IdentityType { get; init; } = P2mType.MmioDirect;
 
     public int Count => _overrides.Count;
 
@@ -64,7 +72,7 @@ public sealed class P2mTypeMap
     {
         var kind = P2mTree.Classify(tree.Get(gfn));
         if (kind == P2mEntryKind.Missing) return P2mType.Invalid;
-        if (kind == P2mEntryKind.Identity) return P2mType.MmioDirect;
+        if (kind == P2mEntryKind.Identity) return IdentityType;
         return _overrides.Count != 0 && _overrides.TryGetValue(gfn, out var t) ? t : P2mType.RamRw;
     }
 

@@ -8,6 +8,7 @@ using XenLab.Config;
 using XenLab.Dirty;
 using XenLab.Display;
 using XenLab.Domains;
+using XenLab.Pictures;
 
 namespace XenLab.Views;
 
@@ -114,24 +115,14 @@ public static class DirtyViews
         var c = fb.Config;
         var pixels = new byte[fb.Pages << 12];
         d.ReadPhysical(c.Address, pixels);
-        var rgb = FramebufferImage.ToRgb(c, pixels);
-        int rects = 0;
+        List<PixelRect>? list = null;
         if (highlightDirty)
         {
             var view = Query(d, fb.Name, peek: true);
-            var list = DirtyRectangles.FromPages(c, view.Bitmap);
-            FramebufferImage.Outline(rgb, c.Width, c.Height, list, 255, 0, 0);
-            rects = list.Count;
+            list = DirtyRectangles.FromPages(c, view.Bitmap);
         }
-        var png = PngWriter.Encode(c.Width, c.Height, rgb);
-        try
-        {
-            File.WriteAllBytes(path, png);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new InvalidConfigurationException($"Cannot write '{path}': {e.Message}");
-        }
-        return new FramebufferExportView(d.Name, fb.Name, path, c.Width, c.Height, png.Length, rects);
+        var written = FramebufferPicture.Save(c, pixels, list, path);
+        int rects = list?.Count ?? 0;
+        return new FramebufferExportView(d.Name, fb.Name, path, c.Width, c.Height, (int)written.Bytes, rects);
     }
 }

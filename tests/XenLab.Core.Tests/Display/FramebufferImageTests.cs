@@ -1,7 +1,9 @@
 using System;
 using System.Collections.Generic;
 using XenLab.Config;
+using SkiaSharp;
 using XenLab.Display;
+using XenLab.Pictures;
 
 namespace XenLab.Tests.Display;
 
@@ -97,13 +99,16 @@ public class FramebufferImageTests
     /// <summary>Outlines on a black width x height image; returns which pixels turned colour.</summary>
     private static bool[,] Painted(int width, int height, params PixelRect[] rects)
     {
-        var rgb = new byte[width * height * 3];
-        FramebufferImage.Outline(rgb, width, height, rects, 255, 0, 128);
+        // A black framebuffer drawn by FramebufferPicture with the rectangles outlined in (255, 0, 128).
+        using var bmp = new SKBitmap(new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Opaque));
+        bmp.Erase(SKColors.Black);
+        using (var canvas = new SKCanvas(bmp)) FramebufferPicture.Outline(canvas, rects, new SKColor(255, 0, 128));
         var painted = new bool[height, width];
         for (int y = 0; y < height; y++)
             for (int x = 0; x < width; x++)
             {
-                var px = At(rgb, width, x, y);
+                var c = bmp.GetPixel(x, y);
+                var px = (c.Red, c.Green, c.Blue);
                 Assert.True(px == (0, 0, 0) || px == (255, 0, 128));  // only the outline colour is ever written
                 painted[y, x] = px == (255, 0, 128);
             }
@@ -158,12 +163,9 @@ public class FramebufferImageTests
     [Fact]
     public void OutlineOfAFullScreenRectangleIsTheImageBorder()
     {
-        var rects = new List<PixelRect> { new(0, 0, 4, 3) };
-        var rgb = new byte[4 * 3 * 3];
-        FramebufferImage.Outline(rgb, 4, 3, rects, 1, 2, 3);
-        Assert.Equal((1, 2, 3), At(rgb, 4, 0, 0));
-        Assert.Equal((1, 2, 3), At(rgb, 4, 3, 2));
-        Assert.Equal((0, 0, 0), At(rgb, 4, 1, 1));  // inside
-        Assert.Equal((0, 0, 0), At(rgb, 4, 2, 1));
+        Assert.Equal(Mask(
+            "####",
+            "#..#",
+            "####"), Painted(4, 3, new PixelRect(0, 0, 4, 3)));
     }
 }

@@ -9,7 +9,9 @@
 // and gives write back; the access retries. Which gfns are traced is kept apart from p2m types,
 // so ram_ro (write refused), ram_logdirty (first write calls Domain.OnLogDirtyWrite, as HAP's
 // EPT violation does) and tracing compose. Tracing state lives in the stage-2 tables, so a
-// mode switch (which rebuilds them) ends it.
+// mode switch (which rebuilds them) ends it. With the VLPT lookup the domain holds a slice of
+// the host's window only while something is traced: TakeVlptSliceForTracing when tracing
+// starts, ReturnVlptSlice when the last traced range stops or the mode is detached.
 using System.Collections.Generic;
 using XenLab.Config;
 using XenLab.Diagnostics;
@@ -36,7 +38,7 @@ public sealed class ArmMode : IPagingMode
     public string Options => _options.Describe(Kind);
     public ArmLeafLookup LeafLookup => _options.ArmLeafLookup;
     public Stage2Table Stage2 => _s2 ?? throw new System.InvalidOperationException("ARM mode is not attached.");
-    /// <summary>The domain's part of the host's VLPT window (leaf lookup = vlpt), else null.</summary>
+    /// <summary>The domain's part of the host's VLPT window: held while tracing with leaf lookup = vlpt, else null.</summary>
     public VlptSlice? VlptSlice => _slice;
     public bool TracingActive => !_traced.IsEmpty;
     public IReadOnlyList<(ulong Start, ulong End)> TracedRanges => _traced.Ranges;
@@ -44,41 +46,100 @@ public sealed class ArmMode : IPagingMode
     public void Attach(Domain domain)
     {
         _domain = domain;
-        VlptSlice? slice = null;
+        if (_options.ArmLeafLookup == ArmLeafLookup.Vlpt && domain.Host is null)
+            throw new InvalidConfigurationException($"Domain '{domain.Name}' has no host, so no VLPT window; use arm_leaf_lookup walk.");
         var s2 = new Stage2Table(domain.Machine, domain.Counters);
         try
         {
-            if (_options.ArmLeafLookup == ArmLeafLookup.Vlpt)
-            {
-                var window = domain.Host?.VlptWindow
-                    ?? throw new InvalidConfigurationException($"Domain '{domain.Name}' has no host, so no VLPT window; use arm_leaf_lookup walk.");
-                var mine = window.Allocate(domain, VlptWindow.SlotsFor(domain));
-                slice = mine;
-                // Every second-level table the p2m grows is slotted into the window as it appears.
-                s2.SecondLevelCreated = (i, table) => { if (i < mine.Slots) window.MapSlot(mine, i, table); };
-            }
-            // RAM gets leaves now; identity (MMIO) gfns get mmio_direct on first touch.
-            foreach (var (pfn, mfn) in domain.P2m.EnumerateRam())
-                s2.Set(pfn, Stage2Entry.Leaf(mfn.Value, domain.GetP2mType(pfn)));
+            // Every second-level table the p2m grows is slotted into the window as it appears,
+            // while the domain holds a slice (only while it is tracing).
+            s2.SecondLevelCreated = (i, table) => { if (_slice is { } s && i < s.Slots) s.Window.MapSlot(s, i, table); };
+            // RAM gets leaves (2 MiB blocks where it can) now; identity (MMIO) gfns get mmio_direct on first touch.
+            MapRam(domain, s2);
         }
         catch
         {
-            if (slice is not null) slice.Window.Free(slice);
             s2.Free();
             throw;
         }
         _s2 = s2;
-        _slice = slice;
+        _slice = null;
         _traced.Clear();
+    }
+
+    /// <summary>
+    /// Maps every RAM gfn: a run of 512 starting 2 MiB-aligned, contiguous and 2 MiB-aligned in
+    /// machine memory and of one p2m type becomes one block, the rest 4 KiB leaves.
+    /// </summary>
+    private static void MapRam(Domain domain, Stage2Table s2)
+    {
+        var ram = new List<(ulong Pfn, Mfn Mfn)>(domain.P2m.EnumerateRam());
+        int checkpoint = Domain.BuildStepPages;
+        for (int i = 0; i < ram.Count;)
+        {
+            if (i >= checkpoint) { domain.BuildCheckpoint((ulong)i); checkpoint += Domain.BuildStepPages; }   // a big build can be stopped here
+            var (pfn, mfn) = ram[i];
+            var type = domain.GetP2mType(pfn);
+            if (IsBlockRun(domain, ram, i, type))
+            {
+                s2.MapBlock(pfn, Stage2Entry.Leaf(mfn.Value, type));
+                i += 512;
+                continue;
+            }
+            s2.Set(pfn, Stage2Entry.Leaf(mfn.Value, type));
+            i++;
+        }
+    }
+
+    private static bool IsBlockRun(Domain domain, List<(ulong Pfn, Mfn Mfn)> ram, int i, P2mType type)
+    {
+        var (pfn, mfn) = ram[i];
+        if ((pfn & 511) != 0 || (mfn.Value & 511) != 0 || i + 511 >= ram.Count) return false;
+        for (int k = 1; k < 512; k++)
+        {
+            var (p, m) = ram[i + k];
+            if (p != pfn + (ulong)k || m.Value != mfn.Value + (ulong)k || domain.GetP2mType(p) != type) return false;
+        }
+        return true;
     }
 
     public void Detach()
     {
-        if (_slice is not null) _slice.Window.Free(_slice);
-        _slice = null;
+        ReturnVlptSlice();
         _s2?.Free();
         _s2 = null;
         _traced.Clear();
+    }
+
+    // ---- the VLPT slice: held only while tracing (seed 002) ------------------------------
+
+    /// <summary>
+    /// Tracing is about to start on [.., <paramref name="endGfn"/>): with the VLPT lookup, take a
+    /// slice of the host's window covering the domain's IPA up to there (or a bigger one if the
+    /// slice held is too small), and slot the p2m's second-level tables into it. Throws
+    /// <see cref="VlptWindowFullException"/> having changed nothing when the window has no room.
+    /// </summary>
+    private void TakeVlptSliceForTracing(ulong endGfn)
+    {
+        if (_options.ArmLeafLookup != ArmLeafLookup.Vlpt) return;
+        if (_slice is not null && _slice.Covers(endGfn - 1)) return;
+        var window = _domain.Host!.VlptWindow;
+        var bigger = window.Allocate(_domain, VlptWindow.SlotsFor(_domain, endGfn));   // throws, changing nothing
+        ReturnVlptSlice();
+        _slice = bigger;
+        for (int k = 0; k < bigger.Slots; k++)
+        {
+            var table = _s2!.SecondLevelTable(k);
+            if (table.IsValid) window.MapSlot(bigger, k, table);
+        }
+    }
+
+    /// <summary>Tracing stopped everywhere (or the mode goes away): the slice goes back to the window.</summary>
+    private void ReturnVlptSlice()
+    {
+        if (_slice is null) return;
+        _slice.Window.Free(_slice);
+        _slice = null;
     }
 
     // ---- the two-stage walk ------------------------------------------------------------
@@ -215,11 +276,22 @@ public sealed class ArmMode : IPagingMode
             return AbortOutcome.Retry;
         }
         var where = FindLeaf(gfn, counters);
+        if (where.ArmLevel == 2 && Stage2Entry.IsBlock(where.Value))
+        {
+            // A write-protected block (tracing, or a type set on all of it): split it on this
+            // first write and go on with the new table's leaf; the other 511 stay protected.
+            var table = _s2!.SplitBlock(gfn);
+            int i = (int)(gfn & 511);
+            where = new Stage2LeafRef(table, i, _domain.Machine.ReadUInt64(table, i * 8), 3);
+        }
         ulong e = where.Value;
         if (traced && !Stage2Entry.IsDirty(e))
         {
             e |= Stage2Entry.Dirty;
             counters.Inc(PerfCounter.ArmDirtyBitSet);
+            // Tracing is how ARM arms log-dirty: this is its log-dirty fault, counted as HAP's
+            // EPT violation on ram_logdirty is (a ram_logdirty page is counted by OnLogDirtyWrite below).
+            if (type != P2mType.RamLogDirty) counters.Inc(PerfCounter.LogDirtyFault);
         }
         if (type == P2mType.RamLogDirty)
         {
@@ -311,28 +383,67 @@ public sealed class ArmMode : IPagingMode
         public void Start(ulong startGfn, ulong endGfn) { if (endGfn > startGfn) _m.WriteProtectForTracing(startGfn, endGfn); }
         public void Stop(ulong startGfn, ulong endGfn) { if (endGfn > startGfn) _m.StopTracing(startGfn, endGfn); }
 
+        /// <summary>
+        /// The avail-bit query: the leaves of a traced run are read linearly, one p2m third-level
+        /// table (512 leaves, contiguous in the VLPT) at a time, found once per table through the
+        /// domain's VLPT slice when it has one, else by one uncounted walk. Untraced gfns answer
+        /// dirty (when in doubt, dirty); a block (a traced 2 MiB block is write-protected until a
+        /// write splits it) and a missing leaf answer clean.
+        /// </summary>
         public void Collect(ulong startGfn, ulong endGfn, System.Span<byte> bitmap, bool clear, bool flush)
         {
-            bool any = false;
-            for (ulong gfn = startGfn; gfn < endGfn; gfn++)
+            ulong gfn = startGfn;
+            foreach (var (ts, te) in _m._traced.Ranges)
             {
-                bool dirty;
-                if (clear)
-                {
-                    if (!_m.TestAndClearOne(gfn, out dirty)) dirty = true;       // not traced: when in doubt, dirty
-                    any |= dirty;
-                }
-                else
-                {
-                    var where = _m._s2!.Locate(gfn);
-                    dirty = !_m._traced.Contains(gfn) || (where.Found && Stage2Entry.IsDirty(where.Value));
-                }
-                if (!dirty) continue;
-                ulong i = gfn - startGfn;
-                bitmap[(int)(i >> 3)] |= (byte)(1 << (int)(i & 7));
+                if (te <= gfn) continue;
+                if (ts >= endGfn) break;
+                if (ts > gfn) { SetBits(bitmap, gfn - startGfn, ts - gfn); gfn = ts; }
+                ulong runEnd = System.Math.Min(te, endGfn);
+                _m.CollectTracedRun(gfn, runEnd, startGfn, bitmap, clear);
+                gfn = runEnd;
             }
+            if (gfn < endGfn) SetBits(bitmap, gfn - startGfn, endGfn - gfn);
             if (clear && flush) _m._domain.FlushAllTlbs();       // always after a clean: earlier skipped flushes leave stale entries
         }
+
+        private static void SetBits(System.Span<byte> bitmap, ulong first, ulong count)
+        {
+            for (ulong i = first; i < first + count; i++) bitmap[(int)(i >> 3)] |= (byte)(1 << (int)(i & 7));
+        }
+    }
+
+    /// <summary>Reads (and with <paramref name="clear"/> re-arms) the traced leaves of [start, end), one leaf table at a time.</summary>
+    private void CollectTracedRun(ulong startGfn, ulong endGfn, ulong bitmapBase, System.Span<byte> bitmap, bool clear)
+    {
+        var machine = _domain.Machine;
+        for (ulong gfn = startGfn; gfn < endGfn;)
+        {
+            ulong chunkEnd = System.Math.Min(endGfn, (gfn | 511) + 1);
+            var table = LeafTableOf(gfn);
+            if (table.IsValid)
+            {
+                var leaves = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(machine.Write(table));
+                int first = (int)(gfn & 511), last = first + (int)(chunkEnd - gfn);
+                ulong bit = gfn - bitmapBase;
+                for (int i = first; i < last; i++, bit++)
+                {
+                    ulong e = leaves[i];
+                    if ((e & Stage2Entry.Dirty) == 0) continue;
+                    bitmap[(int)(bit >> 3)] |= (byte)(1 << (int)(bit & 7));
+                    if (clear) leaves[i] = e & ~(Stage2Entry.Dirty | Stage2Entry.S2apWrite);
+                }
+            }
+            gfn = chunkEnd;
+        }
+    }
+
+    /// <summary>The p2m third-level table holding <paramref name="gfn"/>'s leaf: through the VLPT when the slice covers it; Invalid for a block or nothing.</summary>
+    private Mfn LeafTableOf(ulong gfn)
+    {
+        if (_slice is not null && _slice.Covers(gfn))
+            return _slice.Window.LeafTable(_slice, gfn);
+        var where = _s2!.Locate(gfn);
+        return where.ArmLevel == 3 ? where.Table : Mfn.Invalid;
     }
 
     /// <summary>Rewrites the leaves of [start, end) to what the p2m, the types and tracing say; flushes if rights were removed.</summary>
@@ -341,6 +452,11 @@ public sealed class ArmMode : IPagingMode
         bool flush = false;
         for (ulong gfn = startGfn; gfn < endGfn; gfn++)
         {
+            if ((gfn & 511) == 0 && gfn + 512 <= endGfn && TryRefreshBlock(gfn, ref flush))
+            {
+                gfn += 511;
+                continue;
+            }
             ulong have = _s2!.Peek(gfn);
             ulong want = Expected(gfn, resetDirty ? have & ~Stage2Entry.Dirty : have);
             // An mmio_direct leaf is populated lazily: keep it only while the gfn is still identity.
@@ -353,6 +469,32 @@ public sealed class ArmMode : IPagingMode
             if (!upgrade) flush = true;
         }
         if (flush && allowFlush) _domain.FlushAllTlbs();       // TLBI VMALLS12E1IS: combined entries carry stage-2 rights
+    }
+
+    /// <summary>
+    /// A whole block inside the range: if the 512 leaves wanted are still one block's pages
+    /// (tracing starting or stopping changes only S2AP write on all of them), rewrite the block
+    /// and split nothing. False leaves the gfns to the per-page path (which splits if it must).
+    /// </summary>
+    private bool TryRefreshBlock(ulong first, ref bool flush)
+    {
+        var where = _s2!.Locate(first);
+        if (where.ArmLevel != 2 || !Stage2Entry.IsBlock(where.Value)) return false;
+        ulong block = where.Value;
+        ulong want0 = Expected(first, Stage2Entry.PageOf(block, first));
+        if (!Stage2Entry.IsValid(want0) || (Stage2Entry.FrameOf(want0) & 511) != 0) return false;
+        ulong wantBlock = Stage2Entry.BlockOf(want0);
+        for (ulong k = 1; k < 512; k++)
+        {
+            ulong g = first + k;
+            if (Expected(g, Stage2Entry.PageOf(block, g)) != Stage2Entry.PageOf(wantBlock, g)) return false;
+        }
+        if (wantBlock == block) return true;
+        _domain.Machine.WriteUInt64(where.Table, where.Index * 8, wantBlock);
+        bool upgrade = Stage2Entry.FrameOf(block) == Stage2Entry.FrameOf(wantBlock)
+            && !((block & Stage2Entry.S2apWrite) != 0 && (wantBlock & Stage2Entry.S2apWrite) == 0);
+        if (!upgrade) flush = true;
+        return true;
     }
 
     /// <summary>The leaf a RAM gfn should have (keeping the dirty bit of <paramref name="have"/> while traced); 0 for anything else.</summary>
@@ -379,6 +521,7 @@ public sealed class ArmMode : IPagingMode
     public void WriteProtectForTracing(ulong startGfn, ulong endGfn)
     {
         CheckRange(startGfn, endGfn);
+        TakeVlptSliceForTracing(endGfn);                  // may refuse: then nothing is traced
         _traced.Add(startGfn, endGfn);
         Refresh(startGfn, endGfn, resetDirty: true);      // flushes when it removed write anywhere
     }
@@ -424,6 +567,7 @@ public sealed class ArmMode : IPagingMode
         CheckRange(startGfn, endGfn);
         _traced.Remove(startGfn, endGfn);
         Refresh(startGfn, endGfn, resetDirty: true);
+        if (_traced.IsEmpty) ReturnVlptSlice();
     }
 
     // ---- audit -----------------------------------------------------------------------------

@@ -1,7 +1,13 @@
 // The ARM p2m: VMSAv8-64 stage-2 LPAE descriptors in machine frames, 4 KiB granule, 39-bit
 // IPA (VTCR_EL2.T0SZ=25, SL0=1), so three levels from ARM level 1: the root's 512 entries
 // cover 1 GiB each, which is the 512 GiB the p2m tree reaches. Leaves are 4 KiB pages at
-// level 3; no blocks are made (a block would be found by the VLPT's second-level check).
+// level 3, or 2 MiB blocks at level 2 where 512 gfns of RAM are aligned, contiguous in machine
+// memory and of one type (MapBlock; no 1 GiB blocks, as Ian's "no 1GB P2M mappings for the time
+// being"). A block is split into a level-3 table of the same 512 pages when part of it must
+// change (SplitBlock): dirty tracing write-protects a whole block and splits it on its first
+// write fault (see ArmMode), as the seed's handler checks the second level for a block first.
+// Walk and Peek answer a gfn under a block with the 4 KiB page descriptor it stands for
+// (PageOf), so callers see one format.
 //
 // Page descriptor: bits[1:0]=0b11, MemAttr[5:2], S2AP[7:6] (6 read, 7 write), SH[9:8],
 // AF[10], output address [47:12], XN[54], software bits: the p2m type in 57:55 (its x86
@@ -66,6 +72,12 @@ public static class Stage2Entry
 
     public static ulong Table(ulong mfn) => (mfn << 12) | TypeMask | AccessFlag;
 
+    /// <summary>The 2 MiB block (bits[1:0] = 0b01) with the attributes of page leaf <paramref name="firstPage"/>, whose frame must be 512-aligned.</summary>
+    public static ulong BlockOf(ulong firstPage) => firstPage & ~TableOrPage;
+
+    /// <summary>The page descriptor a block stands for at <paramref name="gfn"/>: same attributes, frame + (gfn mod 512).</summary>
+    public static ulong PageOf(ulong block, ulong gfn) => (block | TableOrPage) + ((gfn & 511) << 12);
+
     public static string Describe(ulong e, int armLevel)
     {
         if (!IsValid(e)) return e == 0 ? "invalid" : $"invalid (0x{e:x})";
@@ -128,14 +140,18 @@ public sealed class Stage2Table
             trace?.Add(new WalkStep("stage2", level, Stage2Entry.LevelName(level), table, idx, (table << 12) + (ulong)idx * 8, e, Stage2Entry.Describe(e, Stage2Entry.ArmLevel(level))));
             if (level == 1) return e;
             if (!Stage2Entry.IsValid(e)) return 0;
-            if (Stage2Entry.IsBlock(e)) return e;
+            if (Stage2Entry.IsBlock(e)) return Stage2Entry.PageOf(e, gfn);   // a block: one level fewer
             table = Stage2Entry.FrameOf(e);
         }
         return 0;
     }
 
-    /// <summary>The hypervisor's own uncounted lookup (through its direct map).</summary>
-    public ulong Peek(ulong gfn) => Locate(gfn).Value;
+    /// <summary>The hypervisor's own uncounted lookup (through its direct map); under a block, the page it stands for.</summary>
+    public ulong Peek(ulong gfn)
+    {
+        var r = Locate(gfn);
+        return r.ArmLevel == 2 && Stage2Entry.IsBlock(r.Value) ? Stage2Entry.PageOf(r.Value, gfn) : r.Value;
+    }
 
     /// <summary>Finds the leaf without counting: table page, index and value.</summary>
     public Stage2LeafRef Locate(ulong gfn)
@@ -179,12 +195,72 @@ public sealed class Stage2Table
                 _machine.WriteUInt64(new Mfn(table), idx * 8, e);
                 if (level == Levels) SecondLevelCreated?.Invoke(idx, t);
             }
+            else if (Stage2Entry.IsBlock(e))
+            {
+                if (Stage2Entry.PageOf(e, gfn) == leaf) return;   // already what the block says
+                e = Stage2Entry.Table(SplitBlock(gfn).Value);
+            }
             table = Stage2Entry.FrameOf(e);
         }
         _machine.WriteUInt64(new Mfn(table), IndexAt(gfn, 1) * 8, leaf);
     }
 
-    /// <summary>Every valid leaf (gfn, descriptor), ascending.</summary>
+    /// <summary>Maps the 2 MiB at <paramref name="gfn"/> (512-aligned) as one block with the attributes of <paramref name="firstPage"/>.</summary>
+    public void MapBlock(ulong gfn, ulong firstPage)
+    {
+        if ((gfn & 511) != 0 || (Stage2Entry.FrameOf(firstPage) & 511) != 0 || gfn >> (IpaBits - 12) != 0)
+            throw new System.ArgumentOutOfRangeException(nameof(gfn), $"a block needs gfn 0x{gfn:x} and mfn 0x{Stage2Entry.FrameOf(firstPage):x} 2 MiB-aligned within the IPA space.");
+        int i1 = IndexAt(gfn, Levels);
+        ulong e1 = _machine.ReadUInt64(Root, i1 * 8);
+        if (!Stage2Entry.IsValid(e1))
+        {
+            var t = NewTable();
+            e1 = Stage2Entry.Table(t.Value);
+            _machine.WriteUInt64(Root, i1 * 8, e1);
+            SecondLevelCreated?.Invoke(i1, t);
+        }
+        var second = new Mfn(Stage2Entry.FrameOf(e1));
+        int i2 = IndexAt(gfn, 2);
+        if (Stage2Entry.IsTable(_machine.ReadUInt64(second, i2 * 8)))
+            throw new System.InvalidOperationException($"gfn 0x{gfn:x} already has a stage-2 leaf table; a block would leak it.");
+        _machine.WriteUInt64(second, i2 * 8, Stage2Entry.BlockOf(firstPage));
+        _counters.Inc(PerfCounter.Stage2Block);
+    }
+
+    /// <summary>
+    /// Replaces the block covering <paramref name="gfn"/> by a new level-3 table holding the same
+    /// 512 pages, and returns the table. Every page keeps the block's frame and rights, so no TLB
+    /// entry made from the block becomes wrong (the break-before-make invalidate is not modelled).
+    /// </summary>
+    public Mfn SplitBlock(ulong gfn)
+    {
+        var where = Locate(gfn);
+        if (where.ArmLevel != 2 || !Stage2Entry.IsBlock(where.Value))
+            throw new System.InvalidOperationException($"gfn 0x{gfn:x} is not under a stage-2 block.");
+        var t = NewTable();
+        var pages = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(_machine.Write(t));
+        ulong first = gfn & ~511UL;
+        for (int i = 0; i < 512; i++) pages[i] = Stage2Entry.PageOf(where.Value, first + (ulong)i);
+        _machine.WriteUInt64(where.Table, where.Index * 8, Stage2Entry.Table(t.Value));
+        _counters.Inc(PerfCounter.Stage2BlockSplit);
+        return t;
+    }
+
+    /// <summary>Blocks mapped now (a count for tests and displays).</summary>
+    public int CountBlocks()
+    {
+        int n = 0;
+        for (int i1 = 0; i1 < 512; i1++)
+        {
+            var l2 = SecondLevelTable(i1);
+            if (!l2.IsValid) continue;
+            for (int i2 = 0; i2 < 512; i2++)
+                if (Stage2Entry.IsBlock(_machine.ReadUInt64(l2, i2 * 8))) n++;
+        }
+        return n;
+    }
+
+    /// <summary>Every valid leaf (gfn, descriptor), ascending; a block as the 512 pages it stands for.</summary>
     public IEnumerable<(ulong Gfn, ulong Leaf)> EnumerateLeaves()
     {
         var entries = new ulong[512];
@@ -196,9 +272,14 @@ public sealed class Stage2Table
             for (int i2 = 0; i2 < 512; i2++)
             {
                 ulong e2 = _machine.ReadUInt64(l2, i2 * 8);
+                ulong baseGfn = ((ulong)i1 << 18) | ((ulong)i2 << 9);
+                if (Stage2Entry.IsBlock(e2))
+                {
+                    for (ulong k = 0; k < 512; k++) yield return (baseGfn + k, Stage2Entry.PageOf(e2, baseGfn + k));
+                    continue;
+                }
                 if (!Stage2Entry.IsTable(e2)) continue;
                 var l3 = new Mfn(Stage2Entry.FrameOf(e2));
-                ulong baseGfn = ((ulong)i1 << 18) | ((ulong)i2 << 9);
                 System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(_machine.Read(l3)).CopyTo(entries);
                 for (int i3 = 0; i3 < 512; i3++)
                     if (Stage2Entry.IsValid(entries[i3])) yield return (baseGfn + (ulong)i3, entries[i3]);

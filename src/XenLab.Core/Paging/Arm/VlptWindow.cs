@@ -14,9 +14,11 @@
 // slot written needs hypervisor TLB maintenance for its 2 MiB and for its alias page: counted
 // as two VlptTlbFlush per slot write.
 //
-// Two layouts (VlptLayout): per-domain slices (the default, Jaeyong Yoo's answer): each ARM
-// domain using the VLPT gets its own run of slots sized for its IPA range, so nothing changes
-// at context switch, but the window bounds how many large domains fit at once; shared slots
+// Two layouts (VlptLayout): per-domain slices (the default, Jaeyong Yoo's answer, "allocating
+// vlpt ... to each migrating domU"): a domain takes its own run of slots sized for its IPA range
+// when it starts tracing (log-dirty enable, first dirty-VRAM query) and returns it when tracing
+// stops, so nothing changes at context switch and any number of untraced domains coexist; the
+// window bounds how many large domains can be traced at once; shared slots
 // (Ian's first design): every domain's p2m goes in the same slots, rewritten on a context
 // switch to or from a domain that is tracing with the VLPT. ContextSwitch counts what that costs.
 using System;
@@ -65,6 +67,26 @@ public sealed class VlptSlice
     internal ulong[] Wanted { get; }
     public override string ToString() =>
         $"{Domain.Name}: slots {FirstSlot}..{FirstSlot + Slots - 1}, {Bytes >> 20} MiB at 0x{LeafBase:x}, second level at 0x{SecondBase:x}";
+}
+
+/// <summary>
+/// Starting to trace a domain needs a slice of the window and none is free in one piece. The
+/// message names the window and the domains holding it; the domain is left as it was (not tracing).
+/// </summary>
+public sealed class VlptWindowFullException : XenLabException
+{
+    internal VlptWindowFullException(VlptWindow window, Domain domain, int slots)
+        : base($"The VLPT window ({window.SizeBytes >> 20} MiB at 0x{window.BaseVa:x}, {window.SlotCount} slots of 2 MiB) has no room for domain '{domain.Name}' to start tracing: " +
+               $"it needs {((ulong)slots * VlptWindow.SlotBytes) >> 20} MiB in one piece (p2m leaves for {slots} GiB of IPA), {window.LargestFreeBytes >> 20} MiB is free in one piece; " +
+               $"{window.UsedBytes >> 20} MiB is held by {window.Holders()}. Tracing was not started; stop tracing another domain or use arm_leaf_lookup walk.")
+    {
+        DomainName = domain.Name;
+        SlotsNeeded = slots;
+    }
+
+    public string DomainName { get; }
+    public int SlotsNeeded { get; }
+    public override string ErrorId => "VlptWindowFull";
 }
 
 /// <summary>The host-wide VLPT region and its slots (xen_second entries).</summary>
@@ -129,10 +151,10 @@ public sealed class VlptWindow
     public long TlbMaintenance { get; private set; }
     public long ContextSwitches { get; private set; }
 
-    /// <summary>Slots a domain needs: one per GiB of IPA up to its highest RAM gfn.</summary>
-    public static int SlotsFor(Domain d)
+    /// <summary>Slots a domain needs: one per GiB of IPA up to its highest RAM gfn, or up to <paramref name="endGfn"/> if that is higher (VRAM above RAM).</summary>
+    public static int SlotsFor(Domain d, ulong endGfn = 0)
     {
-        ulong top = 0;
+        ulong top = endGfn;
         foreach (var e in d.E820.Entries)
             if (e.Type == E820.E820Type.Ram) top = Math.Max(top, e.End >> Page.Shift);
         return (int)Math.Max(1, (top + GfnsPerSlot - 1) / GfnsPerSlot);
@@ -164,10 +186,20 @@ public sealed class VlptWindow
             _slices.Add(slice);
             return slice;
         }
-        throw new InvalidConfigurationException(
-            $"The VLPT window is full for domain '{domain.Name}': it needs {((ulong)slots * SlotBytes) >> 20} MiB (p2m leaves for {slots} GiB of IPA), " +
-            $"the window is {SizeBytes >> 20} MiB with {UsedBytes >> 20} MiB in use by {_slices.Count} domain(s) and {(ulong)LargestFreeRun() * (SlotBytes >> 20)} MiB free in one piece. Nothing changed.");
+        throw new VlptWindowFullException(this, domain, slots);
     }
+
+    /// <summary>Who holds the window now, for an error a user can act on: "big0 (slots 0..3), big1 (slots 4..7)".</summary>
+    public string Holders()
+    {
+        if (_slices.Count == 0) return "nobody";
+        var parts = new List<string>(_slices.Count);
+        foreach (var s in _slices) parts.Add($"{s.Domain.Name} (slots {s.FirstSlot}..{s.FirstSlot + s.Slots - 1})");
+        return string.Join(", ", parts);
+    }
+
+    /// <summary>The largest run of free slots, in bytes of window.</summary>
+    public ulong LargestFreeBytes => (ulong)LargestFreeRun() * SlotBytes;
 
     private int LargestFreeRun()
     {
@@ -296,12 +328,27 @@ public sealed class VlptWindow
         ulong e2 = _machine.ReadUInt64(f2, o2);
         counters.Inc(PerfCounter.VlptMemRef);
         if (!Stage2Entry.IsValid(e2)) return new Stage2LeafRef(Mfn.Invalid, o2 / 8, 0, 2);
-        if (Stage2Entry.IsBlock(e2)) return new Stage2LeafRef(f2, o2 / 8, e2, 2);
+        if (Stage2Entry.IsBlock(e2))
+        {
+            counters.Inc(PerfCounter.VlptSuperpageLookup);             // found one level up: no leaf read
+            return new Stage2LeafRef(f2, o2 / 8, e2, 2);
+        }
         if (!TryTranslate(slice.LeafVa(gfn), out var f3, out int o3))
             return new Stage2LeafRef(Mfn.Invalid, 0, 0, 3);
         ulong e3 = _machine.ReadUInt64(f3, o3);
         counters.Inc(PerfCounter.VlptMemRef);
         return new Stage2LeafRef(f3, o3 / 8, e3, 3);
+    }
+
+    /// <summary>
+    /// The page of the window holding <paramref name="gfn"/>'s leaf, i.e. the p2m third-level
+    /// table of its 2 MiB, for a linear read of its 512 contiguous leaves (the dirty-VRAM query);
+    /// Invalid where the second-level entry is a block or nothing. A TLB hit: not counted.
+    /// </summary>
+    public Mfn LeafTable(VlptSlice slice, ulong gfn)
+    {
+        EnsureLoaded(slice);
+        return TryTranslate(slice.LeafVa(gfn & ~511UL), out var frame, out _) ? frame : Mfn.Invalid;
     }
 
     /// <summary>Checks that the slots hold the slice's current p2m second-level tables.</summary>

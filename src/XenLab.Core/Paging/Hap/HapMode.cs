@@ -45,8 +45,12 @@ public sealed class HapMode : IPagingMode
         try
         {
             // RAM gets leaves now; identity (MMIO) gfns get mmio_direct on first touch.
+            ulong mapped = 0;
             foreach (var (pfn, mfn) in domain.P2m.EnumerateRam())
+            {
                 ept.Set(pfn, EptEntry.Leaf(mfn.Value, domain.GetP2mType(pfn)));
+                if ((++mapped & (Domain.BuildStepPages - 1)) == 0) domain.BuildCheckpoint(mapped);   // a big build can be stopped here
+            }
         }
         catch
         {
@@ -80,6 +84,13 @@ public sealed class HapMode : IPagingMode
         if (_cacheMask < 0) return;
         int slot = (int)gfn & _cacheMask;
         foreach (var tags in _cacheTag) if (tags[slot] == gfn + 1) tags[slot] = 0;
+    }
+
+    /// <summary>Whether the vCPU's nested-walk cache holds gfn now: its next nested walk would read no EPT entry (for pictures).</summary>
+    public bool IsNestedWalkCached(int vcpu, ulong gfn)
+    {
+        if (_cacheMask < 0 || vcpu < 0 || vcpu >= _cacheTag.Length) return false;
+        return _cacheTag[vcpu][(int)gfn & _cacheMask] == gfn + 1;
     }
 
     /// <summary>Translates a gfn through the EPT (or the vCPU's cache), counting references.</summary>

@@ -49,6 +49,8 @@ public sealed class ShadowPool
     private readonly MachineMemory _machine;
     private readonly Stack<Mfn> _free = new();
     private readonly List<Mfn> _all = new();
+    private readonly HashSet<ulong> _members = new();
+    private readonly HashSet<ulong> _freeSet = new();
 
     public ShadowPool(MachineMemory machine, int frames)
     {
@@ -60,6 +62,8 @@ public sealed class ShadowPool
         {
             _free.Push(got[i]);
             _all.Add(got[i]);
+            _members.Add(got[i].Value);
+            _freeSet.Add(got[i].Value);
         }
     }
 
@@ -71,11 +75,32 @@ public sealed class ShadowPool
     {
         if (_free.Count == 0) { mfn = Mfn.Invalid; return false; }
         mfn = _free.Pop();
+        _freeSet.Remove(mfn.Value);
         _machine.Write(mfn).Clear();
         return true;
     }
 
-    public void Release(Mfn mfn) => _free.Push(mfn);
+    /// <summary>Gives a frame back to the pool; a frame that is not one of the pool's is refused (it belongs to someone else).</summary>
+    public void Release(Mfn mfn)
+    {
+        if (!_members.Contains(mfn.Value))
+            throw new System.InvalidOperationException($"shadow pool: mfn 0x{mfn.Value:x} released into a pool it does not belong to.");
+        if (!_freeSet.Add(mfn.Value))
+            throw new System.InvalidOperationException($"shadow pool: mfn 0x{mfn.Value:x} released twice.");
+        _free.Push(mfn);
+    }
+
+    /// <summary>Every free frame is the pool's, free once, and still held from the host.</summary>
+    public void Audit(List<string> problems)
+    {
+        var seen = new HashSet<ulong>();
+        foreach (var m in _free)
+        {
+            if (!_members.Contains(m.Value)) problems.Add($"shadow pool: free frame 0x{m.Value:x} is not the pool's");
+            else if (!seen.Add(m.Value)) problems.Add($"shadow pool: frame 0x{m.Value:x} is free twice");
+            else if (!_machine.IsAllocated(m)) problems.Add($"shadow pool: frame 0x{m.Value:x} was given back to the host");
+        }
+    }
 
     /// <summary>Returns every frame to the host.</summary>
     public void Dispose()
@@ -83,5 +108,7 @@ public sealed class ShadowPool
         foreach (var m in _all) _machine.Free(m);
         _all.Clear();
         _free.Clear();
+        _members.Clear();
+        _freeSet.Clear();
     }
 }
