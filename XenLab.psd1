@@ -39,6 +39,7 @@
         'Get-XenTranslation'
         'Get-XenTrace'
         'Test-XenPaging'
+        'Test-XenDirtyTracking'
         'Add-XenFramebuffer'
         'Get-XenFramebuffer'
         'Remove-XenFramebuffer'
@@ -55,6 +56,7 @@
         'Invoke-XenGuestCode'
         'Get-XenVcpu'
         'Step-XenVcpu'
+        'Measure-XenVlpt'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

@@ -142,6 +142,7 @@ public abstract class XenCmdlet : PSCmdlet
         XenLab.Cpu.GuestArchitectureException => ErrorCategory.InvalidOperation,
         InvalidConfigurationException => ErrorCategory.InvalidArgument,
         MachineMemoryExhaustedException => ErrorCategory.LimitsExceeded,
+        XenLab.Paging.Arm.VlptWindowFullException => ErrorCategory.LimitsExceeded,
         DomainNotFoundException => ErrorCategory.ObjectNotFound,
         XenLab.Dirty.VramException { Errno: XenLab.Dirty.VramErrno.ENODATA } => ErrorCategory.ResourceUnavailable,
         XenLab.Dirty.VramException => ErrorCategory.InvalidArgument,

@@ -212,4 +212,17 @@ public class ContractTests
         Assert.True(File.Exists(Path.Combine(BuiltModule.ModuleBin, "en-US", "XenLab.PowerShell.dll-Help.xml")),
             "module/bin/en-US has no copy of the MAML help");
     }
+
+    [Fact]
+    public void ModuleBinCarriesThePicturesNativeLibrariesPerPlatformAndNoneLoose()
+    {
+        // ModuleInitializer resolves runtimes/<rid>/native/; a loose libSkiaSharp.dll (Windows's) beside
+        // the assemblies would be a sign the native assets were copied flat, the wrong way.
+        var files = Directory.GetFiles(BuiltModule.ModuleBin).Select(Path.GetFileName).ToList();
+        foreach (var managed in new[] { "SkiaSharp.dll", "ScottPlot.dll", "HarfBuzzSharp.dll" }) Assert.Contains(managed, files);
+        Assert.DoesNotContain("libSkiaSharp.dll", files);
+        foreach (var (rid, ext) in new[] { ("linux-x64", ".so"), ("linux-arm64", ".so"), ("osx", ".dylib"), ("win-x64", ".dll") })
+            foreach (var lib in new[] { "libSkiaSharp", "libHarfBuzzSharp" })
+                Assert.True(File.Exists(Path.Combine(BuiltModule.ModuleBin, "runtimes", rid, "native", lib + ext)), $"module/bin lacks runtimes/{rid}/native/{lib}{ext}");
+    }
 }

@@ -31,6 +31,24 @@ Describe 'Enable-XenLogDirty' -Tag 'XenLab', 'Enable-XenLogDirty' {
             $err[0].Exception.Errno | Should -Be 'ENODATA'
         }
 
+        It 'refuses with VlptWindowFull, naming the window and its holders, when ARM VLPT domains fill the window' {
+            # Untraced ARM domains hold no slice: they are all built; tracing takes slices until none is left.
+            $failed = $null
+            foreach ($i in 1..40) {
+                New-XenDomain -Name "pester-ld-on-vlpt$i" -MemoryMB 8 -MaxMemoryMB 4096 -Paging Arm | Out-Null
+                Set-XenPagingMode -DomainName "pester-ld-on-vlpt$i" -Mode Arm -ArmLeafLookup Vlpt
+                Enable-XenLogDirty -DomainName "pester-ld-on-vlpt$i" -ErrorVariable err -ErrorAction SilentlyContinue
+                if ($err) { $failed = $i; break }
+            }
+            $failed | Should -Not -BeNullOrEmpty
+            $err[0].FullyQualifiedErrorId | Should -BeLike 'VlptWindowFull,*'
+            $err[0].CategoryInfo.Category | Should -Be 'LimitsExceeded'
+            "$($err[0])" | Should -BeLike "*VLPT window (128 MiB at 0x8000000*'pester-ld-on-vlpt$failed'*held by pester-ld-on-vlpt1 (slots 0..*"
+            (Get-XenDomain "pester-ld-on-vlpt$failed").LogDirty.Enabled | Should -BeFalse
+            # Another untraced ARM VLPT domain is still built.
+            New-XenDomain -Name pester-ld-on-vlpt-more -MemoryMB 8 -MaxMemoryMB 4096 -Paging Arm | Should -Not -BeNullOrEmpty
+        }
+
         It 'changes nothing with -WhatIf' {
             Enable-XenLogDirty -DomainName pester-ld-on -WhatIf
             $domain.LogDirty.Enabled | Should -BeFalse

@@ -37,9 +37,13 @@ public sealed class Domain
     private ulong _pvMaxPages;
     // The PV balloon driver's list of ballooned pfns (2.6.39 drivers/xen/balloon.c on x86-64:
     // no highmem, so __balloon_append puts every page at the head and balloon_retrieve takes
-    // the head): a stack. Seeded with the extra region in ascending order, so the highest
-    // pfn comes back first; pages ballooned out go on top and come back first.
+    // the head): a stack. balloon_init seeds it with the extra region in ascending order, so
+    // the highest pfn comes back first; pages ballooned out go on top and come back first.
+    // Kept as the region's untaken part [_regionFirst, _regionNext), taken from the top, under
+    // a stack of pages given back (the head is the stack's end, then _regionNext - 1).
     private readonly List<ulong> _ballooned = new();
+    private ulong _regionFirst, _regionNext;
+    private ulong BalloonListCount => (ulong)_ballooned.Count + (_regionNext - _regionFirst);
 
     internal Domain(int id, DomainConfig config, MachineMemory machine)
     {
@@ -294,10 +298,11 @@ public sealed class Domain
         ulong first = (extraStart + Page.OffsetMask) >> Page.Shift;
         ulong limit = Math.Min((extraStart + (extraPages << Page.Shift)) >> Page.Shift, P2mTree.MaxPfn);
         _ballooned.Clear();
-        for (ulong pfn = first; pfn < limit; pfn++) _ballooned.Add(pfn);
+        _regionFirst = first;
+        _regionNext = Math.Max(first, limit);
 
         InstallE820Identity();
-        _pvMaxPages = _populatedPages + (ulong)_ballooned.Count;
+        _pvMaxPages = _populatedPages + BalloonListCount;
         Trace.Add(TraceKind.Balloon, -1, 0, first, limit, released, "pv setup: extra region");
     }
 
@@ -308,12 +313,33 @@ public sealed class Domain
         return end <= start ? 0 : ReleasePopulated(start, end, PerfCounter.BalloonReleasedAtSetup);
     }
 
+    /// <summary>
+    /// Every pfn a balloon up to the ceiling could populate, in the order it would: HVM builder,
+    /// the E820 RAM pfns not populated, lowest first; PV builder, the balloon list, head first.
+    /// </summary>
+    public IEnumerable<ulong> BalloonCandidatePfns()
+    {
+        if (Config.Builder == DomainBuilder.Pv)
+        {
+            foreach (ulong pfn in BalloonListHeadFirst()) yield return pfn;
+            yield break;
+        }
+        foreach (ulong pfn in E820.RamPfns())
+            if (P2mTree.Classify(P2m.Get(pfn)) != P2mEntryKind.Ram) yield return pfn;
+    }
+
     /// <summary>The PV balloon driver's list, next page to be populated first.</summary>
     public IReadOnlyList<ulong> BalloonedPfnsNextFirst()
     {
-        var list = new List<ulong>(_ballooned.Count);
-        for (int i = _ballooned.Count - 1; i >= 0; i--) list.Add(_ballooned[i]);
+        var list = new List<ulong>((int)Math.Min(BalloonListCount, int.MaxValue));
+        foreach (ulong pfn in BalloonListHeadFirst()) list.Add(pfn);
         return list;
+    }
+
+    private IEnumerable<ulong> BalloonListHeadFirst()
+    {
+        for (int i = _ballooned.Count - 1; i >= 0; i--) yield return _ballooned[i];
+        for (ulong pfn = _regionNext; pfn > _regionFirst; pfn--) yield return pfn - 1;
     }
 
     /// <summary>
@@ -801,7 +827,11 @@ public sealed class Domain
         if (Config.Builder == DomainBuilder.Pv)
         {
             // increase_reservation: the pfns are the balloon list's first pages, head first.
-            for (int k = _ballooned.Count - 1; k >= 0 && (ulong)pfns.Count < pages; k--) pfns.Add(_ballooned[k]);
+            foreach (ulong pfn in BalloonListHeadFirst())
+            {
+                if ((ulong)pfns.Count == pages) break;
+                pfns.Add(pfn);
+            }
         }
         else
         foreach (ulong pfn in E820.RamPfns())
@@ -821,7 +851,12 @@ public sealed class Domain
         }
         var mfns = new Mfn[pfns.Count];
         _machine.Allocate(mfns);
-        if (Config.Builder == DomainBuilder.Pv) _ballooned.RemoveRange(_ballooned.Count - pfns.Count, pfns.Count);
+        if (Config.Builder == DomainBuilder.Pv)
+        {
+            int fromStack = Math.Min(pfns.Count, _ballooned.Count);
+            _ballooned.RemoveRange(_ballooned.Count - fromStack, fromStack);
+            _regionNext -= (ulong)(pfns.Count - fromStack);
+        }
         for (int i = 0; i < pfns.Count; i++)
         {
             P2m.SetMfn(pfns[i], mfns[i]);

@@ -275,6 +275,7 @@ public sealed class ArmMode : IPagingMode
             trace.Note($"stage-2 {pf} at IPA 0x{gfn << 12:x}: the handler would find the leaf {DescribeLookup(gfn)}, {what}set S2AP write and retry");
             return AbortOutcome.Retry;
         }
+        _domain.Host?.VlptWindow.Tlb.TouchWorkingSet();     // entering the hypervisor's trap handler
         var where = FindLeaf(gfn, counters);
         if (where.ArmLevel == 2 && Stage2Entry.IsBlock(where.Value))
         {
@@ -331,11 +332,13 @@ public sealed class ArmMode : IPagingMode
     {
         counters.Inc(PerfCounter.Stage2LeafWalk);
         var machine = _domain.Machine;
+        var tlb = _domain.Host?.VlptWindow.Tlb;
         var table = _s2!.Root;
         for (int level = Stage2Table.Levels; level >= 1; level--)
         {
             int idx = (int)((gfn >> (9 * (level - 1))) & 511);
             counters.Inc(PerfCounter.Stage2LeafWalkMaps);
+            tlb?.Access(HypervisorTlb.DirectMapVa + (table.Value << Page.Shift), HypervisorTlb.DirectMapShift, HypervisorAccess.MappedTable);
             ulong e = machine.ReadUInt64(table, idx * 8);
             counters.Inc(PerfCounter.Stage2LeafWalkMemRef);
             int armLevel = Stage2Entry.ArmLevel(level);

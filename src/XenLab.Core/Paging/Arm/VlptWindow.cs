@@ -125,6 +125,11 @@ public sealed class VlptWindow
 
     public ulong SizeBytes { get; }
     public VlptLayout Layout { get; }
+    /// <summary>The hypervisor's own TLB (one pCPU), which the VLPT and walk lookups and the slots' maintenance go through.</summary>
+    public HypervisorTlb Tlb { get; set; } = new();
+    /// <summary>How a rewritten slot's TLB entries are removed: TLBI by VA per page, or one full flush per operation.</summary>
+    public VlptInvalidation Invalidation { get; set; } = VlptInvalidation.ByAddress;
+    private bool _flushPending;
     public ulong BaseVa { get; }
     public int SlotCount => (int)(SizeBytes / SlotBytes);
     public int FirstXenSlot => (int)(BaseVa / SlotBytes);
@@ -227,6 +232,7 @@ public sealed class VlptWindow
             WriteSlot(slice.FirstSlot + k, 0, counters, slice.Domain);
             _owner[slice.FirstSlot + k] = null;
         }
+        CompleteMaintenance();
     }
 
     /// <summary>Slot <paramref name="k"/> of the slice should map the p2m second-level table <paramref name="table"/>.</summary>
@@ -236,6 +242,7 @@ public sealed class VlptWindow
         slice.Wanted[k] = want;
         if (Layout == VlptLayout.PerDomainSlices || _loaded == slice)
             WriteSlot(slice.FirstSlot + k, want, slice.Domain.Counters, slice.Domain);
+        CompleteMaintenance();
     }
 
     /// <summary>Shared layout: makes the slots hold <paramref name="slice"/>'s p2m (a switch to its domain).</summary>
@@ -249,6 +256,7 @@ public sealed class VlptWindow
             if (WriteSlot(k, want, slice.Domain.Counters, slice.Domain)) writes++;
         }
         _loaded = slice;
+        CompleteMaintenance();
         return writes;
     }
 
@@ -258,6 +266,7 @@ public sealed class VlptWindow
         for (int k = 0; k < SlotCount; k++)
             if (WriteSlot(k, 0, counters, _loaded?.Domain)) writes++;
         _loaded = null;
+        CompleteMaintenance();
         return writes;
     }
 
@@ -271,6 +280,7 @@ public sealed class VlptWindow
     public int ContextSwitch(Domain? from, Domain to)
     {
         ContextSwitches++;
+        Tlb.TouchWorkingSet();                           // the scheduler's own code and data
         if (Layout == VlptLayout.PerDomainSlices) return 0;
         var toSlice = TracingSlice(to);
         if (toSlice is not null) return EnsureLoaded(toSlice);
@@ -290,13 +300,27 @@ public sealed class VlptWindow
         TlbMaintenance += 2;
         counters.Inc(PerfCounter.VlptSlotWrite);
         counters.Add(PerfCounter.VlptTlbFlush, 2);       // the slot's 2 MiB and its alias page in the loop
+        if (Invalidation == VlptInvalidation.ByAddress)
+        {
+            Tlb.InvalidateRange(BaseVa + (ulong)windowSlot * SlotBytes, (int)(SlotBytes >> Page.Shift));
+            Tlb.InvalidateRange(LoopVa + (ulong)index * Page.Size, 1);
+        }
+        else _flushPending = true;
         domain?.Trace.Add(TraceKind.VlptRemap, -1, BaseVa + (ulong)windowSlot * SlotBytes, 0, Stage2Entry.FrameOf(value), (ulong)windowSlot, value == 0 ? "unmap" : "map");
         return true;
     }
 
+    /// <summary>With full-flush invalidation, one TLBI ALLE2 after an operation's slot writes.</summary>
+    private void CompleteMaintenance()
+    {
+        if (!_flushPending) return;
+        _flushPending = false;
+        Tlb.FlushAll();
+    }
+
     /// <summary>
     /// Translates a hypervisor VA in the window or its loop through xen_second, as the MMU would
-    /// (a TLB hit: not counted). False if nothing is mapped there.
+    /// (its cost is the Tlb's business: not counted here). False if nothing is mapped there.
     /// </summary>
     public bool TryTranslate(ulong va, out Mfn frame, out int offset)
     {
@@ -323,7 +347,9 @@ public sealed class VlptWindow
     {
         EnsureLoaded(slice);
         counters.Inc(PerfCounter.VlptLookup);
-        if (!slice.Covers(gfn) || !TryTranslate(slice.SecondVa(gfn), out var f2, out int o2))
+        if (!slice.Covers(gfn)) return new Stage2LeafRef(Mfn.Invalid, 0, 0, 1);
+        Tlb.Access(slice.SecondVa(gfn), Page.Shift, HypervisorAccess.Vlpt);
+        if (!TryTranslate(slice.SecondVa(gfn), out var f2, out int o2))
             return new Stage2LeafRef(Mfn.Invalid, 0, 0, 1);
         ulong e2 = _machine.ReadUInt64(f2, o2);
         counters.Inc(PerfCounter.VlptMemRef);
@@ -333,6 +359,7 @@ public sealed class VlptWindow
             counters.Inc(PerfCounter.VlptSuperpageLookup);             // found one level up: no leaf read
             return new Stage2LeafRef(f2, o2 / 8, e2, 2);
         }
+        Tlb.Access(slice.LeafVa(gfn), Page.Shift, HypervisorAccess.Vlpt);
         if (!TryTranslate(slice.LeafVa(gfn), out var f3, out int o3))
             return new Stage2LeafRef(Mfn.Invalid, 0, 0, 3);
         ulong e3 = _machine.ReadUInt64(f3, o3);
