@@ -90,6 +90,7 @@ public class BadParameterSweepTests(Xunit.Abstractions.ITestOutputHelper output)
                 d.Kernel.Mappings();                                     // the tables still read back
             }
         }
+        output.WriteLine($"{mode}: {methods} methods, {calls} calls");
         Assert.True(failures.Count == 0, string.Join("\n", failures));
         Assert.Equal(ByHand.OrderBy(s => s), skipped.Distinct().OrderBy(s => s));
         Assert.True(methods >= 40, $"only {methods} methods swept");        // the reflection found the API
