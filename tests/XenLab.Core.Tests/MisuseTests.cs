@@ -85,6 +85,7 @@ public class MisuseTests
         // pfns it covers identity, not just the 16 asked for (seed 004's whole-subtree switch).
         Assert.Equal(0UL, d.SetIdentityRange(0x7FFFFF0, P2mTree.MaxPfn, IdentityStrategy.EdgesFirst));
         Assert.Equal(512UL * 512, d.SetIdentityRange(0x7FFFFF0, P2mTree.MaxPfn, IdentityStrategy.Coarse));
+        Assert.Equal(P2mEntryKind.Identity, P2mTree.Classify(d.P2m.Get(P2mTree.MaxPfn - 1)));
     }
 
     [Fact]

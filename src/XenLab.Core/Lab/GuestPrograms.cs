@@ -166,8 +166,13 @@ public static class GuestPrograms
     public static int RunFrames(Domain d, int frames, long budget, int vcpu, string? pngDirectory, Action<FrameReport> onFrame,
         IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
+        // Everything is checked before tracking starts, so a refused call changes nothing.
         CheckVcpu(d, vcpu);
+        ArgumentNullException.ThrowIfNull(onFrame);
         if (frames < 0 || frames > MaxFrames) throw new InvalidConfigurationException($"A workload runs 0 to {MaxFrames} frames (0 loads it only), not {frames}.");
+        if (budget < 0) throw new InvalidConfigurationException($"A frame's budget of {budget} instructions is negative.");
+        if (pngDirectory is not null && !Directory.Exists(pngDirectory))
+            throw new InvalidConfigurationException($"The PNG folder '{pngDirectory}' does not exist.");
         var reporter = new ProgressReporter(progress, cancel);
         reporter.Begin($"Guest workload on domain '{d.Name}' vcpu {vcpu}", frames, "frame");
         foreach (var fb in d.Framebuffers) DirtyViews.Query(d, fb.Name, peek: false);
