@@ -710,10 +710,12 @@ public sealed class Domain
             }
         }
         else
-        foreach (ulong pfn in E820.RamPfns())
         {
-            if ((ulong)pfns.Count == pages) break;
-            if (P2mTree.Classify(P2m.Get(pfn)) != P2mEntryKind.Ram) pfns.Add(pfn);
+            foreach (ulong pfn in E820.RamPfns())
+            {
+                if ((ulong)pfns.Count == pages) break;
+                if (P2mTree.Classify(P2m.Get(pfn)) != P2mEntryKind.Ram) pfns.Add(pfn);
+            }
         }
         foreach (ulong pfn in pfns)
         {
