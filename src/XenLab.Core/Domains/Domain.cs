@@ -908,10 +908,12 @@ public sealed class Domain
             }
         }
         else
-        foreach (ulong pfn in E820.RamPfns())
         {
-            if ((ulong)pfns.Count == pages) break;
-            if (P2mTree.Classify(P2m.Get(pfn)) != P2mEntryKind.Ram) pfns.Add(pfn);
+            foreach (ulong pfn in E820.RamPfns())
+            {
+                if ((ulong)pfns.Count == pages) break;
+                if (P2mTree.Classify(P2m.Get(pfn)) != P2mEntryKind.Ram) pfns.Add(pfn);
+            }
         }
         foreach (ulong pfn in pfns)
         {
@@ -1030,7 +1032,7 @@ public readonly record struct BalloonResult(BalloonOutcome Outcome, ulong Offend
     {
         BalloonOutcome.RefusedMappingValid =>
             $"balloon driver BUG_ON(phys_to_machine_mapping_valid(0x{OffendingPfn:x})): the p2m answers 0x{OffendingEntry:x} " +
-            $"({P2mTree.Classify(OffendingEntry)}) for a pfn the E820 calls RAM and that was never populated",
+            $"({P2mTree.Classify(OffendingEntry)}) for a pfn it was about to populate (never populated before)",
         BalloonOutcome.Unchanged => "already at target",
         _ => PagesChanged >= 0 ? $"populated {PagesChanged} page(s)" : $"released {-PagesChanged} page(s)",
     };
