@@ -523,6 +523,10 @@ public class ArmModeTests
         Assert.Equal(0, d.Counters[PerfCounter.Stage2BlockSplit]);
         Assert.False(Stage2Entry.IsWritable(arm.Stage2.Peek(DataGfn)));
         Assert.Equal(2, arm.Stage2.Locate(DataGfn).ArmLevel);
+        var explain = new TranslationTrace();
+        v.Explain(Va, AccessKind.Write, explain);
+        Assert.Contains(explain.Notes, n => n.Contains("split the 2 MiB block into 512 write-protected pages"));
+        Assert.Equal(0, d.Counters[PerfCounter.Stage2BlockSplit]);        // explaining changes nothing
         Assert.True(v.WriteVirtual(Va, new byte[] { 1 }).IsOk);
         Assert.Equal(1, d.Counters[PerfCounter.Stage2AbortPermission]);   // the flush at enable made it fault
         Assert.Equal(1, d.Counters[PerfCounter.Stage2BlockSplit]);

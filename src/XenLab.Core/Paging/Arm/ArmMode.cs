@@ -272,7 +272,8 @@ public sealed class ArmMode : IPagingMode
             fixedLeaf = leaf | Stage2Entry.S2apWrite | (traced ? Stage2Entry.Dirty : 0);
             if (type == P2mType.RamLogDirty) fixedLeaf = (fixedLeaf & ~Stage2Entry.TypeField) | ((ulong)P2mType.RamRw << Stage2Entry.TypeShift);
             string what = (traced ? "set DIRTY (bit 58) in the leaf, " : "") + (type == P2mType.RamLogDirty ? "turn ram_logdirty back to ram_rw, " : "");
-            trace.Note($"stage-2 {pf} at IPA 0x{gfn << 12:x}: the handler would find the leaf {DescribeLookup(gfn)}, {what}set S2AP write and retry");
+            string split = _s2!.Locate(gfn).ArmLevel == 2 ? "split the 2 MiB block into 512 write-protected pages, " : "";
+            trace.Note($"stage-2 {pf} at IPA 0x{gfn << 12:x}: the handler would find the leaf {DescribeLookup(gfn)}, {split}{what}set S2AP write and retry");
             return AbortOutcome.Retry;
         }
         _domain.Host?.VlptWindow.Tlb.TouchWorkingSet();     // entering the hypervisor's trap handler
@@ -393,6 +394,7 @@ public sealed class ArmMode : IPagingMode
         /// dirty (when in doubt, dirty); a block (a traced 2 MiB block is write-protected until a
         /// write splits it) and a missing leaf answer clean.
         /// </summary>
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
         public void Collect(ulong startGfn, ulong endGfn, System.Span<byte> bitmap, bool clear, bool flush)
         {
             ulong gfn = startGfn;
@@ -415,7 +417,12 @@ public sealed class ArmMode : IPagingMode
         }
     }
 
-    /// <summary>Reads (and with <paramref name="clear"/> re-arms) the traced leaves of [start, end), one leaf table at a time.</summary>
+    /// <summary>
+    /// Reads (and with <paramref name="clear"/> re-arms) the traced leaves of [start, end), one
+    /// leaf table at a time. Compiled optimised from the first call: a display queries a few
+    /// times per frame, too few calls for tiered compilation to get here soon.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private void CollectTracedRun(ulong startGfn, ulong endGfn, ulong bitmapBase, System.Span<byte> bitmap, bool clear)
     {
         var machine = _domain.Machine;
