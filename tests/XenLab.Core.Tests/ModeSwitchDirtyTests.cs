@@ -49,6 +49,7 @@ public class ModeSwitchDirtyTests
         var r = d.Vram.Track(M0.FirstGfn, 16);
         Assert.Contains(5, Dirty(r));                                         // the written page is reported
         Assert.True(r.AllDirty);                                              // re-armed under the new mode: all dirty
+        Assert.Contains("paging mode switched", r.Reason);
         for (ulong p = 0; p < 16; p++) d.Vcpus[0].ReadVirtual(Va + (p << 12), new byte[1]);   // the D-bit design needs every entry present
         d.Vram.Track(M0.FirstGfn, 16);
         d.Vcpus[0].WriteVirtual(Va + 9 * 4096, new byte[] { 7 });

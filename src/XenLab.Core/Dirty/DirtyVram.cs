@@ -77,8 +77,10 @@ public sealed class VramRange
     public bool AllDirtyForever { get; internal set; }
     /// <summary>Per page: a dirty mapping went away (or a direct write happened) since the last query.</summary>
     internal bool[] RemovedDirty { get; }
-    /// <summary>Created or re-armed by a peek: the next query that clears must still say all dirty.</summary>
+    /// <summary>Created or re-armed by a peek, or re-armed by a mode switch: the next query that clears must still say all dirty.</summary>
     internal bool PendingAllDirty { get; set; }
+    /// <summary>Why the pending all-dirty answer is owed (the query's Reason).</summary>
+    internal string PendingReason { get; set; } = "armed by a peek: repaint everything";
     /// <summary>Memcmp baseline: the device model's copy.</summary>
     internal byte[]? Copy { get; set; }
     /// <summary>Strategy-private state (back-links, the D-bit strategy's mapping address).</summary>
@@ -166,6 +168,7 @@ public sealed class DirtyVram
             range.State = null;
             ArmFresh(range, peek);
             range.PendingAllDirty = peek;
+            range.PendingReason = "paging mode changed: range re-armed, repaint everything";
             return AllDirty(range, bitmap, "paging mode changed: range re-armed");
         }
         if (range.PendingAllDirty)
@@ -174,7 +177,7 @@ public sealed class DirtyVram
             StrategyFor(range).Collect(range, bitmap, clear: !peek);
             if (!peek) FlushAfterClear(range);
             range.PendingAllDirty = peek;
-            return AllDirty(range, bitmap, "armed by a peek: repaint everything");
+            return AllDirty(range, bitmap, range.PendingReason);
         }
         bool exact = StrategyFor(range).Collect(range, bitmap, clear: !peek);
         if (!peek) FlushAfterClear(range);
@@ -280,6 +283,7 @@ public sealed class DirtyVram
             r.ArmedBy = _domain.Mode;
             r.Arms++;
             r.PendingAllDirty = true;
+            r.PendingReason = "paging mode switched: range re-armed under the new mode, repaint everything";
         }
     }
 
