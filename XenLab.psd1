@@ -39,6 +39,7 @@
         'Get-XenTranslation'
         'Get-XenTrace'
         'Test-XenPaging'
+        'Test-XenDirtyTracking'
         'Add-XenFramebuffer'
         'Get-XenFramebuffer'
         'Remove-XenFramebuffer'

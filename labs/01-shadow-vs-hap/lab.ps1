@@ -21,11 +21,20 @@ Set-XenPagingMode -Domain $d -Mode Hap -HapGpaCache 0
 $t = Get-XenTranslation -Domain $d -VirtualAddress 0x400000
 "{0} memory references (the (4+1)x(4+1)-1 = 24 of a 2D walk)" -f $t.MemoryReferences
 Get-XenTranslation -Domain $d -VirtualAddress 0x400000 -Step | Format-Table Step, Table, Name, Index, RawEntry, Decoded
+Export-XenPicture -Domain $d -Kind Walk -VirtualAddress 0x400000 -Path (Join-Path $PSScriptRoot 'walk-hap.png') | Format-Table Kind, Width, Height, Path
 
 Write-Host "== 2. The same address under shadow paging, after one access built the shadows"
 Set-XenPagingMode -Domain $d -Mode Shadow -Oos Off
 $null = Read-XenGuestMemory -Domain $d -Virtual -Address 0x400000 -Length 1
 Get-XenTranslation -Domain $d -VirtualAddress 0x400000 -Step | Where-Object Table -eq 'shadow' | Format-Table Step, Table, Name, RawEntry, Decoded
+Export-XenPicture -Domain $d -Kind Walk -VirtualAddress 0x400000 -Path (Join-Path $PSScriptRoot 'walk-shadow.png') | Format-Table Kind, Width, Height, Path
+
+Write-Host "== 2b. ARM's two stages: stage 1 through a 3-level stage 2, and HAP once its nested-walk cache is warm"
+Set-XenPagingMode -Domain $d -Mode Arm
+Export-XenPicture -Domain $d -Kind Walk -VirtualAddress 0x400000 -Path (Join-Path $PSScriptRoot 'walk-arm.png') | Format-Table Kind, Width, Height, Path
+Set-XenPagingMode -Domain $d -Mode Hap -HapGpaCache 32
+$null = Read-XenGuestMemory -Domain $d -Virtual -Address 0x400000 -Length 1
+Export-XenPicture -Domain $d -Kind Walk -VirtualAddress 0x401000 -Path (Join-Path $PSScriptRoot 'walk-hap-cached.png') | Format-Table Kind, Width, Height, Path
 
 Write-Host "== 3. pt-churn, $Rounds rounds, in each mode (counters are differences over the run)"
 function Count($r, $name) { if ($r.Counters.ContainsKey($name)) { $r.Counters[$name] } else { 0 } }
@@ -40,6 +49,7 @@ $rows = foreach ($m in $modes) {
     $r = Invoke-XenWorkload -Domain $d -Name pt-churn -Rounds $Rounds
     [pscustomobject]@{
         Mode          = "$($r.Mode) ($($r.Options))"
+        Label         = $m.Mode -eq 'Hap' ? "HAP, nested cache $($m.HapGpaCache)" : "shadow, OOS $($m.Oos)"
         TlbMisses     = Count $r 'tlb_miss'
         WalkRefs      = (Count $r 'hap_walk_mem_ref') + (Count $r 'shadow_walk_mem_ref')
         ShadowFaults  = Count $r 'shadow_fault_fixed'
@@ -47,7 +57,10 @@ $rows = foreach ($m in $modes) {
         GuestFaults   = Count $r 'guest_page_fault'
     }
 }
-$rows | Format-Table -AutoSize
+$rows | Select-Object -Property * -ExcludeProperty Label | Format-Table -AutoSize
+$rows | Export-XenChart -Category Label -Value WalkRefs, TlbMisses, ShadowFaults, Emulated -LogScale -Width 1000 `
+    -Title "pt-churn, $Rounds rounds: walk references and exits per mode" -YLabel 'count' -Path (Join-Path $PSScriptRoot 'walk-refs.png') |
+    Format-Table Kind, Width, Height, Path
 
 Write-Host "== 4. The audit agrees with every mode's structures"
 Test-XenPaging -Domain $d -Detailed | Format-List DomainName, Mode, IsClean, ProblemCount

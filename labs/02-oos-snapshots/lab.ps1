@@ -40,3 +40,9 @@ $rows = foreach ($workload in 'pte-update', 'pt-churn') {
     }
 }
 $rows | Format-Table -AutoSize
+foreach ($workload in 'pte-update', 'pt-churn') {
+    $rows | Where-Object Workload -eq $workload |
+        Export-XenChart -Category Oos -Value Emulated, Resync, Compared, Repropagated, SnapshotUpd -LogScale -YLabel 'count' `
+            -Title "$workload under shadow paging: OOS off, without and with snapshots" -Path (Join-Path $PSScriptRoot "revalidations-$workload.png") |
+        Format-Table Kind, Width, Height, Path
+}

@@ -11,8 +11,6 @@
 #>
 $ErrorActionPreference = 'Stop'
 Import-Module (Join-Path $PSScriptRoot '../../XenLab.psd1') -Force
-$out = Join-Path ([System.IO.Path]::GetTempPath()) 'xenlab-lab03'
-$null = New-Item -ItemType Directory -Force -Path $out
 
 $d = New-XenDomain -Path (Join-Path $PSScriptRoot 'lab.yaml')
 Mount-XenFramebuffer -Domain $d -Framebuffer left  -VirtualAddress 0x40000000
@@ -39,8 +37,8 @@ Write-Host "== Frame 2: the guest draws through the second alias of the left mon
 Draw-Box 0x50000000 4096 0 700 1024 8 0x40
 Draw-Box 0x60000000 3200 420 310 16 16 0xFF
 # Export first: -HighlightDirty peeks, so the query below still sees the same pages.
-Export-XenFramebuffer -Domain $d -Framebuffer left  -Path (Join-Path $out 'left.png') -HighlightDirty
-Export-XenFramebuffer -Domain $d -Framebuffer right -Path (Join-Path $out 'right.png') -HighlightDirty
+Export-XenFramebuffer -Domain $d -Framebuffer left  -Path (Join-Path $PSScriptRoot 'monitor-left.png') -HighlightDirty
+Export-XenFramebuffer -Domain $d -Framebuffer right -Path (Join-Path $PSScriptRoot 'monitor-right.png') -HighlightDirty
 Get-DirtyVram -Domain $d -AsRectangle | Format-Table Framebuffer, X, Y, Width, Height
 
 Write-Host "== Hot-plug: a third monitor comes and goes while the others keep being tracked"
@@ -68,5 +66,5 @@ $rows = foreach ($s in @(@{Mode='Shadow';Strategy='BackLinks'}, @{Mode='Shadow';
     [pscustomobject]@{ Mode = $s.Mode; Strategy = $s.Strategy; DirtyPages = $v.DirtyPages; AllDirty = $v.AllDirty }
 }
 $rows | Format-Table -AutoSize
-"PNGs written to $out"
+"PNGs written to $PSScriptRoot"
 $d | Remove-XenDomain -Confirm:$false

@@ -38,12 +38,20 @@ while ($true) {
 Disable-XenLogDirty -Domain $d
 
 Write-Host "`n== 2. The built-in pre-copy at several dirty rates (guest writes per page sent), per paging mode"
+$progress = [XenLab.Progress.SynchronousProgress]::new({
+    param($p)
+    Write-Progress -Activity $p.Activity -Status $p.Status -PercentComplete $p.PercentComplete -Completed:$p.Completed
+})
+$migrations = [System.Collections.Generic.List[object]]::new()
 $rows = foreach ($mode in 'Hap', 'Shadow', 'Arm') {
     foreach ($ratio in 0.02, 0.5, 1.5) {
         $m = New-XenDomain -Name ("mig-{0}-{1}" -f $mode, ($ratio -replace '\.', '_')) -MemoryMB 256 -Vcpus 2
         Set-XenPagingMode -Domain $m -Mode $mode
         # A .NET call into the emulator's migration loop (the same log-dirty cmdlets underneath).
-        $r = [XenLab.Lab.LiveMigration]::PreCopy($m, $ratio, 4096, 30, 64, 1)
+        # It reports to Write-Progress; Ctrl+C stops it at a report, between two guest writes,
+        # with log-dirty put back as it was.
+        $r = [XenLab.Lab.LiveMigration]::PreCopy($m, $ratio, 4096, 30, 64, 1, $progress, [System.Threading.CancellationToken]::None)
+        if ($mode -eq 'Hap') { $migrations.Add($r) }
         [pscustomobject]@{
             Mode = $mode; DirtyRatio = $ratio; Rounds = $r.Rounds.Count; PagesSent = $r.PagesSent
             StopAndCopy = $r.StopAndCopyPages; Converged = $r.Converged
@@ -52,4 +60,10 @@ $rows = foreach ($mode in 'Hap', 'Shadow', 'Arm') {
     }
 }
 $rows | Format-Table -AutoSize
+
+Write-Host "== 3. Pictures: pages sent per round (precopy-rounds.png), the dirty map per round (dirty-rounds.png, dirty-rounds-busy.png)"
+$migrations | Export-XenChart -Title 'Pre-copy under HAP: pages sent per round at three dirty rates' -Path (Join-Path $PSScriptRoot 'precopy-rounds.png') |
+    Format-Table Kind, Width, Height, Path
+$migrations[0] | Export-XenPicture -Kind DirtyMap -Path (Join-Path $PSScriptRoot 'dirty-rounds.png') | Format-Table Kind, Width, Height, Path
+$migrations[2] | Export-XenPicture -Kind DirtyMap -Path (Join-Path $PSScriptRoot 'dirty-rounds-busy.png') | Format-Table Kind, Width, Height, Path
 $d | Remove-XenDomain -Confirm:$false

@@ -36,5 +36,10 @@ $null = New-Item -ItemType Directory -Force -Path $out
 $w = New-XenDomain -Path (Join-Path $PSScriptRoot 'lab.yaml')
 Invoke-XenGuestCode -Domain $w -Workload -Frames 4 -PngDirectory $out -Confirm:$false | Format-Table | Out-Host
 Get-XenPerfCounter -Domain $w -Name cpu_*, shadow_fault_fixed, vram_* -NonZero | Format-Table Name, Value | Out-Host
+# One more frame, then each monitor with what that frame dirtied outlined, into the lab folder.
+$null = Invoke-XenGuestCode -Domain $w -Resume -Confirm:$false
+Get-XenFramebuffer -Domain $w | ForEach-Object {
+    Export-XenFramebuffer -Domain $w -Framebuffer $_.Name -Path (Join-Path $PSScriptRoot "frame-$($_.Name).png") -HighlightDirty
+} | Format-Table | Out-Host
 "PNGs in $out"
 $w | Remove-XenDomain -Confirm:$false

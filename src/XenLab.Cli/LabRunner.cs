@@ -1,10 +1,13 @@
 // The headless runner: builds a domain from YAML (or the embedded default lab) and prints
 // what a student would look at in PowerShell: the E820, sample p2m lookups, the tree's
-// pages, the balloon check for the seed-004 nasty condition, and the counters.
+// pages, the balloon check for the seed-004 nasty condition, and the counters. Long work (the
+// build, workloads, frames, migration) reports to a progress sink and stops between whole steps
+// when the token is cancelled (OperationCanceledException; what ran so far is already printed).
 using System;
 using System.Collections.Generic;
 using System.Globalization;
 using System.IO;
+using System.Threading;
 using XenLab.Config;
 using XenLab.Diagnostics;
 using XenLab.Paging.Modes;
@@ -13,6 +16,7 @@ using XenLab.E820;
 using XenLab.Lab;
 using XenLab.Memory;
 using XenLab.P2m;
+using XenLab.Progress;
 using XenLab.Views;
 
 namespace XenLab.Cli;
@@ -36,81 +40,37 @@ public sealed class LabOptions
     public string? PngDirectory { get; set; }
     /// <summary>Write the run's pictures (p2m tree, walks, dirty map, charts) here (Pictures.cs).</summary>
     public string? PicturesDirectory { get; set; }
+    /// <summary>Run the dirty-tracking oracle (OracleCommand) instead of the lab.</summary>
+    public bool Oracle { get; set; }
     public bool ShowHelp { get; set; }
 
-    public const string Usage =
-        "usage: xenlab [lab.yaml] [--host-memory SIZE] [--gfn GFN]... [--balloon MIB] [--write-config]\n" +
-        "              [--workload pt-churn|pte-update] [--rounds N] [--compare-modes] [--migrate RATIO]\n" +
-        "              [--frames N] [--png DIR] [--pictures DIR]\n" +
-        "  lab.yaml          a domain file (see README, 'YAML reference'); none: the embedded default lab\n" +
-        "  --host-memory     host machine memory (default 64G; frames cost nothing until written)\n" +
-        "  --gfn GFN         look this gfn up in the p2m (repeatable; default: samples around every E820 boundary)\n" +
-        "  --balloon MIB     after build, balloon the domain to MIB ('max': all E820 RAM) and report what the guest's driver meets\n" +
-        "  --write-config    print the domain's configuration back as YAML\n" +
-        "  --workload NAME   run a built-in memory workload on the domain and print what it cost\n" +
-        "  --rounds N        rounds of the workload (default 200)\n" +
-        "  --compare-modes   run the workload on a fresh copy of the domain in every paging mode and setting\n" +
-        "  --migrate RATIO   pre-copy live migration over log-dirty; the guest writes RATIO times per page sent\n" +
-        "  --frames N        run N frames of the domain's guest workload (YAML 'workload:'; default its 'frames')\n" +
-        "  --png DIR         write every framebuffer as a PNG per frame into DIR, dirty regions outlined\n" +
-        "  --pictures DIR    write the run's pictures into DIR: p2m tree, a walk per mode, dirty map and charts\n";
-
-    /// <summary>Parses arguments; throws <see cref="XenLabException"/> with the offending argument named.</summary>
+    /// <summary>Parses a command line (see <see cref="XenLabCommandLine"/>); throws <see cref="XenLabException"/> naming what is wrong.</summary>
     public static LabOptions Parse(IReadOnlyList<string> args)
     {
-        var o = new LabOptions();
-        for (int i = 0; i < args.Count; i++)
+        var commandLine = new XenLabCommandLine();
+        var result = commandLine.Root.Parse(args);
+        if (result.Errors.Count > 0)
         {
-            string a = args[i];
-            string Next() => i + 1 < args.Count ? args[++i] : throw new XenLabException($"{a} needs a value.");
-            switch (a)
-            {
-                case "-h": case "--help": o.ShowHelp = true; break;
-                case "--host-memory": o.HostMemoryBytes = Size(a, Next(), 1UL << 20); break;
-                case "--gfn": o.Samples.Add(Size(a, Next(), 1)); break;
-                case "--balloon":
-                    string target = Next();
-                    o.BalloonMiB = target == "max" ? ulong.MaxValue : Size(a, target, 1UL << 20) >> 20;
-                    break;
-                case "--write-config": o.WriteConfig = true; break;
-                case "--workload": o.Workload = Next(); break;
-                case "--rounds": o.Rounds = (int)Math.Min(Size(a, Next(), 1), int.MaxValue); break;
-                case "--compare-modes": o.CompareModes = true; break;
-                case "--frames": o.Frames = (int)Math.Min(Size(a, Next(), 1), 100000); break;
-                case "--png": o.PngDirectory = Next(); break;
-                case "--pictures": o.PicturesDirectory = Next(); break;
-                case "--migrate":
-                    string ratio = Next();
-                    if (!double.TryParse(ratio, NumberStyles.Float, CultureInfo.InvariantCulture, out double rr) || rr < 0)
-                        throw new XenLabException($"--migrate: '{ratio}' is not a non-negative number.");
-                    o.MigrateRatio = rr;
-                    break;
-                default:
-                    if (a.StartsWith('-')) throw new XenLabException($"Unknown option '{a}'.\n{Usage}");
-                    if (o.File is not null) throw new XenLabException($"Only one lab file may be given; got '{o.File}' and '{a}'.");
-                    o.File = a;
-                    break;
-            }
+            var messages = new List<string>();
+            foreach (var e in result.Errors) messages.Add(e.Message);
+            throw new XenLabException(string.Join(" ", messages));
         }
-        return o;
+        return commandLine.ToOptions(result);
     }
-
-    private static ulong Size(string option, string text, ulong bareUnit) =>
-        SizeParser.TryParse(text, bareUnit, out ulong v, out string e) ? v : throw new XenLabException($"{option}: {e}.");
 }
 
 public static class LabRunner
 {
-    public static int Run(LabOptions o, TextWriter output)
+    public static int Run(LabOptions o, TextWriter output, IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
         if (o.ShowHelp)
         {
-            output.Write(LabOptions.Usage);
+            output.Write(new XenLabCommandLine().HelpText());
             return 0;
         }
         var config = o.File is null ? DomainConfigLoader.Load(DefaultLab.Yaml(), DefaultLab.FileName) : DomainConfigLoader.LoadFile(o.File);
         var host = new XenHost(o.HostMemoryBytes);
-        var d = host.CreateDomain(config);
+        var d = host.CreateDomain(config, progress, cancel);
         Summarise(host, d, o.File ?? "the embedded default lab", o.Samples, output);
         if (o.BalloonMiB is { } target)
         {
@@ -133,7 +93,7 @@ public static class LabRunner
         if (o.Workload is not null && !o.CompareModes)
         {
             output.WriteLine();
-            var r = MemoryWorkloads.Run(d, o.Workload, o.Rounds);
+            var r = MemoryWorkloads.Run(d, o.Workload, o.Rounds, progress, cancel);
             output.WriteLine($"Workload {r.Workload}, {o.Rounds} rounds, {r.Operations} guest accesses, paging {r.Mode} ({r.Options})");
             foreach (var (name, value) in r.Counters)
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {name,-26} {value,12}"));
@@ -141,13 +101,13 @@ public static class LabRunner
         List<WorkloadResult>? compared = null;
         MigrationResult? migration = null;
         if (o.CompareModes)
-            compared = CompareModes(config, o, output);
+            compared = CompareModes(config, o, output, progress, cancel);
         if (d.Config.Workload is { } workload && !o.CompareModes)
-            RunFrames(d, workload, o, output);
+            RunFrames(d, workload, o, output, progress, cancel);
         if (o.MigrateRatio is { } mr)
         {
             output.WriteLine();
-            var m = migration = LiveMigration.PreCopy(d, mr);
+            var m = migration = LiveMigration.PreCopy(d, mr, progress: progress, cancel: cancel);
             output.WriteLine($"Pre-copy live migration, {mr.ToString(CultureInfo.InvariantCulture)} guest writes per page sent, paging {m.Mode}");
             output.WriteLine("  round  pages sent  guest writes  dirty after  log-dirty faults");
             foreach (var r in m.Rounds)
@@ -205,7 +165,7 @@ public static class LabRunner
         w.WriteLine(string.Create(inv, $"  pfns answering identity: {t.IdentityPfns} ({t.IdentityPfns * 4 / 1024} MiB)"));
         w.WriteLine();
         var check = BalloonCheck(d);
-        w.WriteLine("Balloon check (seed 004): E820 RAM pfns not populated that the p2m does not answer INVALID");
+        w.WriteLine("Balloon check (seed 004): pfns the balloon would populate that the p2m does not answer INVALID");
         w.WriteLine(check.Count == 0
             ? "  none: ballooning up to maxmem is safe"
             : string.Create(inv, $"  {check.Count} pfn(s), first 0x{check.First:x}: a balloon up into them hits BUG_ON(phys_to_machine_mapping_valid(pfn))"));
@@ -215,8 +175,8 @@ public static class LabRunner
             w.WriteLine(string.Create(inv, $"  {pc.Name,-22} {pc.Value,12}  {pc.Description}"));
     }
 
-    /// <summary>Runs the guest workload frame by frame, printing each framebuffer's dirty pages and rectangles.</summary>
-    public static void RunFrames(Domain d, WorkloadConfig w, LabOptions o, TextWriter output)
+    /// <summary>Runs the guest workload frame by frame, printing each framebuffer's dirty pages and rectangles as each frame ends.</summary>
+    public static void RunFrames(Domain d, WorkloadConfig w, LabOptions o, TextWriter output, IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
         var inv = CultureInfo.InvariantCulture;
         if (o.PngDirectory is not null) Directory.CreateDirectory(o.PngDirectory);
@@ -224,25 +184,28 @@ public static class LabRunner
         output.WriteLine();
         output.WriteLine(string.Create(inv, $"Guest workload: {w.Steps.Count} step(s), {frames} frame(s), paging {d.PagingMode.ToString().ToLowerInvariant()}"));
         long before = d.Counters[PerfCounter.CpuInstructionsRetired];
-        var reports = GuestPrograms.RunWorkload(d, w, frames, o.PngDirectory);
-        foreach (var r in reports)
-        {
-            output.WriteLine(string.Create(inv, $"  frame {r.Frame}: {r.Instructions} instructions, {r.Stop.Reason}"));
-            if (!r.Completed) output.WriteLine("    stopped: " + r.Stop);
-            foreach (var v in r.Framebuffers)
-            {
-                var rects = v.Rectangles();
-                var text = new System.Text.StringBuilder();
-                for (int i = 0; i < rects.Count && i < 6; i++) text.Append(i == 0 ? "" : " ").Append(rects[i].Width).Append('x').Append(rects[i].Height).Append('+').Append(rects[i].X).Append('+').Append(rects[i].Y);
-                if (rects.Count > 6) text.Append(inv, $" (+{rects.Count - 6} more)");
-                output.WriteLine(string.Create(inv, $"    {v.Framebuffer,-10} {v.DirtyPages,6}/{v.Pages} pages dirty{(v.AllDirty ? " (all: " + v.Reason + ")" : "")}; {rects.Count} rectangle(s) {text}"));
-            }
-        }
+        GuestPrograms.LoadWorkload(d, w);
+        GuestPrograms.RunFrames(d, frames, w.BudgetPerFrame, 0, o.PngDirectory, r => PrintFrame(r, output), progress, cancel);
         output.WriteLine(string.Create(inv, $"  {d.Counters[PerfCounter.CpuInstructionsRetired] - before} instructions in all{(o.PngDirectory is null ? "" : $"; PNGs in {o.PngDirectory}")}"));
         output.WriteLine();
         output.WriteLine("Counters after the workload (non-zero)");
         foreach (var pc in PerfCounterView.Of(d, includeZero: false))
             output.WriteLine(string.Create(inv, $"  {pc.Name,-26} {pc.Value,12}  {pc.Description}"));
+    }
+
+    private static void PrintFrame(FrameReport r, TextWriter output)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        output.WriteLine(string.Create(inv, $"  frame {r.Frame}: {r.Instructions} instructions, {r.Stop.Reason}"));
+        if (!r.Completed) output.WriteLine("    stopped: " + r.Stop);
+        foreach (var v in r.Framebuffers)
+        {
+            var rects = v.Rectangles();
+            var text = new System.Text.StringBuilder();
+            for (int i = 0; i < rects.Count && i < 6; i++) text.Append(i == 0 ? "" : " ").Append(rects[i].Width).Append('x').Append(rects[i].Height).Append('+').Append(rects[i].X).Append('+').Append(rects[i].Y);
+            if (rects.Count > 6) text.Append(inv, $" (+{rects.Count - 6} more)");
+            output.WriteLine(string.Create(inv, $"    {v.Framebuffer,-10} {v.DirtyPages,6}/{v.Pages} pages dirty{(v.AllDirty ? " (all: " + v.Reason + ")" : "")}; {rects.Count} rectangle(s) {text}"));
+        }
     }
 
     /// <summary>The settings --compare-modes runs, in order.</summary>
@@ -264,7 +227,7 @@ public static class LabRunner
     };
 
     /// <summary>Runs the workload on a fresh domain per mode variant and prints the counters side by side.</summary>
-    public static List<WorkloadResult> CompareModes(DomainConfig config, LabOptions o, TextWriter w)
+    public static List<WorkloadResult> CompareModes(DomainConfig config, LabOptions o, TextWriter w, IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
         string workload = o.Workload ?? "pt-churn";
         var results = new List<WorkloadResult>();
@@ -279,8 +242,8 @@ public static class LabRunner
             c.Paging = mode;
             c.PagingOptions = options;
             var host = new XenHost(o.HostMemoryBytes);
-            var d = host.CreateDomain(c);
-            var r = MemoryWorkloads.Run(d, workload, o.Rounds);
+            var d = host.CreateDomain(c, progress, cancel);
+            var r = MemoryWorkloads.Run(d, workload, o.Rounds, progress, cancel);
             results.Add(r);
             var line = new System.Text.StringBuilder("  " + name.PadRight(26));
             foreach (var col in CompareColumns) line.Append(' ').Append(r[col].ToString(CultureInfo.InvariantCulture).PadLeft(11));
@@ -310,7 +273,7 @@ public static class LabRunner
     public static (ulong Count, ulong First) BalloonCheck(Domain d)
     {
         ulong count = 0, first = 0;
-        foreach (ulong pfn in d.E820.RamPfns())
+        foreach (ulong pfn in d.BalloonCandidatePfns())
         {
             ulong e = d.P2m.Get(pfn);
             if (e == P2mTree.InvalidEntry || P2mTree.Classify(e) == P2mEntryKind.Ram) continue;

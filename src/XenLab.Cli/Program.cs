@@ -1,14 +1,7 @@
+// xenlab: the headless runner. The command line (options, help, completion, --oracle) is
+// XenLabCommandLine; progress is drawn only when both standard output and standard error are a terminal.
 using System;
-using XenLab;
 using XenLab.Cli;
 
-try
-{
-    if (OracleCommand.Handles(args)) return OracleCommand.Run(args, Console.Out);   // xenlab --oracle (OracleCommand.cs)
-    return LabRunner.Run(LabOptions.Parse(args), Console.Out);
-}
-catch (XenLabException e)
-{
-    Console.Error.WriteLine("xenlab: " + e.Message);
-    return 2;
-}
+bool terminal = !Console.IsOutputRedirected && !Console.IsErrorRedirected;
+return await new XenLabCommandLine().InvokeAsync(args, Console.Out, Console.Error, showProgress: terminal);

@@ -80,6 +80,20 @@ public sealed class DomainNotFoundException : XenLabException
     public override string ErrorId => "DomainNotFound";
 }
 
+/// <summary>An operation reached a domain that was removed (XenHost.DestroyDomain); its frames belong to the host again.</summary>
+public sealed class DomainRemovedException : XenLabException
+{
+    public DomainRemovedException(string name, int id)
+        : base($"Domain '{name}' (domid {id}) has been removed; its memory went back to the host. Get a current domain with Get-XenDomain or XenHost.Find.")
+    {
+        Name = name;
+        Id = id;
+    }
+    public string Name { get; }
+    public int Id { get; }
+    public override string ErrorId => "DomainRemoved";
+}
+
 /// <summary>A built-in workload's guest access failed (a fault the workload did not expect).</summary>
 public sealed class WorkloadFaultException : XenLabException
 {

@@ -83,7 +83,7 @@ public sealed class InvokeXenGuestCodeCommand : XenCmdlet
     public string PngDirectory { get; set; } = null!;
 
     [Parameter]
-    [ValidateRange(0L, long.MaxValue)]
+    [ValidateRange(0L, (long)XenLab.Config.DomainConfigLoader.MaxBudget)]
     public long Budget { get => _budget ?? DefaultBudget; set => _budget = value; }
 
     // Not with -Workload: its frame loop is generated, so there is no address to break at.

@@ -17,8 +17,9 @@ public sealed class AddXenGuestMappingCommand : DomainCmdlet
     [Parameter(Mandatory = true)]
     public ulong Gfn { get; set; }
 
+    // At most every page table the largest kernel_pt_pages (65536) allows, 512 pages each.
     [Parameter(Mandatory = true)]
-    [ValidateRange(1UL, 1UL << 36)]
+    [ValidateRange(1UL, 1UL << 25)]
     public ulong Count { get; set; }
 
     [Parameter]
@@ -53,8 +54,9 @@ public sealed class RemoveXenGuestMappingCommand : DomainCmdlet
     [AddressTransformation]
     public ulong VirtualAddress { get; set; }
 
+    // At most one canonical half of the address space (2^47 bytes).
     [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateRange(1UL, 1UL << 36)]
+    [ValidateRange(1UL, 1UL << 35)]
     public ulong Count { get; set; }
 
     protected override void Process(Domain domain)

@@ -103,11 +103,18 @@ public abstract class XenCmdlet : PSCmdlet
             ErrorTarget = domain;
             if (domain.IsDestroyed || !ReferenceEquals(XenHost.Find(domain.Name), domain))
             {
-                WriteFailure("DomainDestroyed", ErrorCategory.ObjectNotFound, domain,
-                    $"Domain '{domain.Name}' (domid {domain.Id}) has been removed; get a current one with Get-XenDomain.");
+                // The same error the emulator gives for any operation on a removed domain.
+                WriteXenError(new DomainRemovedException(domain.Name, domain.Id), domain);
                 return null;
             }
             return domain;
+        }
+        if (DomainBinding.IsRemovedMarker(name ?? "", out int removedId, out string removedName))
+        {
+            // A removed domain object bound by its DomainName property.
+            ErrorTarget = removedName;
+            WriteXenError(new DomainRemovedException(removedName, removedId), removedName);
+            return null;
         }
         var found = XenHost.Find(name ?? "");
         if (found is null)
@@ -144,6 +151,7 @@ public abstract class XenCmdlet : PSCmdlet
         MachineMemoryExhaustedException => ErrorCategory.LimitsExceeded,
         XenLab.Paging.Arm.VlptWindowFullException => ErrorCategory.LimitsExceeded,
         DomainNotFoundException => ErrorCategory.ObjectNotFound,
+        DomainRemovedException => ErrorCategory.ObjectNotFound,
         XenLab.Dirty.VramException { Errno: XenLab.Dirty.VramErrno.ENODATA } => ErrorCategory.ResourceUnavailable,
         XenLab.Dirty.VramException => ErrorCategory.InvalidArgument,
         _ => ErrorCategory.NotSpecified,

@@ -1,6 +1,7 @@
-// The one emulated host a PowerShell process works on. Every cmdlet reaches it through here,
-// under one lock, so runspaces on other threads (ForEach-Object -Parallel) cannot interleave
-// inside the emulator.
+// The one emulated host a PowerShell process works on, shared by all its runspaces. Every
+// cmdlet reaches it through here and processes each record under one session lock, so a record
+// sees one consistent state; the emulator is thread-safe on its own as well (see Domain's
+// locking rule), so scripts calling domain methods from parallel runspaces are safe too.
 using XenLab.Domains;
 
 namespace XenLab.PowerShell;

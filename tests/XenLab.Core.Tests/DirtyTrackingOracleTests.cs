@@ -31,4 +31,36 @@ public class DirtyTrackingOracleTests
         Assert.True(r.ModeSwitches > 0);
         Assert.Equal(0, r.OverReportedPages);
     }
+
+    [Fact]
+    public void WithoutTheTlbFlushTheOracleFindsTheMissAndShrinksItToAFewReadableSteps()
+    {
+        // The teaching switch of seed 003: clearing D bits without a TLB flush loses writes.
+        var config = DirtyTrackingOracle.DefaultConfig();
+        config.VramTlbFlush = false;
+        var v = DirtyTrackingOracle.Variants.Single(x => x.Name == "shadow oos=snapshot/backlinks");
+        var r = DirtyTrackingOracle.Run(config, v, new DirtyTrackingOracleOptions { Steps = 1500, Seed = 1 });
+        Assert.False(r.Passed);
+        Assert.True(r.MissedPages > 0);
+        Assert.Contains("written but not reported", r.Problems[0]);
+        var steps = r.Reproducer.Where(l => char.IsDigit(l[0])).ToList();
+        // write, query (all dirty, arms), write through the stale TLB entry, query: the minimum is 4.
+        Assert.InRange(steps.Count, 3, 8);
+        Assert.Contains("MISSED", steps[^1]);
+        Assert.Contains(steps, l => l.Contains("writes"));
+        Assert.StartsWith("# shadow oos=snapshot/backlinks, seed 1: first failure after", r.Reproducer[0]);
+    }
+
+    [Fact]
+    public void AStopRequestEndsTheRunBetweenTwoOperations()
+    {
+        int polls = 0;
+        var progress = new List<long>();
+        var r = DirtyTrackingOracle.Run(DirtyTrackingOracle.DefaultConfig(), DirtyTrackingOracle.Variants[0],
+            new DirtyTrackingOracleOptions { Steps = 100_000, ProgressInterval = 10 }, () => ++polls > 25, (done, _) => progress.Add(done));
+        Assert.True(r.Stopped);
+        Assert.Equal(25, r.Steps);
+        Assert.Equal(new long[] { 10, 20 }, progress);
+        Assert.True(r.Passed);
+    }
 }

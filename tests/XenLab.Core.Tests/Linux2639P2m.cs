@@ -33,8 +33,8 @@ internal sealed class Linux2639P2m
     private readonly ulong[][] _p2mMidMissing;
     private readonly ulong[][][] _p2mTop = new ulong[512][][];
 
-    /// <summary>The balloon driver's ballooned_pages list, head first.</summary>
-    public LinkedList<ulong> Ballooned { get; } = new();
+    /// <summary>The balloon driver's ballooned_pages list, its head at the end (list_add = Add).</summary>
+    public List<ulong> Ballooned { get; } = new();
     public ulong ExtraMemStart { get; private set; }
     public ulong ExtraMemSize { get; private set; }
     public ulong Released { get; private set; }
@@ -79,11 +79,12 @@ internal sealed class Linux2639P2m
         return leaf[Index(pfn)];
     }
 
-    /// <summary>The leaf page a pfn's lookup lands in (for sweeping a leaf at a time).</summary>
-    public (bool Identity, ulong[] Leaf) LeafOf(ulong pfn)
+    /// <summary>Whether a pfn's leaf is the shared p2m_missing (0), the shared p2m_identity (1) or a page of its own (2).</summary>
+    public int LeafKind(ulong pfn)
     {
+        if (pfn >= MaxP2mPfn) return 0;
         var leaf = _p2mTop[TopIndex(pfn)][MidIndex(pfn)];
-        return (leaf == _p2mIdentity, leaf);
+        return leaf == _p2mMissing ? 0 : leaf == _p2mIdentity ? 1 : 2;
     }
 
     public bool SetPhysToMachineNoAlloc(ulong pfn, ulong mfn)                  // __set_phys_to_machine
@@ -252,20 +253,19 @@ internal sealed class Linux2639P2m
         // The kernel's max_pfn is the end of its RAM: the extra region when there is one.
         ulong endOfRam = ExtraMemSize > 0 ? PfnDown(ExtraMemStart + ExtraMemSize) : nrPages;
         ulong extraPfnEnd = Math.Min(endOfRam, PfnDown(ExtraMemStart + ExtraMemSize));
-        for (ulong pfn = PfnUp(ExtraMemStart); pfn < extraPfnEnd; pfn++) Ballooned.AddFirst(pfn);   // list_add
+        for (ulong pfn = PfnUp(ExtraMemStart); pfn < extraPfnEnd; pfn++) Ballooned.Add(pfn);   // list_add: to the head
     }
 
     /// <summary>increase_reservation: false (nothing changed) where BUG_ON(phys_to_machine_mapping_valid) would fire.</summary>
     public bool IncreaseReservation(ulong[] mfns, out List<ulong> pfns)
     {
         pfns = new List<ulong>();
-        var node = Ballooned.First;
-        for (int i = 0; i < mfns.Length; i++) { pfns.Add(node!.Value); node = node.Next; }
+        for (int i = 0; i < mfns.Length; i++) pfns.Add(Ballooned[Ballooned.Count - 1 - i]);   // balloon_first_page, _next_page
         foreach (ulong pfn in pfns) if (GetPhysToMachine(pfn) != InvalidP2mEntry) return false;
         for (int i = 0; i < mfns.Length; i++)
         {
-            ulong pfn = Ballooned.First!.Value;
-            Ballooned.RemoveFirst();                                          // balloon_retrieve
+            ulong pfn = Ballooned[^1];
+            Ballooned.RemoveAt(Ballooned.Count - 1);                          // balloon_retrieve: the head
             SetPhysToMachine(pfn, mfns[i]);
         }
         return true;
@@ -276,7 +276,7 @@ internal sealed class Linux2639P2m
     {
         foreach (ulong pfn in pfns)
         {
-            Ballooned.AddFirst(pfn);                                          // balloon_append
+            Ballooned.Add(pfn);                                               // balloon_append: list_add
             SetPhysToMachine(pfn, InvalidP2mEntry);
         }
     }

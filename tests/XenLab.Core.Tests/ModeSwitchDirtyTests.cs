@@ -49,6 +49,7 @@ public class ModeSwitchDirtyTests
         var r = d.Vram.Track(M0.FirstGfn, 16);
         Assert.Contains(5, Dirty(r));                                         // the written page is reported
         Assert.True(r.AllDirty);                                              // re-armed under the new mode: all dirty
+        Assert.Contains("paging mode switched", r.Reason);
         for (ulong p = 0; p < 16; p++) d.Vcpus[0].ReadVirtual(Va + (p << 12), new byte[1]);   // the D-bit design needs every entry present
         d.Vram.Track(M0.FirstGfn, 16);
         d.Vcpus[0].WriteVirtual(Va + 9 * 4096, new byte[] { 7 });
@@ -162,5 +163,35 @@ public class ModeSwitchDirtyTests
         ShadowModeTests.AssertAuditClean(d);
         host.DestroyDomain(d);                                                 // every frame given back exactly once
         Assert.Equal(0UL, host.Machine.AllocatedFrames);
+    }
+
+    [Fact]
+    public void BackLinkPagesNeverStarveTheShadowsOfTheirPool()
+    {
+        // A 1 MiB pool (256 frames) and a 768-page framebuffer mapped 40 times: links could want
+        // 120 pool pages. They may take half the pool at most and never its last frames, so a
+        // fault always finds room for a full shadow path; past that the range is all dirty (counted).
+        var host = new XenHost(4UL << 30);
+        var c = TestDomains.Config("starve", 64, vcpus: 2);
+        c.Paging = PagingModeKind.Shadow;
+        c.ShadowMemoryMiB = 1;
+        c.Framebuffers.Add(new FramebufferConfig("big", 0xF0000000, 1024, 768, 32));
+        var d = host.CreateDomain(c);
+        d.Vram.Strategy = VramStrategy.BackLinks;
+        d.Vram.Track(0xF0000, 768);
+        for (int a = 0; a < 40; a++)
+        {
+            ulong va = 0x4000000000UL + ((ulong)a << 30);
+            d.MountFramebuffer("big", va);
+            for (ulong p = 0; p < 768; p += 1) Assert.True(d.Vcpus[a & 1].WriteVirtual(va + (p << 12), new byte[] { (byte)a }).IsOk);
+        }
+        var mode = (Paging.Shadow.ShadowMode)d.Mode!;
+        Assert.True(d.Counters[Diagnostics.PerfCounter.VramLinkPages] <= mode.PoolTotal / 2, $"{d.Counters[Diagnostics.PerfCounter.VramLinkPages]} link pages of {mode.PoolTotal}");
+        Assert.Equal(768, d.Vram.Track(0xF0000, 768).DirtyPages);              // every page was written
+        d.Vcpus[0].WriteVirtual(0x4000000000UL + 7 * 4096, new byte[] { 1 });
+        var r = d.Vram.Track(0xF0000, 768);
+        Assert.Contains(7, Dirty(r));                                          // exact, or all dirty once links ran out (counted)
+        Assert.True(!r.AllDirty || d.Counters[Diagnostics.PerfCounter.VramLinkExhausted] > 0);
+        ShadowModeTests.AssertAuditClean(d);
     }
 }

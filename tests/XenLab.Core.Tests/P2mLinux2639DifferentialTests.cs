@@ -35,7 +35,7 @@ public class P2mLinux2639DifferentialTests
     {
         var rng = new Random(seed);
         var entries = RandomE820(rng);
-        ulong memoryMiB = (ulong)rng.Next(8, 1537);
+        ulong memoryMiB = (ulong)rng.Next(8, 1025);
         var config = new DomainConfig
         {
             Name = "d" + seed, MemoryMiB = memoryMiB, Builder = DomainBuilder.Pv,
@@ -99,11 +99,89 @@ public class P2mLinux2639DifferentialTests
         host.DestroyDomain(d);
     }
 
+    [Fact]
+    public void TheExampleInTheP2mCommentOf2639ComesOutAsDrawn()
+    {
+        // arch/x86/xen/p2m.c's own example: RAM to 1029 MiB, ACPI, a reserved block, RAM again
+        // from 2001 MiB, dom0_mem=max:3GB,1GB. "we reserve_brk two pages ... p2m[1][2] and
+        // p2m[1][488]"; identity from pfn 263424 (0x40500) to 512256 (0x7D100).
+        var entries = new List<E820Entry>
+        {
+            new(0, 0x9F000, E820Type.Ram), new(0x9F000, 0x61000, E820Type.Reserved),
+            new(MiB, 1028 * MiB, E820Type.Ram), new(1029 * MiB, MiB, E820Type.Acpi),
+            new(1500 * MiB, 100 * MiB, E820Type.Reserved), new(2001 * MiB, 1071 * MiB, E820Type.Ram),
+        };
+        var d = new XenHost(HostBytes).CreateDomain(new DomainConfig
+        {
+            Name = "comment", MemoryMiB = 1024, Builder = DomainBuilder.Pv, Paging = PagingModeKind.Shadow, E820 = entries,
+        });
+        foreach (var pfn in new ulong[] { 0x40500, 0x405FF, 0x7D0FF })
+        {
+            Assert.Equal(P2mTree.IdentityFrame(pfn), d.P2m.Get(pfn));
+            Assert.Equal(P2mPageKind.Allocated, d.P2m.Lookup(pfn).MidPage);
+        }
+        Assert.Equal(P2mPageKind.Allocated, d.P2m.Lookup(0x40500).LeafPage);      // p2m[1][2]
+        Assert.Equal(P2mPageKind.Allocated, d.P2m.Lookup(0x7D0FF).LeafPage);      // p2m[1][488]
+        Assert.Equal(P2mPageKind.SharedIdentity, d.P2m.Lookup(0x40600).LeafPage); // p2m[1][3] .. [1][487]
+        Assert.Equal(P2mPageKind.SharedIdentity, d.P2m.Lookup(0x7D0FF - 0x200).LeafPage);
+        Assert.Equal(P2mTree.InvalidEntry, d.P2m.Get(0x404FF));                   // p2m[1][2][0..255] missing
+        Assert.Equal(P2mTree.InvalidEntry, d.P2m.Get(0x7D100));                   // p2m[1][488][256..] missing
+        // Top 1, mid [0] and [1], leaves: 512 for the populated 1 GiB plus the two edges.
+        var s = d.P2m.Stats();
+        Assert.Equal((2, 514), (s.MidPagesAllocated, s.LeafPagesAllocated));
+    }
+
+    [Theory]
+    [InlineData(1000)]
+    [InlineData(1050)]
+    public void EdgesFirstHvmBuildAgreesWithLinux2639IdentityOverThePopulatedRam(int firstSeed)
+    {
+        // The HVM-style builder populates E820 RAM lowest first; the identity it installs over
+        // that must still be exactly 2.6.39's (set_phys_to_machine for each RAM pfn, then
+        // xen_set_identity).
+        for (int seed = firstSeed; seed < firstSeed + 50; seed++)
+        {
+            var rng = new Random(seed);
+            var entries = RandomE820(rng);
+            ulong memoryMiB = (ulong)rng.Next(8, 1025);
+            var d = new XenHost(HostBytes).CreateDomain(new DomainConfig
+            {
+                Name = "h" + seed, MemoryMiB = memoryMiB, Paging = PagingModeKind.Shadow, E820 = entries,
+            });
+            var linux = new Linux2639P2m();
+            ulong want = memoryMiB << 8, hostTop = (HostBytes >> Page.Shift) - 1, n = 0;
+            foreach (var e in entries)
+            {
+                if (e.Type != E820Type.Ram) continue;
+                for (ulong pfn = e.Start >> Page.Shift; pfn < e.End >> Page.Shift && n < want; pfn++, n++)
+                    linux.SetPhysToMachine(pfn, hostTop - n);
+            }
+            var raw = new List<Linux2639P2m.Entry>();
+            foreach (var e in entries) raw.Add(new Linux2639P2m.Entry(e.Start, e.Size, (Linux2639P2m.E820)(int)e.Type));
+            linux.SetIdentity(raw, initialDomain: true);
+            string what = $"seed {seed} (hvm builder): memory {memoryMiB} MiB, E820 {Describe(entries)}";
+            Sweep(d, linux, 0, (E820Map.Create(entries).Top >> Page.Shift) + P2mTree.PfnsPerMid, what);
+            AssertSameShape(d, linux, what);
+        }
+    }
+
     /// <summary>Every pfn in [from, to): same kind, and the same raw entry where Linux's is not a frame XenLab chose.</summary>
     private static void Sweep(Domain d, Linux2639P2m linux, ulong from, ulong to, string what, bool ramValuesFromLinux = true)
     {
         for (ulong pfn = from; pfn < to; pfn++)
         {
+            // Both answer from the same kind of shared page: its 512 pfns agree if one does
+            // (the shared pages are never written: SharedPagesIntact, and the transcription
+            // throws where 2.6.39 would write one).
+            int kind = linux.LeafKind(pfn);
+            var mine = d.P2m.Lookup(pfn).LeafPage;
+            if ((pfn & (P2mTree.PfnsPerLeaf - 1)) == 0 && pfn + P2mTree.PfnsPerLeaf <= to
+                && ((kind == 0 && mine == P2mPageKind.SharedMissing) || (kind == 1 && mine == P2mPageKind.SharedIdentity)))
+            {
+                Assert.True(linux.GetPhysToMachine(pfn) == d.P2m.Get(pfn), $"{what}: pfn 0x{pfn:x}");
+                pfn += P2mTree.PfnsPerLeaf - 1;
+                continue;
+            }
             ulong expect = linux.GetPhysToMachine(pfn);
             ulong got = d.P2m.Get(pfn);
             if (expect == got) continue;

@@ -186,12 +186,13 @@ public class ContractTests
             return outputTypes.Where(t => t != "XenLab.Domains.Domain" && core.GetType(t, throwOnError: true)!.GetProperty("DomainName") is null).ToList();
         });
         Assert.True(lacking.Count == 0, "output types without DomainName: " + string.Join(", ", lacking));
-        var alias = XDocument.Load(BuiltModule.TypesPath).Descendants("Type")
+        // The name while the domain lives, a DomainRemoved marker once removed (DomainBinding).
+        var property = XDocument.Load(BuiltModule.TypesPath).Descendants("Type")
             .Where(t => (string?)t.Element("Name") == "XenLab.Domains.Domain")
-            .SelectMany(t => t.Descendants("AliasProperty"))
+            .SelectMany(t => t.Descendants("ScriptProperty"))
             .SingleOrDefault(a => (string?)a.Element("Name") == "DomainName");
-        Assert.NotNull(alias);
-        Assert.Equal("Name", (string?)alias!.Element("ReferencedMemberName"));
+        Assert.NotNull(property);
+        Assert.Equal("[XenLab.PowerShell.DomainBinding]::DomainName($this)", ((string?)property!.Element("GetScriptBlock"))?.Trim());
     }
 
     [Theory]
@@ -211,5 +212,18 @@ public class ContractTests
         Assert.DoesNotContain("System.Management.Automation.dll", files);
         Assert.True(File.Exists(Path.Combine(BuiltModule.ModuleBin, "en-US", "XenLab.PowerShell.dll-Help.xml")),
             "module/bin/en-US has no copy of the MAML help");
+    }
+
+    [Fact]
+    public void ModuleBinCarriesThePicturesNativeLibrariesPerPlatformAndNoneLoose()
+    {
+        // ModuleInitializer resolves runtimes/<rid>/native/; a loose libSkiaSharp.dll (Windows's) beside
+        // the assemblies would be a sign the native assets were copied flat, the wrong way.
+        var files = Directory.GetFiles(BuiltModule.ModuleBin).Select(Path.GetFileName).ToList();
+        foreach (var managed in new[] { "SkiaSharp.dll", "ScottPlot.dll", "HarfBuzzSharp.dll" }) Assert.Contains(managed, files);
+        Assert.DoesNotContain("libSkiaSharp.dll", files);
+        foreach (var (rid, ext) in new[] { ("linux-x64", ".so"), ("linux-arm64", ".so"), ("osx", ".dylib"), ("win-x64", ".dll") })
+            foreach (var lib in new[] { "libSkiaSharp", "libHarfBuzzSharp" })
+                Assert.True(File.Exists(Path.Combine(BuiltModule.ModuleBin, "runtimes", rid, "native", lib + ext)), $"module/bin lacks runtimes/{rid}/native/{lib}{ext}");
     }
 }

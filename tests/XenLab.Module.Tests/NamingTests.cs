@@ -24,7 +24,7 @@ public class NamingTests
         // Framebuffers and dirty tracking (SPEC 2), and the workloads labs run.
         "Add-XenFramebuffer", "Get-XenFramebuffer", "Remove-XenFramebuffer", "Mount-XenFramebuffer", "Export-XenFramebuffer",
         "Enable-XenLogDirty", "Disable-XenLogDirty", "Get-XenDirtyLog", "Get-DirtyVram", "Set-XenVramTracking",
-        "Invoke-XenWorkload",
+        "Invoke-XenWorkload", "Test-XenDirtyTracking",
         // Guest code on the x86-64 vCPU (issue 5).
         "Invoke-XenGuestCode", "Get-XenVcpu", "Step-XenVcpu",
         // Pictures (issue 8).

@@ -51,6 +51,15 @@ Describe 'Add-XenGuestMapping' -Tag 'XenLab', 'Add-XenGuestMapping' {
     }
 
     Context 'Errors' {
+        It 'refuses a count beyond any page-table pool at once: parameter validation above 2^25, the domain''s pool below' {
+            { Add-XenGuestMapping -DomainName pester-map -VirtualAddress 0x400000 -Gfn 0 -Count ([uint64]1 -shl 34) -ErrorAction Stop } |
+                Should -Throw -ErrorId 'ParameterArgumentValidationError,*'
+            Add-XenGuestMapping -DomainName pester-map -VirtualAddress 0x400000 -Gfn 0 -Count ([uint64]1 -shl 24) -ErrorVariable err -ErrorAction SilentlyContinue
+            $err[0].FullyQualifiedErrorId | Should -BeLike 'InvalidConfiguration,*'
+            $err[0].Exception.Message | Should -BeLike '*needs at least 32768 leaf page-table page(s)*kernel_pt_pages*'
+            Get-XenGuestMapping -DomainName pester-map | Should -BeNullOrEmpty
+        }
+
         It 'refuses an unaligned address and maps nothing' {
             Add-XenGuestMapping -DomainName pester-map -VirtualAddress 0x400010 -Gfn 0x1000 -Count 1 -ErrorVariable err -ErrorAction SilentlyContinue
             $err[0].FullyQualifiedErrorId | Should -BeLike 'InvalidConfiguration,*'

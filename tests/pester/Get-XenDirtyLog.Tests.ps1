@@ -22,11 +22,19 @@ Describe 'Get-XenDirtyLog' -Tag 'XenLab', 'Get-XenDirtyLog' {
             $peek | Should -BeOfType XenLab.Dirty.DirtyLogView
             $peek.Cleaned | Should -BeFalse
             @($peek.DirtyGfns()) | Should -Be 0x1000, 0x1003
-            @((Get-XenDirtyLog -DomainName pester-log -Peek).DirtyGfns()) | Should -Be 0x1000, 0x1003   # still there
+            $peek.FaultCount | Should -Be 2                                                          # one first write per page
+            $again = Get-XenDirtyLog -DomainName pester-log -Peek
+            @($again.DirtyGfns()) | Should -Be 0x1000, 0x1003                                        # still there
+            $again.FaultCount | Should -Be 2                                                         # a peek resets nothing
             $clean = Get-XenDirtyLog -DomainName pester-log
             $clean.Cleaned | Should -BeTrue
             $clean.DirtyPages | Should -Be 2
-            (Get-XenDirtyLog -DomainName pester-log).DirtyPages | Should -Be 0                      # cleaned
+            $clean.FaultCount | Should -Be 2
+            Write-XenGuestMemory -DomainName pester-log -Address 0x1001000 -Value 3
+            $next = Get-XenDirtyLog -DomainName pester-log
+            $next.DirtyPages | Should -Be 1                                                          # cleaned, then one page
+            $next.FaultCount | Should -Be 1                                                          # the clean reset the count
+            (Get-XenDirtyLog -DomainName pester-log).FaultCount | Should -Be 0
         }
 
         It 'reports the guest''s page-table pages too after a write through a mapping' {

@@ -52,10 +52,58 @@ Describe 'Remove-XenDomain' -Tag 'XenLab', 'Remove-XenDomain' {
             { Remove-XenDomain -Name pester-rm-none -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'DomainNotFound,*'
         }
 
-        It 'reports a domain object that was already removed as DomainDestroyed' {
+        It 'reports a domain object that was already removed as DomainRemoved' {
             $d = New-XenDomain -Name pester-rm-twice -MemoryMB 64
             Remove-XenDomain -Domain $d -Confirm:$false
-            { Remove-XenDomain -Domain $d -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'DomainDestroyed,*'
+            { Remove-XenDomain -Domain $d -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'DomainRemoved,*'
+        }
+    }
+
+    Context 'A removed domain object' {
+        BeforeAll {
+            # Names outside pester-rm-*, which AfterEach removes.
+            $gone = New-XenDomain -Name pester-gone -MemoryMB 64
+            Remove-XenDomain -Domain $gone -Confirm:$false
+            # A domain built afterwards gets the frames the removed one had (highest free first),
+            # and here its name too: the stale object must not reach it.
+            $next = New-XenDomain -Name pester-gone -MemoryMB 64
+            $free = [XenLab.PowerShell.XenLabSession]::Host.Machine.FreeFrames
+        }
+        AfterAll { Remove-XenDomain -Name pester-gone -Confirm:$false }
+
+        It 'is refused by <Command> with DomainRemoved' -ForEach @(
+            @{ Command = 'Get-XenE820';          Run = { $gone | Get-XenE820 -ErrorAction Stop } }
+            @{ Command = 'Write-XenGuestMemory'; Run = { $gone | Write-XenGuestMemory -Address 0 -Value 0x41 -ErrorAction Stop } }
+            @{ Command = 'Read-XenGuestMemory';  Run = { $gone | Read-XenGuestMemory -Address 0 -Length 8 -ErrorAction Stop } }
+            @{ Command = 'Set-XenPagingMode';    Run = { $gone | Set-XenPagingMode -Mode Shadow -ErrorAction Stop } }
+            @{ Command = 'Add-XenFramebuffer';   Run = { $gone | Add-XenFramebuffer -Name m0 -Address 0xF0000000 -Width 64 -Height 64 -ErrorAction Stop } }
+            @{ Command = 'Enable-XenLogDirty';   Run = { $gone | Enable-XenLogDirty -ErrorAction Stop } }
+            @{ Command = 'Invoke-XenGuestCode';  Run = { $gone | Invoke-XenGuestCode -Assembly 'hlt' -ErrorAction Stop } }
+        ) {
+            $err = $null
+            try { & $Run } catch { $err = $_ }
+            $err | Should -Not -BeNullOrEmpty
+            $err.FullyQualifiedErrorId | Should -BeLike 'DomainRemoved,*'
+            $err.CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        }
+
+        It 'is refused through its methods with DomainRemoved, and the next domain''s memory is untouched' {
+            $e = { $gone.TryWritePhysU64(0, 0x4141414141414141) } | Should -Throw -PassThru
+            $e.Exception.InnerException.ErrorId | Should -Be 'DomainRemoved'
+            $e = { $gone.Balloon(20000) } | Should -Throw -PassThru
+            $e.Exception.InnerException.ErrorId | Should -Be 'DomainRemoved'
+            (Read-XenGuestMemory -Domain $next -Address 0 -Length 8).Hex | Should -Be '0000000000000000'
+        }
+
+        It 'keeps its name as Name and says it was removed in DomainName' {
+            $gone.Name | Should -Be 'pester-gone'
+            $gone.IsDestroyed | Should -BeTrue
+            $gone.DomainName | Should -BeLike '<removed domid *> pester-gone'
+            $next.DomainName | Should -Be 'pester-gone'
+        }
+
+        It 'allocated nothing while being refused' {
+            [XenLab.PowerShell.XenLabSession]::Host.Machine.FreeFrames | Should -Be $free
         }
     }
 }

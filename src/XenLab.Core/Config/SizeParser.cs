@@ -35,12 +35,12 @@ public static class SizeParser
             : ulong.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out number);
         if (!ok)
         {
-            error = $"'{text}' is not a number (use decimal, 0x hex, or a size such as 4K, 256M, 4G)";
+            error = $"'{DomainConfig.Shorten(text)}' is not a number (use decimal, 0x hex, or a size such as 4K, 256M, 4G)";
             return false;
         }
         if (number != 0 && unit > ulong.MaxValue / number)
         {
-            error = $"'{text}' is too large";
+            error = $"'{DomainConfig.Shorten(text)}' is too large";
             return false;
         }
         value = number * unit;

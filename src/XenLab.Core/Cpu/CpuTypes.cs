@@ -67,6 +67,8 @@ public enum StopReason
     PhysicalMissing,
     /// <summary>A page-table A/D update hit a read-only p2m page (ram_ro).</summary>
     P2mReadOnly,
+    /// <summary>A hypercall handler removed the vCPU's own domain; nothing ran after the vmcall.</summary>
+    DomainRemoved,
 }
 
 /// <summary>What a run did and why it stopped. <see cref="Instruction"/> is Iced's Intel-syntax text of the instruction at <see cref="Rip"/>.</summary>

@@ -325,7 +325,7 @@ public sealed partial class X86Cpu
                 SetStop(StopReason.Halted, 0, 0, "");
                 return StopAfterRetire;
             case Op.MovToCr3:
-                _vcpu.LoadCr3(R(d.R1));
+                _vcpu.LoadCr3InOperation(R(d.R1));
                 _pageVa = ulong.MaxValue;                              // fetch translations are gone with the TLB
                 break;
             case Op.MovFromCr3:
@@ -335,7 +335,7 @@ public sealed partial class X86Cpu
                 R(d.R0) = _vcpu.Cr2;
                 break;
             case Op.Invlpg:
-                _vcpu.InvalidatePage(EffectiveAddress(ref d, next));
+                _vcpu.InvalidatePageInOperation(EffectiveAddress(ref d, next));
                 _pageVa = ulong.MaxValue;
                 break;
             case Op.Vmcall:
@@ -527,6 +527,13 @@ public sealed partial class X86Cpu
             return Continue;
         }
         var outcome = handler.Handle(this, number);
+        if (_domain.IsDestroyed)
+        {
+            // The handler removed this vCPU's own domain (it holds the run's lock, so it could):
+            // its memory is gone, nothing more may run.
+            SetStop(StopReason.DomainRemoved, 0, 0, $"hypercall {number} removed domain '{_domain.Name}'");
+            return StopAfterRetire;
+        }
         // The handler may have written guest memory or page tables: re-verify code, re-fetch.
         _cache.NewGeneration();
         _pageVa = ulong.MaxValue;

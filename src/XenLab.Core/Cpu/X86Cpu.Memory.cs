@@ -38,7 +38,7 @@ public sealed partial class X86Cpu
         loc.Size = size;
         int off = (int)(va & Page.OffsetMask);
         if (!IsCanonical(va)) return GeneralProtection(va);
-        var t = _vcpu.Translate(va, access);
+        var t = _vcpu.TranslateInOperation(va, access);
         if (t.Status != TranslateStatus.Ok) return TranslationFault(in t, va);
         loc.Gfn0 = t.Gfn;
         loc.Mfn0 = t.Mfn;
@@ -55,7 +55,7 @@ public sealed partial class X86Cpu
     {
         ulong va1 = (loc.Va & ~Page.OffsetMask) + Page.Size;
         if (!IsCanonical(va1)) return GeneralProtection(va1);
-        var t = _vcpu.Translate(va1, access);
+        var t = _vcpu.TranslateInOperation(va1, access);
         if (t.Status != TranslateStatus.Ok) return TranslationFault(in t, va1);
         loc.Split = split;
         loc.Gfn1 = t.Gfn;
@@ -130,7 +130,7 @@ public sealed partial class X86Cpu
     {
         if ((rights & TlbRights.Mmio) != 0) { _domain.NoteDeviceAccess(); return; }   // device memory: dropped
         if ((rights & TlbRights.EmulateWrites) != 0)
-            _domain.WriteGuestPhysical((gfn << Page.Shift) | (uint)off, bytes, _vcpu);   // the hypervisor emulates it
+            _domain.WriteGuestPhysicalInOperation((gfn << Page.Shift) | (uint)off, bytes, _vcpu);   // the hypervisor emulates it
         else
             bytes.CopyTo(_machine.Write(new Mfn(mfn)).Slice(off, bytes.Length));
         if (_cache.MayHoldCode(gfn)) InvalidateCode(gfn);

@@ -82,7 +82,7 @@ public sealed partial class X86Cpu
     private bool TranslatePage(ulong va, AccessKind access, out Translation t)
     {
         if (!IsCanonical(va)) { GeneralProtection(va); t = default; return false; }
-        t = _vcpu.Translate(va, access);
+        t = _vcpu.TranslateInOperation(va, access);
         return t.Status == TranslateStatus.Ok || TranslationFault(in t, va);
     }
 

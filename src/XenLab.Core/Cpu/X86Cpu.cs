@@ -104,6 +104,7 @@ public sealed partial class X86Cpu
     /// </summary>
     public RunResult Run(long budget, ReadOnlySpan<ulong> breakpoints = default)
     {
+        using var op = _domain.EnterOperation();          // once for the whole run (Domain's locking rule)
         if (_domain.PagingMode == PagingModeKind.Arm) ThrowHelper.ArmDomain(_domain.Name);
         if (_domain.Mode is null) ThrowHelper.NoPagingMode(_domain.Name);
         _cache.NewGeneration();
@@ -181,7 +182,7 @@ public sealed partial class X86Cpu
     private bool EnterPage(ulong rip)
     {
         if (!IsCanonical(rip)) return GeneralProtection(rip);
-        var t = _vcpu.Translate(rip, AccessKind.Fetch);
+        var t = _vcpu.TranslateInOperation(rip, AccessKind.Fetch);
         if (t.Status != TranslateStatus.Ok) return TranslationFault(in t, rip);
         ReadOnlySpan<byte> bytes = (t.Rights & TlbRights.Mmio) != 0 ? AllOnes : _machine.Read(new Mfn(t.Mfn));
         _page = _cache.Get(t.Gfn, t.Mfn, bytes);
@@ -216,7 +217,7 @@ public sealed partial class X86Cpu
             // page may map elsewhere or change without this page changing).
             ulong next = (rip & ~Page.OffsetMask) + Page.Size;
             if (!IsCanonical(next)) { GeneralProtection(next); return Fault; }
-            var t = _vcpu.Translate(next, AccessKind.Fetch);
+            var t = _vcpu.TranslateInOperation(next, AccessKind.Fetch);
             if (t.Status != TranslateStatus.Ok) { TranslationFault(in t, next); return Fault; }
             ReadOnlySpan<byte> second = (t.Rights & TlbRights.Mmio) != 0 ? AllOnes : _machine.Read(new Mfn(t.Mfn));
             second.Slice(0, 15 - n).CopyTo(window.AsSpan(n));
@@ -247,7 +248,7 @@ public sealed partial class X86Cpu
 
     private RunResult Stopped(long retired)
     {
-        string text = Disassemble(_rip);
+        string text = DisassembleInOperation(_rip);
         var r = new RunResult(_stopReason, retired, _rip, _stopAddress, _stopError, text, _stopDetail);
         if (_stopReason is not (StopReason.BudgetExhausted or StopReason.Hypercall))
         {
@@ -255,14 +256,14 @@ public sealed partial class X86Cpu
             // hlt has retired (RIP is past its one byte): the event names the instruction that stopped the vCPU.
             ulong at = _stopReason == StopReason.Halted ? _rip - 1 : _rip;
             _domain.Trace.Add(TraceKind.CpuStop, _vcpu.Id, at, 0, 0, (ulong)_stopReason,
-                $"{_stopReason}: {(at == _rip ? text : Disassemble(at))} at 0x{at:x}");
+                $"{_stopReason}: {(at == _rip ? text : DisassembleInOperation(at))} at 0x{at:x}");
         }
         return r;
     }
 
     private void TraceFault(ulong rip, bool delivered)
     {
-        string text = Disassemble(rip);
+        string text = DisassembleInOperation(rip);
         string what = _stopReason == StopReason.PageFault ? $"#PF err=0x{_stopError:x}" : _stopReason.ToString();
         _domain.Trace.Add(TraceKind.CpuFault, _vcpu.Id, _stopAddress, 0, 0, rip,
             $"{what} {(delivered ? "delivered" : "stopped")}: {text} at 0x{rip:x}");
@@ -270,6 +271,12 @@ public sealed partial class X86Cpu
 
     /// <summary>Iced's Intel-syntax text of the instruction at <paramref name="va"/> ("(no code)" if it cannot be read).</summary>
     public string Disassemble(ulong va)
+    {
+        using var op = _domain.EnterOperation();
+        return DisassembleInOperation(va);
+    }
+
+    private string DisassembleInOperation(ulong va)
     {
         Span<byte> buf = stackalloc byte[15];
         int n = ReadCodeBytes(va, buf);

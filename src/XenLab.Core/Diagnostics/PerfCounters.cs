@@ -198,7 +198,7 @@ public static class PerfCounterInfo
         ("stage2_block", "stage-2 2 MiB block mappings made for aligned RAM"),
         ("stage2_block_split", "stage-2 blocks split into 512 pages (a traced block's first write, or a change to part of a block)"),
         ("vlpt_superpage_lookup", "VLPT lookups that found a block one level up (through the loop)"),
-        ("log_dirty_fault", "first writes to armed pages noticed (log-dirty or type-tracked VRAM)"),
+        ("log_dirty_fault", "first writes to armed pages noticed (log-dirty, or VRAM tracked by type or by ARM stage-2 tracing)"),
         ("log_dirty_peek", "log-dirty bitmaps read without cleaning"),
         ("log_dirty_clean", "log-dirty bitmaps read and cleaned"),
         ("vram_query", "track_dirty_vram calls"),

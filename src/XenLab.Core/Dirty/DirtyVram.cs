@@ -77,8 +77,10 @@ public sealed class VramRange
     public bool AllDirtyForever { get; internal set; }
     /// <summary>Per page: a dirty mapping went away (or a direct write happened) since the last query.</summary>
     internal bool[] RemovedDirty { get; }
-    /// <summary>Created or re-armed by a peek: the next query that clears must still say all dirty.</summary>
+    /// <summary>Created or re-armed by a peek, or re-armed by a mode switch: the next query that clears must still say all dirty.</summary>
     internal bool PendingAllDirty { get; set; }
+    /// <summary>Why the pending all-dirty answer is owed (the query's Reason).</summary>
+    internal string PendingReason { get; set; } = "armed by a peek: repaint everything";
     /// <summary>Memcmp baseline: the device model's copy.</summary>
     internal byte[]? Copy { get; set; }
     /// <summary>Strategy-private state (back-links, the D-bit strategy's mapping address).</summary>
@@ -129,6 +131,7 @@ public sealed class DirtyVram
     /// <summary>track_dirty_vram(begin_pfn, nr). With peek the dirty state is read but not cleared.</summary>
     public VramQueryResult Track(ulong beginPfn, ulong nr, bool peek = false)
     {
+        using var op = _domain.EnterOperation();
         _domain.Counters.Inc(PerfCounter.VramQuery);
         if (nr == 0)
         {
@@ -165,6 +168,7 @@ public sealed class DirtyVram
             range.State = null;
             ArmFresh(range, peek);
             range.PendingAllDirty = peek;
+            range.PendingReason = "paging mode changed: range re-armed, repaint everything";
             return AllDirty(range, bitmap, "paging mode changed: range re-armed");
         }
         if (range.PendingAllDirty)
@@ -173,7 +177,7 @@ public sealed class DirtyVram
             StrategyFor(range).Collect(range, bitmap, clear: !peek);
             if (!peek) FlushAfterClear(range);
             range.PendingAllDirty = peek;
-            return AllDirty(range, bitmap, "armed by a peek: repaint everything");
+            return AllDirty(range, bitmap, range.PendingReason);
         }
         bool exact = StrategyFor(range).Collect(range, bitmap, clear: !peek);
         if (!peek) FlushAfterClear(range);
@@ -214,6 +218,7 @@ public sealed class DirtyVram
 
     public VramRange? Find(ulong beginPfn, ulong nr)
     {
+        using var op = _domain.EnterOperation();
         foreach (var r in _ranges) if (r.BeginPfn == beginPfn && r.Pages == nr) return r;
         return null;
     }
@@ -221,12 +226,14 @@ public sealed class DirtyVram
     /// <summary>Stops tracking one range (a monitor unplugged); the others go on.</summary>
     public void Stop(VramRange range)
     {
+        using var op = _domain.EnterOperation();
         if (!_ranges.Remove(range)) return;
         Disarm(range);
     }
 
     public void StopAll()
     {
+        using var op = _domain.EnterOperation();
         foreach (var r in _ranges) Disarm(r);
         _ranges.Clear();
         _machineryOff = false;
@@ -276,6 +283,7 @@ public sealed class DirtyVram
             r.ArmedBy = _domain.Mode;
             r.Arms++;
             r.PendingAllDirty = true;
+            r.PendingReason = "paging mode switched: range re-armed under the new mode, repaint everything";
         }
     }
 

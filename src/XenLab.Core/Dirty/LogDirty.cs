@@ -33,6 +33,7 @@ public sealed class LogDirty
 
     public void Enable()
     {
+        using var op = _domain.EnterOperation();
         if (Enabled) return;
         _domain.Vram.OnLogDirtyEnabled();
         foreach (var (s, e) in _domain.RamRuns()) _domain.Mode!.DirtyTracker.Start(s, e);
@@ -43,6 +44,7 @@ public sealed class LogDirty
 
     public void Disable()
     {
+        using var op = _domain.EnterOperation();
         if (!Enabled) return;
         foreach (var (s, e) in _domain.RamRuns()) _domain.Mode!.DirtyTracker.Stop(s, e);
         Enabled = false;
@@ -53,6 +55,7 @@ public sealed class LogDirty
     /// <summary>Reads the log; with <paramref name="clean"/> also resets it (XEN_DOMCTL_SHADOW_OP_CLEAN vs PEEK).</summary>
     public DirtyLogView Read(bool clean)
     {
+        using var op = _domain.EnterOperation();
         if (!Enabled) throw new InvalidConfigurationException($"Log-dirty is not enabled for domain '{_domain.Name}'; enable it first.");
         var tracker = _domain.Mode!.DirtyTracker;
         foreach (var (s, e) in _domain.RamRuns())

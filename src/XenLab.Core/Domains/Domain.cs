@@ -3,6 +3,7 @@
 using System;
 using System.Buffers.Binary;
 using System.Collections.Generic;
+using System.Threading;
 using XenLab.Config;
 using XenLab.Paging.Modes;
 using XenLab.Diagnostics;
@@ -37,9 +38,24 @@ public sealed class Domain
     private ulong _pvMaxPages;
     // The PV balloon driver's list of ballooned pfns (2.6.39 drivers/xen/balloon.c on x86-64:
     // no highmem, so __balloon_append puts every page at the head and balloon_retrieve takes
-    // the head): a stack. Seeded with the extra region in ascending order, so the highest
-    // pfn comes back first; pages ballooned out go on top and come back first.
+    // the head): a stack. balloon_init seeds it with the extra region in ascending order, so
+    // the highest pfn comes back first; pages ballooned out go on top and come back first.
+    // Kept as the region's untaken part [_regionFirst, _regionNext), taken from the top, under
+    // a stack of pages given back (the head is the stack's end, then _regionNext - 1).
     private readonly List<ulong> _ballooned = new();
+    private ulong _regionFirst, _regionNext;
+    private ulong BalloonListCount => (ulong)_ballooned.Count + (_regionNext - _regionFirst);
+
+    // Locking rule (issue 9): every public operation on a domain, and on what it hands out
+    // (vCPUs, kernel, log-dirty, VRAM tracking, framebuffers, guest programs), runs inside
+    // EnterOperation(): this domain's lock, re-entrant (a nested call from the same thread just
+    // goes deeper), and a check that the domain was not removed. Removal takes it too. A guest
+    // run takes it once for the run; what the interpreter calls per instruction is the
+    // *InOperation form, which takes nothing. Locks are taken in one order: a domain's, then
+    // the host's domain list, then the VLPT window, then machine memory; never a second
+    // domain's while holding one (XenHost.ContextSwitch takes two in domid order).
+    private readonly object _gate = new();
+    private volatile bool _removed;
 
     internal Domain(int id, DomainConfig config, MachineMemory machine)
     {
@@ -81,7 +97,33 @@ public sealed class Domain
     public IReadOnlyList<Vcpu> Vcpus => _vcpus;
     public MachineMemory Machine => _machine;
     public IdentityStrategy IdentityStrategy => Config.IdentityStrategy;
-    public bool IsDestroyed { get; private set; }
+    /// <summary>Removed from its host: every operation on it throws <see cref="DomainRemovedException"/>.</summary>
+    public bool IsDestroyed => _removed;
+
+    /// <summary>
+    /// Enters one operation on the domain: takes its lock (re-entrant) and fails with
+    /// <see cref="DomainRemovedException"/> if it was removed. Dispose to leave. A caller that
+    /// needs several calls to see one consistent state holds one around them.
+    /// </summary>
+    public DomainOperation EnterOperation()
+    {
+        Monitor.Enter(_gate);
+        if (_removed)
+        {
+            Monitor.Exit(_gate);
+            ThrowRemoved();
+        }
+        return new DomainOperation(_gate);
+    }
+
+    /// <summary>The cheap check (no lock) of the raw primitives the paging modes use inside an operation.</summary>
+    internal void ThrowIfRemoved()
+    {
+        if (_removed) ThrowRemoved();
+    }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private void ThrowRemoved() => throw new DomainRemovedException(Name, Id);
 
     public PagingModeKind PagingMode => Mode?.Kind ?? Config.Paging;
     /// <summary>The mode's switches, e.g. "oos=snapshot slots=3 prefetch=on".</summary>
@@ -294,10 +336,11 @@ public sealed class Domain
         ulong first = (extraStart + Page.OffsetMask) >> Page.Shift;
         ulong limit = Math.Min((extraStart + (extraPages << Page.Shift)) >> Page.Shift, P2mTree.MaxPfn);
         _ballooned.Clear();
-        for (ulong pfn = first; pfn < limit; pfn++) _ballooned.Add(pfn);
+        _regionFirst = first;
+        _regionNext = Math.Max(first, limit);
 
         InstallE820Identity();
-        _pvMaxPages = _populatedPages + (ulong)_ballooned.Count;
+        _pvMaxPages = _populatedPages + BalloonListCount;
         Trace.Add(TraceKind.Balloon, -1, 0, first, limit, released, "pv setup: extra region");
     }
 
@@ -308,12 +351,33 @@ public sealed class Domain
         return end <= start ? 0 : ReleasePopulated(start, end, PerfCounter.BalloonReleasedAtSetup);
     }
 
+    /// <summary>
+    /// Every pfn a balloon up to the ceiling could populate, in the order it would: HVM builder,
+    /// the E820 RAM pfns not populated, lowest first; PV builder, the balloon list, head first.
+    /// </summary>
+    public IEnumerable<ulong> BalloonCandidatePfns()
+    {
+        if (Config.Builder == DomainBuilder.Pv)
+        {
+            foreach (ulong pfn in BalloonListHeadFirst()) yield return pfn;
+            yield break;
+        }
+        foreach (ulong pfn in E820.RamPfns())
+            if (P2mTree.Classify(P2m.Get(pfn)) != P2mEntryKind.Ram) yield return pfn;
+    }
+
     /// <summary>The PV balloon driver's list, next page to be populated first.</summary>
     public IReadOnlyList<ulong> BalloonedPfnsNextFirst()
     {
-        var list = new List<ulong>(_ballooned.Count);
-        for (int i = _ballooned.Count - 1; i >= 0; i--) list.Add(_ballooned[i]);
+        var list = new List<ulong>((int)Math.Min(BalloonListCount, int.MaxValue));
+        foreach (ulong pfn in BalloonListHeadFirst()) list.Add(pfn);
         return list;
+    }
+
+    private IEnumerable<ulong> BalloonListHeadFirst()
+    {
+        for (int i = _ballooned.Count - 1; i >= 0; i--) yield return _ballooned[i];
+        for (ulong pfn = _regionNext; pfn > _regionFirst; pfn--) yield return pfn - 1;
     }
 
     /// <summary>
@@ -326,6 +390,7 @@ public sealed class Domain
     /// </summary>
     public void SetPagingMode(PagingModeKind kind, PagingOptions? options = null)
     {
+        using var op = EnterOperation();
         var problems = (options ?? Config.PagingOptions).Problems();
         if (problems.Count > 0)
             throw new InvalidConfigurationException($"Domain '{Name}' cannot switch paging mode: {string.Join("; ", problems)}. Nothing changed.");
@@ -364,20 +429,32 @@ public sealed class Domain
         Trace.Add(TraceKind.ModeSwitch, -1, 0, 0, 0, (ulong)kind, $"{old?.Kind}->{kind} {next.Options}");
     }
 
-    /// <summary>Releases every machine frame the domain holds.</summary>
+    /// <summary>
+    /// Releases every machine frame the domain holds and empties its p2m, so no entry names a
+    /// frame another domain may own next. Under the domain's lock (XenHost.DestroyDomain), so
+    /// an operation on another thread either finished before or fails with DomainRemoved after.
+    /// </summary>
     internal void Destroy()
     {
-        if (IsDestroyed) return;
+        if (_removed) return;
         Mode?.Detach();
         Mode = null;
-        foreach (var (_, mfn) in P2m.EnumerateRam()) _machine.Free(mfn);
+        foreach (var v in _vcpus) v.FlushTlbInOperation();   // no cached translation outlives the frames
+        foreach (var (start, end) in RamRuns())
+            for (ulong pfn = start; pfn < end; pfn++)
+            {
+                TryGetRam(pfn, out var mfn);
+                P2m.Set(pfn, P2mTree.InvalidEntry);
+                _machine.Free(mfn);
+            }
         _populatedPages = 0;
-        IsDestroyed = true;
+        _removed = true;
     }
 
     /// <summary>Installs an identity range; returns the pfns newly answering identity.</summary>
     public ulong SetIdentityRange(ulong startPfn, ulong endPfn, IdentityStrategy strategy)
     {
+        using var op = EnterOperation();
         if (startPfn > endPfn || endPfn > P2mTree.MaxPfn)
             throw new InvalidConfigurationException($"Identity range [gfn 0x{startPfn:x}, 0x{endPfn:x}) is reversed or goes beyond the p2m tree's reach (gfn 0x{P2mTree.MaxPfn:x}, 512 GiB).");
         if (!Enum.IsDefined(strategy)) throw new InvalidConfigurationException($"Identity strategy {(int)strategy} is not EdgesFirst or Coarse.");
@@ -411,6 +488,7 @@ public sealed class Domain
     /// </summary>
     public void SetP2mType(ulong gfn, P2mType type)
     {
+        using var op = EnterOperation();
         if (P2mTree.Classify(P2m.Get(gfn)) != P2mEntryKind.Ram)
             throw new InvalidConfigurationException($"gfn 0x{gfn:x} is not RAM ({P2mTree.Classify(P2m.Get(gfn))}); only RAM pages change type.");
         if (type is not (P2mType.RamRw or P2mType.RamRo or P2mType.RamLogDirty))
@@ -429,6 +507,7 @@ public sealed class Domain
     /// </summary>
     public void OnLogDirtyWrite(ulong gfn)
     {
+        using var op = EnterOperation();
         if (GetP2mType(gfn) != P2mType.RamLogDirty) return;
         Counters.Inc(PerfCounter.LogDirtyFault);
         SetP2mType(gfn, P2mType.RamRw);
@@ -440,11 +519,13 @@ public sealed class Domain
     /// </summary>
     public int ChangeP2mTypes(ulong startGfn, ulong endGfn, P2mType from, P2mType to, bool flush)
     {
+        using var op = EnterOperation();
         if (startGfn > endGfn) throw new InvalidConfigurationException($"gfn range [0x{startGfn:x}, 0x{endGfn:x}) is reversed.");
         if (to is not (P2mType.RamRw or P2mType.RamRo or P2mType.RamLogDirty))
             throw new InvalidConfigurationException($"p2m type {P2mTypeInfo.Name(to)} cannot be set on RAM; use ram_rw, ram_ro or ram_logdirty.");
         endGfn = Math.Min(endGfn, P2mTree.MaxPfn);                    // nothing is RAM beyond the tree's reach
         int n = 0;
+        ulong lo = ulong.MaxValue, hi = 0;
         for (ulong g = startGfn; g < endGfn; g++)
         {
             // A leaf page the tree shares (missing or identity) holds no RAM: skip all of it.
@@ -456,33 +537,43 @@ public sealed class Domain
             if (P2mTree.Classify(P2m.Get(g)) != P2mEntryKind.Ram || Types.Get(P2m, g) != from) continue;
             Types.Set(g, to);
             n++;
+            lo = Math.Min(lo, g);
+            hi = g;
         }
         if (n == 0) return 0;
         Counters.Add(PerfCounter.P2mTypeChange, n);
         Trace.Add(TraceKind.P2mTypeChange, -1, 0, startGfn, endGfn, (ulong)n, P2mTypeInfo.Transition(from, to));
-        Mode?.OnP2mChanged(startGfn, endGfn, flush);
+        Mode?.OnP2mChanged(lo, hi + 1, flush);                        // the span that changed, not the span asked
         return n;
     }
 
-    /// <summary>The same for a list of gfns (ascending).</summary>
+    /// <summary>The same for a list of gfns (in any order; the mode is told the span they cover).</summary>
     public int ChangeP2mTypes(IReadOnlyList<ulong> gfns, P2mType from, P2mType to, bool flush)
     {
+        using var op = EnterOperation();
+        ArgumentNullException.ThrowIfNull(gfns);
+        if (to is not (P2mType.RamRw or P2mType.RamRo or P2mType.RamLogDirty))
+            throw new InvalidConfigurationException($"p2m type {P2mTypeInfo.Name(to)} cannot be set on RAM; use ram_rw, ram_ro or ram_logdirty.");
         int n = 0;
+        ulong lo = ulong.MaxValue, hi = 0;
         foreach (ulong g in gfns)
         {
             if (P2mTree.Classify(P2m.Get(g)) != P2mEntryKind.Ram || Types.Get(P2m, g) != from) continue;
             Types.Set(g, to);
             n++;
+            lo = Math.Min(lo, g);
+            hi = Math.Max(hi, g);
         }
         if (n == 0) return 0;
         Counters.Add(PerfCounter.P2mTypeChange, n);
-        Mode?.OnP2mChanged(gfns[0], gfns[^1] + 1, flush);
+        Mode?.OnP2mChanged(lo, hi + 1, flush);
         return n;
     }
 
     /// <summary>Maximal runs [start, end) of gfns that are RAM in the p2m, ascending.</summary>
     public List<(ulong Start, ulong End)> RamRuns()
     {
+        using var op = EnterOperation();
         var runs = new List<(ulong, ulong)>();
         ulong start = 0, next = ulong.MaxValue;
         foreach (var (pfn, _) in P2m.EnumerateRam())
@@ -512,6 +603,7 @@ public sealed class Domain
 
     public Framebuffer? FindFramebuffer(string name)
     {
+        using var op = EnterOperation();
         foreach (var f in _framebuffers) if (string.Equals(f.Name, name, StringComparison.OrdinalIgnoreCase)) return f;
         return null;
     }
@@ -522,6 +614,8 @@ public sealed class Domain
     /// </summary>
     public Framebuffer AddFramebuffer(FramebufferConfig config)
     {
+        using var op = EnterOperation();
+        ArgumentNullException.ThrowIfNull(config);
         var probe = Config.Clone();
         probe.Framebuffers = new List<FramebufferConfig>(Config.Framebuffers) { config };
         var problems = probe.Problems();
@@ -559,6 +653,7 @@ public sealed class Domain
     /// <summary>Unplugs a monitor: stops tracking its range and gives back the frames plugging it in populated.</summary>
     public void RemoveFramebuffer(string name)
     {
+        using var op = EnterOperation();
         var fb = FindFramebuffer(name) ?? throw new InvalidConfigurationException($"Domain '{Name}' has no framebuffer '{name}'.");
         ulong first = fb.Config.FirstGfn, pages = fb.Config.Pages;
         var range = Vram.Find(first, pages);
@@ -580,6 +675,7 @@ public sealed class Domain
     /// <summary>Asks the guest kernel to map a framebuffer at <paramref name="va"/> (several aliases allowed).</summary>
     public void MountFramebuffer(string name, ulong va, bool writable = true)
     {
+        using var op = EnterOperation();
         var fb = FindFramebuffer(name) ?? throw new InvalidConfigurationException($"Domain '{Name}' has no framebuffer '{name}'.");
         Kernel.Map(va, fb.Config.FirstGfn, fb.Config.Pages, writable ? Guest.MapFlags.Writable : Guest.MapFlags.None);
     }
@@ -606,9 +702,13 @@ public sealed class Domain
         return false;
     }
 
+    // TryGetRam, TryReadPhysU64, TryWritePhysU64, GetP2mType and Classify are the primitives the
+    // paging modes call inside walks: no lock (the caller is inside an operation; a thread that
+    // shares the domain holds EnterOperation around them). A removed domain's p2m is empty.
     /// <summary>Reads 8 bytes of RAM; false (nothing read) unless every byte is RAM. An entry may straddle two pages.</summary>
     public bool TryReadPhysU64(ulong gpa, out ulong value)
     {
+        ThrowIfRemoved();
         int off = (int)(gpa & Page.OffsetMask);
         if (off > Page.Size - 8) return TryReadPhysU64Straddling(gpa, out value);
         if (!TryGetRam(gpa >> Page.Shift, out var mfn)) { value = 0; return false; }
@@ -619,6 +719,7 @@ public sealed class Domain
     /// <summary>Writes 8 bytes of RAM raw (no mode sees it); false (nothing written) unless every byte is RAM.</summary>
     public bool TryWritePhysU64(ulong gpa, ulong value)
     {
+        ThrowIfRemoved();
         int off = (int)(gpa & Page.OffsetMask);
         if (off > Page.Size - 8) return TryWritePhysU64Straddling(gpa, value);
         if (!TryGetRam(gpa >> Page.Shift, out var mfn)) return false;
@@ -666,6 +767,7 @@ public sealed class Domain
     /// <summary>Reads guest-physical memory; checks every page first, so a Missing result reads nothing.</summary>
     public PhysAccessResult ReadPhysical(ulong gpa, Span<byte> destination)
     {
+        using var op = EnterOperation();
         var check = CheckRange(gpa, (ulong)destination.Length);
         if (check.Status == PhysAccessStatus.Missing) return check;
         int done = 0;
@@ -689,6 +791,13 @@ public sealed class Domain
     /// log-dirty page is logged. Checks every page first, so a Missing result writes nothing.
     /// </summary>
     public PhysAccessResult WriteGuestPhysical(ulong gpa, ReadOnlySpan<byte> source, Vcpu? writer = null)
+    {
+        using var op = EnterOperation();
+        return WriteGuestPhysicalInOperation(gpa, source, writer);
+    }
+
+    /// <summary>The same, for a caller already inside an operation (the interpreter's emulated writes).</summary>
+    internal PhysAccessResult WriteGuestPhysicalInOperation(ulong gpa, ReadOnlySpan<byte> source, Vcpu? writer)
     {
         var check = CheckRange(gpa, (ulong)source.Length);
         if (check.Status == PhysAccessStatus.Missing) return check;
@@ -777,6 +886,7 @@ public sealed class Domain
     /// </summary>
     public BalloonResult Balloon(ulong targetPages)
     {
+        using var op = EnterOperation();
         if (targetPages > MaxPages)
             throw new InvalidConfigurationException($"Balloon target {targetPages} pages exceeds the E820's {MaxPages} RAM pages (maxmem).");
         if (targetPages < (ulong)Config.KernelPtPages + 256)
@@ -791,13 +901,19 @@ public sealed class Domain
         if (Config.Builder == DomainBuilder.Pv)
         {
             // increase_reservation: the pfns are the balloon list's first pages, head first.
-            for (int k = _ballooned.Count - 1; k >= 0 && (ulong)pfns.Count < pages; k--) pfns.Add(_ballooned[k]);
+            foreach (ulong pfn in BalloonListHeadFirst())
+            {
+                if ((ulong)pfns.Count == pages) break;
+                pfns.Add(pfn);
+            }
         }
         else
-        foreach (ulong pfn in E820.RamPfns())
         {
-            if ((ulong)pfns.Count == pages) break;
-            if (P2mTree.Classify(P2m.Get(pfn)) != P2mEntryKind.Ram) pfns.Add(pfn);
+            foreach (ulong pfn in E820.RamPfns())
+            {
+                if ((ulong)pfns.Count == pages) break;
+                if (P2mTree.Classify(P2m.Get(pfn)) != P2mEntryKind.Ram) pfns.Add(pfn);
+            }
         }
         foreach (ulong pfn in pfns)
         {
@@ -811,7 +927,12 @@ public sealed class Domain
         }
         var mfns = new Mfn[pfns.Count];
         _machine.Allocate(mfns);
-        if (Config.Builder == DomainBuilder.Pv) _ballooned.RemoveRange(_ballooned.Count - pfns.Count, pfns.Count);
+        if (Config.Builder == DomainBuilder.Pv)
+        {
+            int fromStack = Math.Min(pfns.Count, _ballooned.Count);
+            _ballooned.RemoveRange(_ballooned.Count - fromStack, fromStack);
+            _regionNext -= (ulong)(pfns.Count - fromStack);
+        }
         for (int i = 0; i < pfns.Count; i++)
         {
             P2m.SetMfn(pfns[i], mfns[i]);
@@ -853,7 +974,8 @@ public sealed class Domain
 
     public void FlushAllTlbs()
     {
-        foreach (var v in _vcpus) v.FlushTlb();
+        using var op = EnterOperation();
+        foreach (var v in _vcpus) v.FlushTlbInOperation();
     }
 
     public override string ToString() => $"{Name} (domid {Id})";
@@ -881,6 +1003,7 @@ public sealed class Framebuffer
 
     private List<ulong> MappedAt(bool writableOnly)
     {
+        using var op = _owner.EnterOperation();
         var list = new List<ulong>();
         foreach (var m in _owner.Kernel.Mappings())
         {
@@ -909,8 +1032,19 @@ public readonly record struct BalloonResult(BalloonOutcome Outcome, ulong Offend
     {
         BalloonOutcome.RefusedMappingValid =>
             $"balloon driver BUG_ON(phys_to_machine_mapping_valid(0x{OffendingPfn:x})): the p2m answers 0x{OffendingEntry:x} " +
-            $"({P2mTree.Classify(OffendingEntry)}) for a pfn the E820 calls RAM and that was never populated",
+            $"({P2mTree.Classify(OffendingEntry)}) for a pfn it was about to populate (never populated before)",
         BalloonOutcome.Unchanged => "already at target",
         _ => PagesChanged >= 0 ? $"populated {PagesChanged} page(s)" : $"released {-PagesChanged} page(s)",
     };
+}
+
+/// <summary>One operation in progress on a domain (<see cref="Domain.EnterOperation"/>): dispose to leave it.</summary>
+public readonly struct DomainOperation : IDisposable
+{
+    private readonly object? _gate;
+    internal DomainOperation(object gate) => _gate = gate;
+    public void Dispose()
+    {
+        if (_gate is not null) Monitor.Exit(_gate);
+    }
 }

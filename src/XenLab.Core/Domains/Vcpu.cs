@@ -38,7 +38,7 @@ public sealed class Vcpu
     public Domain Domain => _domain;
     private Cpu.X86Cpu? _cpu;
     /// <summary>The x86-64 interpreter's state for this vCPU (registers, flags, decode cache), made on first use.</summary>
-    public Cpu.X86Cpu Cpu => _cpu ??= new Cpu.X86Cpu(this);
+    public Cpu.X86Cpu Cpu => _cpu ?? System.Threading.Interlocked.CompareExchange(ref _cpu, new Cpu.X86Cpu(this), null) ?? _cpu;
     public Tlb Tlb => _tlb;
     public ulong Cr3 { get; private set; }
     /// <summary>CR2: the linear address of the last page fault.</summary>
@@ -51,8 +51,16 @@ public sealed class Vcpu
     /// <summary>mov cr3: loads a new top-level table, flushes the TLB (no PCID) and tells the mode.</summary>
     public void LoadCr3(ulong cr3)
     {
+        using var op = _domain.EnterOperation();
+        LoadCr3InOperation(cr3);
+    }
+
+    // The *InOperation forms are what a guest run calls per instruction: the run already holds
+    // the domain's operation (Domain.EnterOperation), so they take nothing.
+    internal void LoadCr3InOperation(ulong cr3)
+    {
         Cr3 = cr3;
-        FlushTlb();
+        FlushTlbInOperation();
         _domain.Counters.Inc(PerfCounter.Cr3Load);
         _domain.Mode?.OnCr3Load(this);
     }
@@ -62,12 +70,24 @@ public sealed class Vcpu
 
     public void FlushTlb()
     {
+        using var op = _domain.EnterOperation();
+        FlushTlbInOperation();
+    }
+
+    internal void FlushTlbInOperation()
+    {
         _tlb.FlushAll();
         _domain.Counters.Inc(PerfCounter.TlbFlushAll);
     }
 
     /// <summary>invlpg: drops the TLB entry and tells the mode (shadow zaps its entry for the address).</summary>
     public void InvalidatePage(ulong va)
+    {
+        using var op = _domain.EnterOperation();
+        InvalidatePageInOperation(va);
+    }
+
+    internal void InvalidatePageInOperation(ulong va)
     {
         _tlb.Invalidate(va);
         _domain.Counters.Inc(PerfCounter.TlbFlushPage);
@@ -79,8 +99,15 @@ public sealed class Vcpu
     /// a write through an entry whose dirty bit is clear walks again to set it; a miss or a
     /// rights failure goes to the paging mode (so a fault is never raised from a stale entry alone).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Translation Translate(ulong va, AccessKind access)
+    {
+        using var op = _domain.EnterOperation();
+        return TranslateInOperation(va, access);
+    }
+
+    /// <summary>The same, for a caller already inside an operation (the interpreter, on every access).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal Translation TranslateInOperation(ulong va, AccessKind access)
     {
         ref var e = ref _tlb.Slot(va);
         if (Tlb.Matches(e, va))
@@ -129,6 +156,8 @@ public sealed class Vcpu
     /// <summary>A translation with every entry it reads, for display; does not use or fill the TLB.</summary>
     public Translation Explain(ulong va, AccessKind access, TranslationTrace trace)
     {
+        using var op = _domain.EnterOperation();
+        ArgumentNullException.ThrowIfNull(trace);
         if (!X86Pte.IsCanonical(va))
         {
             trace.Note($"0x{va:x} is not canonical: #GP before any walk");
@@ -140,6 +169,7 @@ public sealed class Vcpu
     /// <summary>Reads guest-virtual memory; all pages are translated before any byte moves.</summary>
     public VirtualAccessResult ReadVirtual(ulong va, Span<byte> destination, AccessKind privilege = AccessKind.Read)
     {
+        using var op = _domain.EnterOperation();
         int pages = PagesSpanned(va, destination.Length);
         Span<Translation> ts = pages <= 16 ? stackalloc Translation[pages] : new Translation[pages];
         var check = TranslateAll(va, destination.Length, privilege & AccessKind.User, ts);
@@ -162,6 +192,7 @@ public sealed class Vcpu
     /// <summary>Writes guest-virtual memory; all pages are translated (and so checked) before any byte moves.</summary>
     public VirtualAccessResult WriteVirtual(ulong va, ReadOnlySpan<byte> source, AccessKind privilege = AccessKind.Read)
     {
+        using var op = _domain.EnterOperation();
         var access = AccessKind.Write | (privilege & AccessKind.User);
         int pages = PagesSpanned(va, source.Length);
         Span<Translation> ts = pages <= 16 ? stackalloc Translation[pages] : new Translation[pages];
@@ -175,7 +206,7 @@ public sealed class Vcpu
             int n = Math.Min(Page.Size - off, source.Length - done);
             ulong rights = ts[p].Rights;
             if ((rights & TlbRights.EmulateWrites) != 0)
-                _domain.WriteGuestPhysical((ts[p].Gfn << Page.Shift) | (uint)off, source.Slice(done, n), this);
+                _domain.WriteGuestPhysicalInOperation((ts[p].Gfn << Page.Shift) | (uint)off, source.Slice(done, n), this);
             else if ((rights & TlbRights.Mmio) == 0)
                 source.Slice(done, n).CopyTo(machine.Write(new Mfn(ts[p].Mfn)).Slice(off, n));
             else _domain.NoteDeviceAccess();
@@ -197,7 +228,7 @@ public sealed class Vcpu
             ulong addr = p == 0 ? va : ((va & ~Page.OffsetMask) + ((ulong)p << Page.Shift));
             if (!X86Pte.IsCanonical(addr))
                 return new VirtualAccessResult(TranslateStatus.NonCanonical, addr, 0, 0);
-            var t = Translate(addr, access);
+            var t = TranslateInOperation(addr, access);
             if (!t.IsOk) return new VirtualAccessResult(t.Status, addr, t.ErrorCode, t.Gfn);
             ts[p] = t;
         }

@@ -74,9 +74,15 @@ public sealed class GuestKernel
     /// <summary>Maps <paramref name="count"/> pages at <paramref name="va"/> to gfns from <paramref name="gfn"/> up.</summary>
     public void Map(ulong va, ulong gfn, ulong count, MapFlags flags)
     {
+        using var op = _domain.EnterOperation();
         CheckRange(va, count);
         if (gfn + count < gfn || gfn + count > (1UL << (X86Pte.MaxPhysAddrBits - Page.Shift)))
             throw new InvalidConfigurationException($"gfn range 0x{gfn:x} + {count} pages is beyond the {X86Pte.MaxPhysAddrBits}-bit physical address space.");
+        // Every 512 pages need a leaf table of their own, and every table comes from the pool:
+        // a count beyond that is refused before any planning work (which is per 2 MiB chunk).
+        if (count > (ulong)_poolPages * 512)
+            throw new InvalidConfigurationException(
+                $"Mapping {count} page(s) needs at least {(count + 511) / 512} leaf page-table page(s); the guest kernel has {_poolPages} in all (kernel_pt_pages). Nothing was mapped.");
         int needed = TablesNeeded(va, count);
         if (needed > _poolPages - _poolUsed)
             throw new InvalidConfigurationException(
@@ -111,12 +117,25 @@ public sealed class GuestKernel
     /// </summary>
     private ulong RewriteLeaves(ulong va, ulong count, bool arg, Func<GuestEntryState, bool, GuestEntryState?> change)
     {
+        using var op = _domain.EnterOperation();
         CheckRange(va, count);
         ulong changed = 0;
-        for (ulong i = 0; i < count; i++)
+        for (ulong i = 0; i < count;)
         {
-            ulong pteAddr = LeafEntryAddress(va + (i << Page.Shift), create: false);
-            if (pteAddr == 0 || !_domain.TryReadPhysU64(pteAddr, out ulong pte)) continue;
+            ulong at = va + (i << Page.Shift);
+            ulong pteAddr = LeafEntryAddress(at, create: false, out int missingLevel);
+            if (pteAddr == 0)
+            {
+                // Nothing below an absent entry (or a large page, which this kernel never maps):
+                // skip the whole span it covers, so the cost follows the tables, not the count.
+                ulong span = 1UL << (Page.Shift + 9 * (missingLevel - 1));
+                ulong skip = (span - (at & (span - 1))) >> Page.Shift;
+                if (skip >= count - i) break;
+                i += skip;
+                continue;
+            }
+            i++;
+            if (!_domain.TryReadPhysU64(pteAddr, out ulong pte)) continue;
             var s = Format.Decode(pte, 1);
             if (!s.Present || change(s, arg) is not { } next) continue;
             WritePte(pteAddr, next.Present ? Format.Encode(next, 1) : 0);
@@ -129,6 +148,7 @@ public sealed class GuestKernel
     /// <summary>The mappings the guest's tables hold now (read from the tables themselves, raw writes included).</summary>
     public List<GuestMapping> Mappings()
     {
+        using var op = _domain.EnterOperation();
         var result = new List<GuestMapping>();
         foreach (var leaf in Leaves())
         {
@@ -143,6 +163,7 @@ public sealed class GuestKernel
     /// <summary>Every present leaf with effective rights (ANDed/ORed down the levels), in VA order.</summary>
     public List<GuestLeaf> Leaves()
     {
+        using var op = _domain.EnterOperation();
         var result = new List<GuestLeaf>();
         Collect(Pml4Gfn << Page.Shift, 4, 0, true, true, false, result);
         return result;
@@ -254,8 +275,12 @@ public sealed class GuestKernel
     }
 
     /// <summary>Guest-physical address of the leaf entry for <paramref name="va"/>; 0 when absent and not created.</summary>
-    private ulong LeafEntryAddress(ulong va, bool create)
+    private ulong LeafEntryAddress(ulong va, bool create) => LeafEntryAddress(va, create, out _);
+
+    /// <summary>The same; when it answers 0, <paramref name="missingLevel"/> is the level whose entry was absent or a large leaf.</summary>
+    private ulong LeafEntryAddress(ulong va, bool create, out int missingLevel)
     {
+        missingLevel = 0;
         ulong table = Pml4Gfn << Page.Shift;
         for (int level = 4; level >= 2; level--)
         {
@@ -264,13 +289,14 @@ public sealed class GuestKernel
             var s = Format.Decode(e, level);
             if (!s.Present)
             {
+                missingLevel = level;
                 if (!create) return 0;
                 ulong gfn = AllocateTablePage();
                 WritePte(entryAddr, Format.TableEntry(gfn));
                 table = gfn << Page.Shift;
                 continue;
             }
-            if (s.Leaf) return 0;
+            if (s.Leaf) { missingLevel = level; return 0; }
             table = s.Frame << Page.Shift;
         }
         return table + (ulong)X86Pte.IndexAt(va, 1) * 8;

@@ -45,7 +45,7 @@ public enum OracleOpKind : byte
 public readonly record struct OracleOp(OracleOpKind Kind, int A, int B, int C, int D);
 
 /// <summary>One mode/strategy combination the oracle runs.</summary>
-public sealed record OracleVariant(string Name, PagingModeKind Mode, PagingOptions Options, VramStrategy Strategy)
+public sealed record OracleVariant(string Name, PagingModeKind Mode, PagingOptions Options, VramStrategy Strategy, ulong? ShadowMemoryMiB = null)
 {
     public override string ToString() => Name;
 }
@@ -89,6 +89,7 @@ public static class DirtyTrackingOracle
         new OracleVariant("shadow oos=off/backlinks", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.Off }, VramStrategy.BackLinks),
         new OracleVariant("shadow oos=nosnapshot/backlinks", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.NoSnapshot }, VramStrategy.BackLinks),
         new OracleVariant("shadow oos=snapshot/backlinks", PagingModeKind.Shadow, PagingOptions.Default, VramStrategy.BackLinks),
+        new OracleVariant("shadow oos=snapshot/backlinks, 1 MiB pool", PagingModeKind.Shadow, PagingOptions.Default, VramStrategy.BackLinks, ShadowMemoryMiB: 1),
         new OracleVariant("shadow oos=snapshot/dbit", PagingModeKind.Shadow, PagingOptions.Default, VramStrategy.DirtyBit),
         new OracleVariant("shadow oos=off/dbit", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.Off }, VramStrategy.DirtyBit),
         new OracleVariant("shadow oos=snapshot/types", PagingModeKind.Shadow, PagingOptions.Default, VramStrategy.Tracker),
@@ -185,22 +186,25 @@ public static class DirtyTrackingOracle
         var current = new List<OracleOp>(ops);
         int replays = 0;
         var deadline = Stopwatch.StartNew();
-        for (int chunk = Math.Max(1, current.Count / 2); chunk >= 1; chunk /= 2)
+        bool Pass(int chunk, int stride)
         {
-            bool removedAny = true;
-            while (removedAny)
+            bool removedAny = false;
+            for (int start = 0; start + chunk <= current.Count - 1; )   // the failing (last) operation stays
             {
-                removedAny = false;
-                for (int start = 0; start + chunk <= current.Count - 1; )   // the failing (last) operation stays
-                {
-                    if (replays++ >= maxReplays || deadline.Elapsed.TotalSeconds > 60 || (stop?.Invoke() ?? false)) return current;
-                    var trial = new List<OracleOp>(current);
-                    trial.RemoveRange(start, chunk);
-                    if (Replay(config, variant, trial, audit) == kind) { current = trial; removedAny = true; }
-                    else start += chunk;
-                }
+                if (replays++ >= maxReplays || deadline.Elapsed.TotalSeconds > 60 || (stop?.Invoke() ?? false)) return false;
+                var trial = new List<OracleOp>(current);
+                trial.RemoveRange(start, chunk);
+                if (Replay(config, variant, trial, audit) == kind) { current = trial; removedAny = true; }
+                else start += stride;
             }
+            return removedAny;
         }
+        for (int chunk = Math.Max(1, current.Count / 2); chunk >= 1; chunk /= 2)
+            while (Pass(chunk, chunk)) { }
+        // Operations that only matter in pairs (log-dirty on then off) go together: slide small windows.
+        if (current.Count <= 200)
+            for (int chunk = 2; chunk <= 3; chunk++)
+                while (Pass(chunk, 1)) { }
         return current;
     }
 
@@ -269,6 +273,7 @@ internal sealed class OracleRun : IDisposable
         c.Paging = variant.Mode;
         c.PagingOptions = variant.Options;
         c.VramStrategy = variant.Strategy;
+        if (variant.ShadowMemoryMiB is { } pool) c.ShadowMemoryMiB = pool;
         c.Workload = null;
         _host = new XenHost();
         _d = _host.CreateDomain(c);

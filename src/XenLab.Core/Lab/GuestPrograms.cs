@@ -52,11 +52,20 @@ public static class GuestPrograms
     public const int StackPages = 16;
     public const ulong ChurnGfnA = 0x3100, ChurnGfnB = 0x3200;
     public const int MaxChurnPages = 256;
+    /// <summary>Frames one run may take (YAML's workload frames has the same bound).</summary>
+    public const int MaxFrames = 100_000;
 
-    /// <summary>Maps the program region, writes <paramref name="code"/> at <see cref="CodeVa"/>, points RIP and RSP at it.</summary>
+    /// <summary>
+    /// Maps the program region, writes <paramref name="code"/> at <see cref="CodeVa"/> and resets
+    /// the vCPU to start it: CR3 = the guest kernel's top-level table (where the region is
+    /// mapped; a program may have loaded another), RIP = <see cref="CodeVa"/>, RSP = the stack
+    /// top, every other general register 0, RFLAGS = 0x2, no #PF handler. Kept: the hypercall
+    /// table, guest memory outside the code region, and the other vCPUs.
+    /// </summary>
     public static GuestProgramView Load(Domain d, ReadOnlySpan<byte> code, int vcpu = 0)
     {
-        if (vcpu < 0 || vcpu >= d.Vcpus.Count) throw new InvalidConfigurationException($"Domain '{d.Name}' has no vcpu {vcpu}.");
+        using var op = d.EnterOperation();
+        CheckVcpu(d, vcpu);
         if (code.Length == 0) throw new InvalidConfigurationException("There is no code to load.");
         if (code.Length > CodePages * Page.Size) throw new InvalidConfigurationException($"{code.Length} bytes of code exceed the {CodePages * Page.Size}-byte code region.");
         RequireRam(d, CodeGfn, (ulong)(StackGfn + StackPages - CodeGfn));
@@ -68,19 +77,31 @@ public static class GuestPrograms
         code.CopyTo(region);
         var r = d.WriteGuestPhysical(CodeGfn << Page.Shift, region);
         if (r.Status == PhysAccessStatus.Missing) throw new InvalidConfigurationException($"gfn 0x{r.FirstBadGfn:x} of the code region is not RAM.");
-        var cpu = d.Vcpus[vcpu].Cpu;
+        var v = d.Vcpus[vcpu];
+        if (v.Cr3 != d.Kernel.Pml4Gfn << Page.Shift) v.LoadCr3(d.Kernel.Pml4Gfn << Page.Shift);
+        var cpu = v.Cpu;
+        for (int i = 0; i < 16; i++) cpu[(Reg)i] = 0;
+        cpu.Rflags = 0;                                  // bit 1 stays set: 0x2
+        cpu.PageFaultHandler = 0;
         cpu.Rip = CodeVa;
         cpu[Reg.Rsp] = StackVa + (ulong)StackPages * Page.Size;
         return new GuestProgramView(d.Name, vcpu, CodeVa, code.Length, DataVa, cpu[Reg.Rsp]);
     }
 
     /// <summary>Assembles NASM-style text at <see cref="CodeVa"/> and loads it.</summary>
-    public static GuestProgramView LoadAssembly(Domain d, string text, int vcpu = 0) =>
-        Load(d, GuestAssembler.Assemble(text, CodeVa), vcpu);
+    public static GuestProgramView LoadAssembly(Domain d, string text, int vcpu = 0)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        CheckVcpu(d, vcpu);
+        return Load(d, GuestAssembler.Assemble(text, CodeVa), vcpu);
+    }
 
     /// <summary>Builds the frame loop of a workload for this domain and loads it.</summary>
     public static GuestProgramView LoadWorkload(Domain d, WorkloadConfig w, int vcpu = 0)
     {
+        using var op = d.EnterOperation();
+        CheckVcpu(d, vcpu);                              // before mounting anything
+        ArgumentNullException.ThrowIfNull(w);
         var fbs = new Dictionary<string, GuestFramebuffer>(StringComparer.OrdinalIgnoreCase);
         for (int i = 0; i < d.Framebuffers.Count; i++)
         {
@@ -104,9 +125,15 @@ public static class GuestPrograms
     /// <summary>Runs one frame: until the guest yields (or something stops it), then pulls every framebuffer's dirty state.</summary>
     public static FrameReport RunFrame(Domain d, int frame, long budget, int vcpu = 0, string? pngDirectory = null)
     {
+        using var op = d.EnterOperation();
+        CheckVcpu(d, vcpu);
+        if (budget < 0) throw new InvalidConfigurationException($"A frame's budget of {budget} instructions is negative.");
+        if (pngDirectory is not null && !Directory.Exists(pngDirectory))
+            throw new InvalidConfigurationException($"The PNG folder '{pngDirectory}' does not exist.");
         var cpu = d.Vcpus[vcpu].Cpu;
         var stop = cpu.Run(budget);
         var views = new List<DirtyVramView>();
+        if (stop.Reason == StopReason.DomainRemoved) return new FrameReport(d.Name, frame, stop.Instructions, stop, views);
         foreach (var fb in d.Framebuffers)
         {
             if (pngDirectory is not null)
@@ -120,9 +147,13 @@ public static class GuestPrograms
     public static List<FrameReport> RunWorkload(Domain d, WorkloadConfig w, int? frames = null, string? pngDirectory = null,
         IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
+        using var op = d.EnterOperation();
+        ArgumentNullException.ThrowIfNull(w);
+        int count = frames ?? w.Frames;
+        if (count < 0 || count > MaxFrames) throw new InvalidConfigurationException($"A workload runs 0 to {MaxFrames} frames (0 loads it only), not {count}.");
         LoadWorkload(d, w);
         var list = new List<FrameReport>();
-        RunFrames(d, frames ?? w.Frames, w.BudgetPerFrame, 0, pngDirectory, list.Add, progress, cancel);
+        RunFrames(d, count, w.BudgetPerFrame, 0, pngDirectory, list.Add, progress, cancel);
         return list;
     }
 
@@ -135,6 +166,13 @@ public static class GuestPrograms
     public static int RunFrames(Domain d, int frames, long budget, int vcpu, string? pngDirectory, Action<FrameReport> onFrame,
         IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
+        // Everything is checked before tracking starts, so a refused call changes nothing.
+        CheckVcpu(d, vcpu);
+        ArgumentNullException.ThrowIfNull(onFrame);
+        if (frames < 0 || frames > MaxFrames) throw new InvalidConfigurationException($"A workload runs 0 to {MaxFrames} frames (0 loads it only), not {frames}.");
+        if (budget < 0) throw new InvalidConfigurationException($"A frame's budget of {budget} instructions is negative.");
+        if (pngDirectory is not null && !Directory.Exists(pngDirectory))
+            throw new InvalidConfigurationException($"The PNG folder '{pngDirectory}' does not exist.");
         var reporter = new ProgressReporter(progress, cancel);
         reporter.Begin($"Guest workload on domain '{d.Name}' vcpu {vcpu}", frames, "frame");
         foreach (var fb in d.Framebuffers) DirtyViews.Query(d, fb.Name, peek: false);
@@ -169,6 +207,11 @@ public static class GuestPrograms
             list.Add(new ChurnEntry(TableAliasVa + (leaf.EntryAddress - (k.PoolBaseGfn << Page.Shift)), leaf.VirtualAddress, a, b));
         }
         return list;
+    }
+
+    private static void CheckVcpu(Domain d, int vcpu)
+    {
+        if (vcpu < 0 || vcpu >= d.Vcpus.Count) throw new InvalidConfigurationException($"Domain '{d.Name}' has no vcpu {vcpu} (it has {d.Vcpus.Count}).");
     }
 
     private static void EnsureMapped(Domain d, ulong va, ulong gfn, ulong pages)

@@ -51,6 +51,7 @@ public static class LiveMigration
     public static MigrationResult PreCopy(Domain d, double dirtyRatio = 0.05, int workingSetPages = 4096, int maxRounds = 30, long stopAt = 64, int seed = 1,
         IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
+        using var op = d.EnterOperation();
         if (dirtyRatio < 0 || dirtyRatio > 100) throw new InvalidConfigurationException($"dirty ratio {dirtyRatio} must be between 0 and 100.");
         if (workingSetPages < 16 || workingSetPages > 1 << 20) throw new InvalidConfigurationException($"working set {workingSetPages} pages must be between 16 and 1048576.");
         if (maxRounds < 1 || maxRounds > 1000) throw new InvalidConfigurationException($"max rounds {maxRounds} must be between 1 and 1000.");

@@ -34,6 +34,7 @@ public static class MemoryWorkloads
     /// <summary>Runs a built-in workload; a stop (<paramref name="cancel"/>) comes between rounds as OperationCanceledException.</summary>
     public static WorkloadResult Run(Domain d, string name, int rounds, IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
+        using var op = d.EnterOperation();
         if (rounds < 1 || rounds > 1_000_000) throw new InvalidConfigurationException($"rounds {rounds} must be between 1 and 1000000.");
         return name switch
         {
@@ -49,6 +50,7 @@ public static class MemoryWorkloads
     /// </summary>
     public static WorkloadResult PageTableChurn(Domain d, int rounds, int pages = 64, IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
+        using var op = d.EnterOperation();
         RequireFrames(d, (ulong)pages * 4);
         var reporter = new ProgressReporter(progress, cancel);
         reporter.Begin($"Workload pt-churn on domain '{d.Name}'", rounds, "round");
@@ -84,6 +86,7 @@ public static class MemoryWorkloads
     /// </summary>
     public static WorkloadResult PteUpdates(Domain d, int rounds, IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
+        using var op = d.EnterOperation();
         const int Pages = 512;
         RequireFrames(d, Pages * 2);
         var k = d.Kernel;

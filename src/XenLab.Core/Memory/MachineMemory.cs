@@ -3,8 +3,14 @@
 // out from the top down, as Xen's allocator does at domain build (seed 004: "descending
 // MFN values"). Freed frames are reused highest first, so a domain built after others come
 // and go gets a scattered set: nothing may assume a domain's frames are contiguous (seed 003).
+//
+// Threads share it (one host per PowerShell process): allocation and free take one lock over
+// the free bitmap and its count; a frame's bytes are read and written without one (a frame has
+// one owner, and its owner's domain lock orders its users), materialised on first write by a
+// compare-and-swap so two threads backing frames in the same chunk cannot lose each other's page.
 using System;
 using System.Numerics;
+using System.Threading;
 
 namespace XenLab.Memory;
 
@@ -14,9 +20,10 @@ public sealed class MachineMemory
     private const int ChunkFrames = 1 << ChunkShift;
 
     private readonly byte[]?[]?[] _chunks;          // [mfn >> 9][mfn & 511] -> 4 KiB, or null (zeros)
-    private readonly ulong[] _freeBits;             // bit set = frame free
-    private ulong _freeCount;
-    private ulong _backedFrames;
+    private readonly ulong[] _freeBits;             // bit set = frame free; under _allocGate
+    private readonly object _allocGate = new();
+    private ulong _freeCount;                       // under _allocGate
+    private long _backedFrames;                     // Interlocked
 
     public MachineMemory(ulong sizeBytes)
     {
@@ -33,19 +40,24 @@ public sealed class MachineMemory
 
     public ulong FrameCount { get; }
     public ulong SizeBytes => FrameCount << Page.Shift;
-    public ulong FreeFrames => _freeCount;
-    public ulong AllocatedFrames => FrameCount - _freeCount;
+    public ulong FreeFrames => Volatile.Read(ref _freeCount);
+    public ulong AllocatedFrames => FrameCount - FreeFrames;
     /// <summary>Frames whose bytes have been materialised by a write.</summary>
-    public ulong BackedFrames => _backedFrames;
+    public ulong BackedFrames => (ulong)Interlocked.Read(ref _backedFrames);
 
     public bool IsAllocated(Mfn mfn) =>
-        mfn.Value < FrameCount && (_freeBits[mfn.Value >> 6] & (1UL << (int)(mfn.Value & 63))) == 0;
+        mfn.Value < FrameCount && (Volatile.Read(ref _freeBits[mfn.Value >> 6]) & (1UL << (int)(mfn.Value & 63))) == 0;
 
     /// <summary>
     /// Allocates <c>into.Length</c> frames, highest free frame first, into
     /// <paramref name="into"/>. All or nothing: on shortage nothing is taken.
     /// </summary>
     public void Allocate(Span<Mfn> into)
+    {
+        lock (_allocGate) AllocateLocked(into);
+    }
+
+    private void AllocateLocked(Span<Mfn> into)
     {
         ulong count = (ulong)into.Length;
         if (count > _freeCount) throw new MachineMemoryExhaustedException(count, _freeCount);
@@ -74,15 +86,21 @@ public sealed class MachineMemory
     /// <summary>Returns a frame to the pool and forgets its contents (the next owner reads zeros).</summary>
     public void Free(Mfn mfn)
     {
-        if (mfn.Value >= FrameCount || IsFree(mfn.Value))
+        if (mfn.Value >= FrameCount)
             throw new InvalidOperationException($"Double free or bad frame: {mfn}.");
-        _freeBits[mfn.Value >> 6] |= 1UL << (int)(mfn.Value & 63);
-        _freeCount++;
-        var chunk = _chunks[mfn.Value >> ChunkShift];
-        if (chunk is not null && chunk[mfn.Value & (ChunkFrames - 1)] is not null)
+        // Forget the bytes before the frame can be handed out again, so its next owner reads zeros.
+        var chunk = Volatile.Read(ref _chunks[mfn.Value >> ChunkShift]);
+        lock (_allocGate)
         {
-            chunk[mfn.Value & (ChunkFrames - 1)] = null;
-            _backedFrames--;
+            if (IsFree(mfn.Value))
+                throw new InvalidOperationException($"Double free or bad frame: {mfn}.");
+            if (chunk is not null && chunk[mfn.Value & (ChunkFrames - 1)] is not null)
+            {
+                Volatile.Write(ref chunk[mfn.Value & (ChunkFrames - 1)], null);
+                Interlocked.Decrement(ref _backedFrames);
+            }
+            _freeBits[mfn.Value >> 6] |= 1UL << (int)(mfn.Value & 63);
+            _freeCount++;
         }
     }
 
@@ -100,14 +118,20 @@ public sealed class MachineMemory
     {
         ulong f = mfn.Value;
         if (f >= FrameCount) ThrowBadFrame(f);
-        ref byte[]?[]? chunk = ref _chunks[f >> ChunkShift];
-        chunk ??= new byte[ChunkFrames][];
-        ref byte[]? page = ref chunk[f & (ChunkFrames - 1)];
-        if (page is null)
-        {
-            page = new byte[Page.Size];
-            _backedFrames++;
-        }
+        var chunk = _chunks[f >> ChunkShift] ?? NewChunk(f >> ChunkShift);
+        return chunk[f & (ChunkFrames - 1)] ?? NewPage(chunk, (int)(f & (ChunkFrames - 1)));
+    }
+
+    // First writes: published by compare-and-swap, so a racing thread uses the winner's array.
+    private byte[]?[] NewChunk(ulong index) =>
+        Interlocked.CompareExchange(ref _chunks[index], new byte[ChunkFrames][], null) ?? _chunks[index]!;
+
+    private byte[] NewPage(byte[]?[] chunk, int slot)
+    {
+        var page = new byte[Page.Size];
+        var won = Interlocked.CompareExchange(ref chunk[slot], page, null);
+        if (won is not null) return won;
+        Interlocked.Increment(ref _backedFrames);
         return page;
     }
 

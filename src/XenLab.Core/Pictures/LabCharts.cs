@@ -94,7 +94,7 @@ public static class LabCharts
         plot.Axes.Bottom.MajorTickStyle.Length = 0;
         if (logScale) LogTicks(plot);
         plot.Axes.Margins(bottom: 0);
-        if (series.Count > 1) plot.ShowLegend(Alignment.UpperRight);
+        if (series.Count > 1) plot.ShowLegend(Edge.Right);   // outside the data area: never over a bar
         else plot.HideLegend();
         return plot;
     }
@@ -131,7 +131,7 @@ public static class LabCharts
         }
         LogTicks(plot);
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
-        plot.ShowLegend(Alignment.UpperRight);
+        plot.ShowLegend(Edge.Right);
         return plot;
     }
 

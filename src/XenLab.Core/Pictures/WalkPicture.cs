@@ -7,6 +7,7 @@
 using System;
 using System.Collections.Generic;
 using SkiaSharp;
+using XenLab.Config;
 using XenLab.Domains;
 using XenLab.Paging;
 using XenLab.Paging.Hap;
@@ -71,7 +72,7 @@ public static class WalkPicture
         ArgumentNullException.ThrowIfNull(view);
         var rows = new List<(string Header, List<(WalkCellKind Kind, string Label)> Cells)>();
         var columns = new List<string>();
-        bool shadow = false;
+        bool shadow = view.Mode == nameof(PagingModeKind.Shadow);
         foreach (var s in view.Steps) if (s.Table == "shadow") shadow = true;
 
         if (shadow) LayoutShadow(view, rows, columns);

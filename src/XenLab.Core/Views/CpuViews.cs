@@ -16,6 +16,7 @@ public sealed record VcpuView(
 
     public static VcpuView Of(Domain d, int vcpu)
     {
+        using var op = d.EnterOperation();
         if (vcpu < 0 || vcpu >= d.Vcpus.Count) throw new InvalidConfigurationException($"Domain '{d.Name}' has no vcpu {vcpu} (it has {d.Vcpus.Count}).");
         var v = d.Vcpus[vcpu];
         var c = v.Cpu;

@@ -21,6 +21,7 @@ public sealed record FramebufferView(
 
     public static FramebufferView Of(Domain d, Framebuffer fb)
     {
+        using var op = d.EnterOperation();
         var range = d.Vram.Find(fb.FirstGfn, fb.Pages);
         var c = fb.Config;
         return new FramebufferView(d.Name, fb.Name, c.Address, fb.FirstGfn, fb.Pages, c.Width, c.Height, c.Bpp, c.EffectiveStride,
@@ -81,6 +82,7 @@ public static class DirtyViews
     /// <summary>track_dirty_vram on a framebuffer's range.</summary>
     public static DirtyVramView Query(Domain d, string framebuffer, bool peek)
     {
+        using var op = d.EnterOperation();
         var fb = d.FindFramebuffer(framebuffer)
             ?? throw new InvalidConfigurationException($"Domain '{d.Name}' has no framebuffer '{framebuffer}'.");
         return Of(d, fb.Name, fb.Config, d.Vram.Track(fb.FirstGfn, fb.Pages, peek));
@@ -89,6 +91,7 @@ public static class DirtyViews
     /// <summary>track_dirty_vram on a raw range; the view names the framebuffer it matches, if any.</summary>
     public static DirtyVramView Query(Domain d, ulong gfn, ulong count, bool peek)
     {
+        using var op = d.EnterOperation();
         var r = d.Vram.Track(gfn, count, peek);
         foreach (var fb in d.Framebuffers)
             if (fb.FirstGfn == gfn && fb.Pages == count) return Of(d, fb.Name, fb.Config, r);
@@ -110,6 +113,7 @@ public static class DirtyViews
     /// </summary>
     public static FramebufferExportView ExportPng(Domain d, string framebuffer, string path, bool highlightDirty)
     {
+        using var op = d.EnterOperation();
         var fb = d.FindFramebuffer(framebuffer)
             ?? throw new InvalidConfigurationException($"Domain '{d.Name}' has no framebuffer '{framebuffer}'.");
         var c = fb.Config;

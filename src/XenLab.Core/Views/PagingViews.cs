@@ -22,6 +22,7 @@ public sealed record TranslationView(
 
     public static TranslationView Of(Domain d, int vcpu, ulong va, AccessKind access)
     {
+        using var op = d.EnterOperation();
         if (vcpu < 0 || vcpu >= d.Vcpus.Count)
             throw new InvalidConfigurationException($"Domain '{d.Name}' has no vcpu {vcpu} (it has {d.Vcpus.Count}).");
         var trace = new TranslationTrace();
@@ -48,6 +49,7 @@ public sealed record TraceEventView(string DomainName, long Sequence, TraceKind 
 
     public static List<TraceEventView> Of(Domain d, long since = 0)
     {
+        using var op = d.EnterOperation();
         var list = new List<TraceEventView>();
         foreach (var e in d.Trace.Snapshot(since))
             list.Add(new TraceEventView(d.Name, e.Sequence, e.Kind, e.Vcpu, e.VirtualAddress, e.Gfn, e.Mfn, e.Value, e.Detail));
@@ -62,6 +64,7 @@ public sealed record PagingAuditView(string DomainName, string Mode, string Opti
 
     public static PagingAuditView Of(Domain d)
     {
+        using var op = d.EnterOperation();
         var problems = new List<string>();
         d.Mode?.Audit(problems);
         return new PagingAuditView(d.Name, d.PagingMode.ToString(), d.Mode?.Options ?? "", problems.Count == 0, problems.Count, problems);

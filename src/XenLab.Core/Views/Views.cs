@@ -43,6 +43,7 @@ public sealed record P2mEntryView(
 
     public static P2mEntryView Of(Domain d, ulong gfn)
     {
+        using var op = d.EnterOperation();
         var l = d.P2m.Lookup(gfn);
         string e820 = d.E820.Find(gfn << Page.Shift)?.Type.ToString() ?? (gfn << Page.Shift < d.E820.Top ? "gap" : "beyond map");
         return new P2mEntryView(d.Name, gfn, l.RawEntry, l.Kind, l.Mfn.IsValid ? l.Mfn.Value : null,
@@ -63,6 +64,7 @@ public sealed record P2mTreeView(
 
     public static P2mTreeView Of(Domain d)
     {
+        using var op = d.EnterOperation();
         var s = d.P2m.Stats();
         return new P2mTreeView(d.Name, s.TopPages, s.MidPagesAllocated, s.LeafPagesAllocated, P2mTreeStats.SharedPages,
             s.TopEntriesMidMissing, s.TopEntriesMidIdentity, s.MidEntriesMissing, s.MidEntriesIdentity, d.P2m.CountIdentity());
@@ -75,6 +77,7 @@ public sealed record PerfCounterView(string DomainName, string Name, long Value,
 
     public static List<PerfCounterView> Of(Domain d, bool includeZero = true)
     {
+        using var op = d.EnterOperation();
         var list = new List<PerfCounterView>(PerfCounterInfo.Count);
         for (int i = 0; i < PerfCounterInfo.Count; i++)
         {

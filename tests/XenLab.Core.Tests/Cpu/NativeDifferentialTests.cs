@@ -368,14 +368,9 @@ public class NativeDifferentialTests
         _ => "r" + new string(r.Skip(1).TakeWhile(char.IsDigit).ToArray()),
     };
 
-    [Fact]
+    [NativeX64Fact]
     public void SnippetsAgreeWithTheHostCpu()
     {
-        if (!NativeX64.Supported)
-        {
-            _out.WriteLine("skipped: the differential test needs an x86-64 Linux host to run snippets natively");
-            return;
-        }
         using var native = new NativeX64();
         ulong data = native.DataAddress;
         ulong codeVa = native.SnippetAddress;

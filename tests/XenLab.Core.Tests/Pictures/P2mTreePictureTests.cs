@@ -35,16 +35,22 @@ public class P2mTreePictureTests
     [Fact]
     public void TheThirdGibIsHoleOnlyAndPointsAtTheSharedIdentityMidPage()
     {
-        // 3-4 GiB is wholly not RAM (the PCI hole and the gap): top[3] -> p2m_mid_identity, under both strategies.
-        foreach (var s in new[] { IdentityStrategy.EdgesFirst, IdentityStrategy.Coarse })
-        {
-            var diagram = Lab00(s, out var tree);
-            Assert.Equal(P2mPageKind.SharedIdentity, tree.Lookup(3 * P2mTree.PfnsPerMid).MidPage);   // the tree says so too
-            var row = diagram.Box("top").Rows.Single(r => r.First <= 3 && r.Last >= 3);
-            Assert.Equal(P2mTreePicture.MidIdentity, row.Target);
-            Assert.Single(diagram.Boxes, b => b.Name == P2mTreePicture.MidIdentity);
-            Assert.Single(diagram.Boxes, b => b.Name == P2mTreePicture.LeafIdentity);
-        }
+        // 3-4 GiB is wholly not RAM (the PCI hole and the gap). Coarse (the posted patch): top[3] ->
+        // p2m_mid_identity. Edges-first (2.6.39): no p2m_mid_identity; set_phys_range_identity
+        // allocates a mid page for the GiB and points its 512 entries at the shared p2m_identity leaf.
+        var coarse = Lab00(IdentityStrategy.Coarse, out var coarseTree);
+        Assert.Equal(P2mPageKind.SharedIdentity, coarseTree.Lookup(3 * P2mTree.PfnsPerMid).MidPage);   // the tree says so too
+        var row = coarse.Box("top").Rows.Single(r => r.First <= 3 && r.Last >= 3);
+        Assert.Equal(P2mTreePicture.MidIdentity, row.Target);
+        Assert.Single(coarse.Boxes, b => b.Name == P2mTreePicture.MidIdentity);
+        Assert.Single(coarse.Boxes, b => b.Name == P2mTreePicture.LeafIdentity);
+
+        var edges = Lab00(IdentityStrategy.EdgesFirst, out var edgesTree);
+        var look = edgesTree.Lookup(3 * P2mTree.PfnsPerMid);
+        Assert.Equal(P2mPageKind.Allocated, look.MidPage);
+        Assert.Equal(P2mPageKind.SharedIdentity, look.LeafPage);
+        Assert.DoesNotContain(edges.Boxes, b => b.Name == P2mTreePicture.MidIdentity);
+        Assert.Single(edges.Boxes, b => b.Name == P2mTreePicture.LeafIdentity);
     }
 
     [Fact]

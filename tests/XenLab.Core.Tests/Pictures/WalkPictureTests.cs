@@ -69,6 +69,17 @@ public class WalkPictureTests
     }
 
     [Fact]
+    public void ABeforeAnyAccessShadowWalkShowsTheGuestTablesTheHypervisorWouldRead()
+    {
+        var d = Create(PagingModeKind.Shadow);                     // no access yet: the shadows are not built
+        var view = TranslationView.Of(d, 0, Va, AccessKind.Read);
+        var diagram = WalkPicture.Layout(view);
+        Assert.Equal(2, diagram.Rows.Count);                       // the shadow row and the guest row, never a nested grid
+        Assert.Equal(4, diagram.Rows[1].Cells.Count(c => c.Kind == WalkCellKind.Guest));
+        Assert.Equal(0, Count(diagram, WalkCellKind.Nested));
+    }
+
+    [Fact]
     public void ArmWalksStageOneThroughStageTwo()
     {
         var d = Create(PagingModeKind.Arm);

@@ -24,6 +24,9 @@
 // The window's lookups and upkeep also go through Tlb, a model of the hypervisor's own TLB: a
 // slot write invalidates its 512 pages and its alias page by address, or (Invalidation =
 // FullFlush) marks one full flush done when the operation ends (VlptExperiment measures both).
+//
+// The window is host-wide: every public method takes its lock (a leaf lock: nothing else is
+// taken under it), so domains on different threads can allocate, map and look up at once.
 using System;
 using System.Collections.Generic;
 using XenLab.Diagnostics;
@@ -110,6 +113,7 @@ public sealed class VlptWindow
     private readonly Domain?[] _owner;              // per-domain layout: which domain holds each slot
     private readonly List<VlptSlice> _slices = new();
     private VlptSlice? _loaded;                     // shared layout: whose p2m the slots hold now
+    private readonly object _gate = new();          // everything above
 
     public VlptWindow(MachineMemory machine, ulong sizeBytes = DefaultBytes, VlptLayout layout = VlptLayout.PerDomainSlices)
     {
@@ -139,7 +143,7 @@ public sealed class VlptWindow
     /// <summary>The xen_second entry that loops back to xen_second (just after the window).</summary>
     public int LoopIndex => FirstXenSlot + SlotCount;
     public ulong LoopVa => (ulong)LoopIndex * SlotBytes;
-    public IReadOnlyList<VlptSlice> Slices => _slices;
+    public IReadOnlyList<VlptSlice> Slices { get { lock (_gate) return _slices.ToArray(); } }
     /// <summary>Bytes of the window held by slices (per-domain layout); 0 for shared slots.</summary>
     public ulong UsedBytes
     {
@@ -147,13 +151,13 @@ public sealed class VlptWindow
         {
             if (Layout == VlptLayout.SharedSlots) return 0;
             ulong n = 0;
-            foreach (var s in _slices) n += s.Bytes;
+            lock (_gate) foreach (var s in _slices) n += s.Bytes;
             return n;
         }
     }
     public ulong FreeBytes => SizeBytes - UsedBytes;
     /// <summary>Shared layout: the domain whose p2m the slots hold now.</summary>
-    public Domain? LoadedDomain => _loaded?.Domain;
+    public Domain? LoadedDomain { get { lock (_gate) return _loaded?.Domain; } }
     /// <summary>Host-wide totals, for a lab comparing layouts.</summary>
     public long SlotWrites { get; private set; }
     public long TlbMaintenance { get; private set; }
@@ -169,10 +173,15 @@ public sealed class VlptWindow
     }
 
     /// <summary>The raw xen_second entry at <paramref name="index"/>, for display and audits.</summary>
-    public ulong XenSecond(int index) => _xenSecond[index];
+    public ulong XenSecond(int index) { lock (_gate) return _xenSecond[index]; }
 
     /// <summary>Gives <paramref name="domain"/> a slice for <paramref name="slots"/> GiB of IPA; throws (changing nothing) if it does not fit.</summary>
     public VlptSlice Allocate(Domain domain, int slots)
+    {
+        lock (_gate) return AllocateLocked(domain, slots);
+    }
+
+    private VlptSlice AllocateLocked(Domain domain, int slots)
     {
         if (Layout == VlptLayout.SharedSlots)
         {
@@ -223,6 +232,11 @@ public sealed class VlptWindow
     /// <summary>Releases a slice, clearing its slots (per-domain) or unloading it (shared).</summary>
     public void Free(VlptSlice slice)
     {
+        lock (_gate) FreeLocked(slice);
+    }
+
+    private void FreeLocked(VlptSlice slice)
+    {
         if (!_slices.Remove(slice)) return;
         var counters = slice.Domain.Counters;
         if (Layout == VlptLayout.SharedSlots)
@@ -241,6 +255,11 @@ public sealed class VlptWindow
     /// <summary>Slot <paramref name="k"/> of the slice should map the p2m second-level table <paramref name="table"/>.</summary>
     public void MapSlot(VlptSlice slice, int k, Mfn table)
     {
+        lock (_gate) MapSlotLocked(slice, k, table);
+    }
+
+    private void MapSlotLocked(VlptSlice slice, int k, Mfn table)
+    {
         ulong want = table.IsValid ? Stage2Entry.Table(table.Value) : 0;
         slice.Wanted[k] = want;
         if (Layout == VlptLayout.PerDomainSlices || _loaded == slice)
@@ -250,6 +269,11 @@ public sealed class VlptWindow
 
     /// <summary>Shared layout: makes the slots hold <paramref name="slice"/>'s p2m (a switch to its domain).</summary>
     public int EnsureLoaded(VlptSlice slice)
+    {
+        lock (_gate) return EnsureLoadedLocked(slice);
+    }
+
+    private int EnsureLoadedLocked(VlptSlice slice)
     {
         if (Layout == VlptLayout.PerDomainSlices || _loaded == slice) return 0;
         int writes = 0;
@@ -282,11 +306,16 @@ public sealed class VlptWindow
     /// </summary>
     public int ContextSwitch(Domain? from, Domain to)
     {
+        lock (_gate) return ContextSwitchLocked(from, to);
+    }
+
+    private int ContextSwitchLocked(Domain? from, Domain to)
+    {
         ContextSwitches++;
         Tlb.TouchWorkingSet();                           // the scheduler's own code and data
         if (Layout == VlptLayout.PerDomainSlices) return 0;
         var toSlice = TracingSlice(to);
-        if (toSlice is not null) return EnsureLoaded(toSlice);
+        if (toSlice is not null) return EnsureLoadedLocked(toSlice);
         if (_loaded is not null && from is not null && _loaded.Domain == from) return Unload(from.Counters);
         return 0;
     }
@@ -327,6 +356,11 @@ public sealed class VlptWindow
     /// </summary>
     public bool TryTranslate(ulong va, out Mfn frame, out int offset)
     {
+        lock (_gate) return TryTranslateLocked(va, out frame, out offset);
+    }
+
+    private bool TryTranslateLocked(ulong va, out Mfn frame, out int offset)
+    {
         frame = Mfn.Invalid;
         offset = (int)(va & Page.OffsetMask);
         ulong i2 = va / SlotBytes;
@@ -348,11 +382,16 @@ public sealed class VlptWindow
     /// </summary>
     public Stage2LeafRef Lookup(VlptSlice slice, ulong gfn, PerfCounters counters)
     {
-        EnsureLoaded(slice);
+        lock (_gate) return LookupLocked(slice, gfn, counters);
+    }
+
+    private Stage2LeafRef LookupLocked(VlptSlice slice, ulong gfn, PerfCounters counters)
+    {
+        EnsureLoadedLocked(slice);
         counters.Inc(PerfCounter.VlptLookup);
         if (!slice.Covers(gfn)) return new Stage2LeafRef(Mfn.Invalid, 0, 0, 1);
         Tlb.Access(slice.SecondVa(gfn), Page.Shift, HypervisorAccess.Vlpt);
-        if (!TryTranslate(slice.SecondVa(gfn), out var f2, out int o2))
+        if (!TryTranslateLocked(slice.SecondVa(gfn), out var f2, out int o2))
             return new Stage2LeafRef(Mfn.Invalid, 0, 0, 1);
         ulong e2 = _machine.ReadUInt64(f2, o2);
         counters.Inc(PerfCounter.VlptMemRef);
@@ -363,7 +402,7 @@ public sealed class VlptWindow
             return new Stage2LeafRef(f2, o2 / 8, e2, 2);
         }
         Tlb.Access(slice.LeafVa(gfn), Page.Shift, HypervisorAccess.Vlpt);
-        if (!TryTranslate(slice.LeafVa(gfn), out var f3, out int o3))
+        if (!TryTranslateLocked(slice.LeafVa(gfn), out var f3, out int o3))
             return new Stage2LeafRef(Mfn.Invalid, 0, 0, 3);
         ulong e3 = _machine.ReadUInt64(f3, o3);
         counters.Inc(PerfCounter.VlptMemRef);
@@ -377,12 +416,20 @@ public sealed class VlptWindow
     /// </summary>
     public Mfn LeafTable(VlptSlice slice, ulong gfn)
     {
-        EnsureLoaded(slice);
-        return TryTranslate(slice.LeafVa(gfn & ~511UL), out var frame, out _) ? frame : Mfn.Invalid;
+        lock (_gate)
+        {
+            EnsureLoadedLocked(slice);
+            return TryTranslateLocked(slice.LeafVa(gfn & ~511UL), out var frame, out _) ? frame : Mfn.Invalid;
+        }
     }
 
     /// <summary>Checks that the slots hold the slice's current p2m second-level tables.</summary>
     public void Audit(VlptSlice slice, Stage2Table s2, List<string> problems)
+    {
+        lock (_gate) AuditLocked(slice, s2, problems);
+    }
+
+    private void AuditLocked(VlptSlice slice, Stage2Table s2, List<string> problems)
     {
         if (!_slices.Contains(slice)) { problems.Add($"arm: {slice.Domain.Name}: VLPT slice is not registered in the window"); return; }
         for (int k = 0; k < slice.Slots; k++)

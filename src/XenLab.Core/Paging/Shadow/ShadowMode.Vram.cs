@@ -93,9 +93,16 @@ public sealed partial class ShadowMode
         _counters.Inc(PerfCounter.VramLinks);
     }
 
+    /// <summary>Frames a link page may never take: a fault must always find a full shadow path (top + 3 levels) without recycling mid-walk.</summary>
+    private const int LinkReserve = 8;
+
     private bool TakeLinkPage(BackLinks bl)
     {
-        if (!_pool.TryAllocate(out var m)) return false;     // links come from the shadow pool; no recycling for them
+        // Links come from the shadow pool and are not recycled; they may hold half of what the
+        // snapshots leave, and never the pool's last frames, so they cannot starve the shadows.
+        int snapshots = Snapshots ? _oosSnapshot.Length * Slots : 0;
+        if (_linkPages >= (_pool.Total - snapshots) / 2 || _pool.Free <= LinkReserve) return false;
+        if (!_pool.TryAllocate(out var m)) return false;
         bl.PoolPages.Add(m);
         _linkPages++;
         _counters.Inc(PerfCounter.VramLinkPages);
