@@ -7,6 +7,8 @@
 // which a full flush throws away and which then refills). Set-associative with LRU ways, tags
 // per page size: VLPT pages are 4 KiB, the map of RAM uses 2 MiB entries. EL2 has no ASIDs, so
 // nothing survives a full flush. Counts are real units; VlptCosts turns them into cycles.
+// Domains on several threads share the host's one model: each operation takes its lock (a
+// leaf lock, also taken under the VLPT window's).
 using System;
 using System.Collections.Generic;
 
@@ -49,6 +51,7 @@ public sealed class HypervisorTlb
     private readonly int _sets;
     private long _clock;
     private readonly HashSet<ulong> _invalidated = new();   // tags thrown out by maintenance, not capacity
+    private readonly object _gate = new();
 
     public HypervisorTlb(int entries = DefaultEntries, int ways = DefaultWays, int workingSetPages = DefaultWorkingSetPages)
     {
@@ -86,6 +89,11 @@ public sealed class HypervisorTlb
     /// <summary>The hypervisor reads through VA <paramref name="va"/> mapped with pages of 1 &lt;&lt; <paramref name="shift"/>: true on a hit; a miss fills (LRU way).</summary>
     public bool Access(ulong va, int shift, HypervisorAccess kind)
     {
+        lock (_gate) return AccessLocked(va, shift, kind);
+    }
+
+    private bool AccessLocked(ulong va, int shift, HypervisorAccess kind)
+    {
         ulong tag = Tag(va, shift);
         int set = (int)((va >> shift) & (ulong)(_sets - 1));
         int first = set * Ways, empty = -1, lru = first;
@@ -112,25 +120,34 @@ public sealed class HypervisorTlb
     /// <summary>The hypervisor's own pages touched on entry to a trap or a context switch.</summary>
     public void TouchWorkingSet()
     {
-        for (int i = 0; i < WorkingSetPages; i++) Access(WorkingSetVa + ((ulong)i << 12), 12, HypervisorAccess.WorkingSet);
+        lock (_gate)
+            for (int i = 0; i < WorkingSetPages; i++) AccessLocked(WorkingSetVa + ((ulong)i << 12), 12, HypervisorAccess.WorkingSet);
     }
 
     /// <summary>TLBI by VA for <paramref name="pages"/> 4 KiB pages from <paramref name="va"/>.</summary>
     public void InvalidateRange(ulong va, int pages)
     {
-        for (int p = 0; p < pages; p++)
+        lock (_gate)
         {
-            ulong a = va + ((ulong)p << 12);
-            InvalidationsByAddress++;
-            ulong tag = Tag(a, 12);
-            int first = (int)((a >> 12) & (ulong)(_sets - 1)) * Ways;
-            for (int i = first; i < first + Ways; i++)
-                if (_tags[i] == tag) { _tags[i] = 0; _invalidated.Add(tag); }
+            for (int p = 0; p < pages; p++)
+            {
+                ulong a = va + ((ulong)p << 12);
+                InvalidationsByAddress++;
+                ulong tag = Tag(a, 12);
+                int first = (int)((a >> 12) & (ulong)(_sets - 1)) * Ways;
+                for (int i = first; i < first + Ways; i++)
+                    if (_tags[i] == tag) { _tags[i] = 0; _invalidated.Add(tag); }
+            }
         }
     }
 
     /// <summary>TLBI ALLE2: every entry goes (EL2 has no ASIDs or global bits to keep any).</summary>
     public void FlushAll()
+    {
+        lock (_gate) FlushAllLocked();
+    }
+
+    private void FlushAllLocked()
     {
         FullFlushes++;
         for (int i = 0; i < _tags.Length; i++)

@@ -21,6 +21,9 @@
 // window bounds how many large domains can be traced at once; shared slots
 // (Ian's first design): every domain's p2m goes in the same slots, rewritten on a context
 // switch to or from a domain that is tracing with the VLPT. ContextSwitch counts what that costs.
+// The window's lookups and upkeep also go through Tlb, a model of the hypervisor's own TLB: a
+// slot write invalidates its 512 pages and its alias page by address, or (Invalidation =
+// FullFlush) marks one full flush done when the operation ends (VlptExperiment measures both).
 //
 // The window is host-wide: every public method takes its lock (a leaf lock: nothing else is
 // taken under it), so domains on different threads can allocate, map and look up at once.
