@@ -405,10 +405,24 @@ public sealed class Domain
         try
         {
             next.Attach(this);
+            Mode = next;
+            // Re-arming is part of the switch: it can be refused too (an ARM domain with VLPT
+            // lookups needs a slice of the window to trace), and then the switch is undone.
+            LogDirty.AfterModeSwitch();
+            Vram.AfterModeSwitch();
         }
         catch
         {
-            // Nothing half-switched: go back to the old mode (re-attach from scratch).
+            // Nothing half-switched: take the new mode down again if it got that far, then go
+            // back to the old mode (re-attach from scratch) and re-arm what was armed under it.
+            if (ReferenceEquals(Mode, next))
+            {
+                Vram.BeforeModeSwitch();
+                LogDirty.BeforeModeSwitch();
+                Mode = null;
+                next.Detach();
+                FlushAllTlbs();
+            }
             if (old is not null)
             {
                 if (old.GuestFormat != Kernel.Format) Kernel.ConvertTables(old.GuestFormat);
@@ -419,10 +433,7 @@ public sealed class Domain
             }
             throw;
         }
-        Mode = next;
         Config.Paging = kind;
-        LogDirty.AfterModeSwitch();
-        Vram.AfterModeSwitch();
         if (options is not null) Config.PagingOptions = options;
         foreach (var v in _vcpus) v.FlushTlb();
         Counters.Inc(PerfCounter.PagingModeSwitch);
