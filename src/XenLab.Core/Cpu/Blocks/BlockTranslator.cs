@@ -91,15 +91,26 @@ internal static class BlockTranslator
         private readonly ILGenerator _il;
         private readonly LocalBuilder?[] _reg = new LocalBuilder?[16];
         private readonly bool[] _written = new bool[16];
-        private LocalBuilder _regs = null!, _base = null!, _done = null!;
+        private LocalBuilder _regs = null!, _base = null!, _passes = null!;
         private LocalBuilder _lzOp = null!, _lzSize = null!, _lzA = null!, _lzB = null!, _lzR = null!, _lzC = null!;
         private LocalBuilder _exitCode = null!, _exitRetired = null!, _exitRip = null!;
-        private LocalBuilder _tlb = null!, _mask = null!, _hits = null!, _reads = null!, _writes = null!;
+        private LocalBuilder _tlb = null!, _mask = null!;
+        // Fast-path accounting: per pass every memory instruction runs once, so the epilogue
+        // derives the fast accesses from the passes and the exit point, minus the slow ones.
+        private LocalBuilder _slowA = null!, _slowR = null!, _slowW = null!, _exitA = null!, _exitR = null!, _exitW = null!;
+        private int[] _accBefore = null!, _readBefore = null!, _writeBefore = null!;
+        // The host entry last used (virtual page, rights, backing): a hit skips the TLB lookup.
+        // Reset after every slow-path call, the only code that can change the TLB.
+        private LocalBuilder _cVpn = null!, _cFast = null!, _cBacking = null!, _tvpn = null!;
         private LocalBuilder _ta = null!, _tb = null!, _tr = null!, _tc = null!, _tv = null!, _tva = null!, _toff = null!, _entry = null!, _ptr = null!;
-        private Label _exit, _loopHead;
-        // The flag producer known at this point of the pass (LzNone = not known: read the record).
+        private Label _exit;
+        // The lazy-flags record pending in per-instruction locals (op LzNone = not known here:
+        // the record is in the _lz locals). Committed to the _lz locals only when leaving.
         private byte _knownOp;
         private int _knownSize;
+        private int _pk = -1;
+        private LocalBuilder?[] _pa = null!, _pb = null!, _pr = null!, _pc = null!;
+        private int _k;
         private bool _usesFlags, _usesMemory;
         public bool Loops { get; private set; }
 
@@ -118,11 +129,26 @@ internal static class BlockTranslator
             var last = _ins[^1];
             int lastNext = _offs[^1] + last.Length;
             Loops = last.Op is Op.Jcc or Op.JmpRel && lastNext + last.Disp == _start;
+            int n = _ins.Count;
+            _pa = new LocalBuilder?[n];
+            _pb = new LocalBuilder?[n];
+            _pr = new LocalBuilder?[n];
+            _pc = new LocalBuilder?[n];
+            _accBefore = new int[n + 1];
+            _readBefore = new int[n + 1];
+            _writeBefore = new int[n + 1];
+            for (int k = 0; k < n; k++)
+            {
+                var (acc, rd, wr) = Accesses(_ins[k]);
+                _accBefore[k + 1] = _accBefore[k] + acc;
+                _readBefore[k + 1] = _readBefore[k] + rd;
+                _writeBefore[k + 1] = _writeBefore[k] + wr;
+            }
 
             var il = _il;
             _regs = il.DeclareLocal(typeof(ulong[]));
             _base = il.DeclareLocal(typeof(ulong));
-            _done = il.DeclareLocal(typeof(long));
+            _passes = il.DeclareLocal(typeof(long));
             _exitCode = il.DeclareLocal(typeof(int));
             _exitRetired = il.DeclareLocal(typeof(long));
             _exitRip = il.DeclareLocal(typeof(ulong));
@@ -132,7 +158,6 @@ internal static class BlockTranslator
             _tc = il.DeclareLocal(typeof(ulong));
             _tv = il.DeclareLocal(typeof(ulong));
             _exit = il.DefineLabel();
-            _loopHead = il.DefineLabel();
 
             // Prologue: registers, the lazy-flags record, the TLB.
             il.Emit(OpCodes.Ldarg_0);
@@ -168,26 +193,34 @@ internal static class BlockTranslator
             {
                 _tlb = il.DeclareLocal(typeof(TlbEntry[]));
                 _mask = il.DeclareLocal(typeof(int));
-                _hits = il.DeclareLocal(typeof(long));
-                _reads = il.DeclareLocal(typeof(long));
-                _writes = il.DeclareLocal(typeof(long));
+                _slowA = il.DeclareLocal(typeof(long));
+                _slowR = il.DeclareLocal(typeof(long));
+                _slowW = il.DeclareLocal(typeof(long));
+                _exitA = il.DeclareLocal(typeof(long));
+                _exitR = il.DeclareLocal(typeof(long));
+                _exitW = il.DeclareLocal(typeof(long));
+                _cVpn = il.DeclareLocal(typeof(ulong));
+                _cFast = il.DeclareLocal(typeof(int));
+                _cBacking = il.DeclareLocal(typeof(byte[]));
+                _tvpn = il.DeclareLocal(typeof(ulong));
                 _tva = il.DeclareLocal(typeof(ulong));
                 _toff = il.DeclareLocal(typeof(int));
                 _entry = il.DeclareLocal(typeof(TlbEntry).MakeByRefType());
                 _ptr = il.DeclareLocal(typeof(byte).MakeByRefType());
                 LoadField(FTlb, _tlb);
                 LoadField(FTlbMask, _mask);
+                ResetHostEntry();
             }
-            il.MarkLabel(_loopHead);
-            _knownOp = LzNone;
 
-            for (int k = 0; k < _ins.Count; k++)
+            // One pass; a block that loops emits a second copy that loops on itself, entered with
+            // the flag producer of the end of a pass known (so the loop commits nothing per pass).
+            _knownOp = LzNone;
+            _pk = -1;
+            EmitPass(secondCopy: false);
+            if (Loops)
             {
-                var d = _ins[k];
-                EmitInstruction(in d, k);
+                EmitPass(secondCopy: true);
             }
-            if (_ins[^1].Op is not (Op.Jcc or Op.JmpRel))
-                EmitExit(TranslatedBlock.ExitNext, _ins.Count, _offs[^1] + _ins[^1].Length);
 
             // The one exit: write back what the block changed.
             il.MarkLabel(_exit);
@@ -212,15 +245,67 @@ internal static class BlockTranslator
             StoreField(FRetired, _exitRetired, null);
             if (_usesMemory)
             {
+                // fast = passes * per-pass + before the exit point - slow
                 il.Emit(OpCodes.Ldarg_0);
-                il.Emit(OpCodes.Ldloc, _hits);
-                il.Emit(OpCodes.Ldloc, _reads);
-                il.Emit(OpCodes.Ldloc, _writes);
+                FastCount(_accBefore[n], _exitA, _slowA);
+                FastCount(_readBefore[n], _exitR, _slowR);
+                FastCount(_writeBefore[n], _exitW, _slowW);
                 il.Emit(OpCodes.Call, MCounts);
             }
             il.Emit(OpCodes.Ldloc, _exitCode);
             il.Emit(OpCodes.Ret);
             return (BlockCode)_dm.CreateDelegate(typeof(BlockCode));
+        }
+
+        private Label _secondHead;
+        private byte _endOp;
+        private int _endSize, _endK;
+
+        private void EmitPass(bool secondCopy)
+        {
+            if (secondCopy)
+            {
+                _il.MarkLabel(_secondHead);
+                _knownOp = _endOp;
+                _knownSize = _endSize;
+                _pk = _endK;
+            }
+            else if (Loops) _secondHead = _il.DefineLabel();
+            for (int k = 0; k < _ins.Count; k++)
+            {
+                _k = k;
+                var d = _ins[k];
+                EmitInstruction(in d, k);
+            }
+            if (_ins[^1].Op is not (Op.Jcc or Op.JmpRel))
+                EmitExit(TranslatedBlock.ExitNext, _ins.Count, _offs[^1] + _ins[^1].Length);
+        }
+
+        private void FastCount(int perPass, LocalBuilder before, LocalBuilder slow)
+        {
+            var il = _il;
+            il.Emit(OpCodes.Ldloc, _passes);
+            il.Emit(OpCodes.Ldc_I8, (long)perPass);
+            il.Emit(OpCodes.Mul);
+            il.Emit(OpCodes.Ldloc, before);
+            il.Emit(OpCodes.Add);
+            il.Emit(OpCodes.Ldloc, slow);
+            il.Emit(OpCodes.Sub);
+        }
+
+        /// <summary>(TLB lookups, reads, writes) the instruction makes as the interpreter counts them.</summary>
+        private static (int, int, int) Accesses(in DecodedInstruction d) => d.Op switch
+        {
+            Op.MovRM or Op.ExtRM or Op.AluRM => (1, 1, 0),
+            Op.MovMR or Op.MovMI => (1, 0, 1),
+            Op.AluMR or Op.AluMI => (1, 1, d.Sub < (byte)AluKind.Cmp ? 1 : 0),
+            _ => (0, 0, 0),
+        };
+
+        private void ResetHostEntry()
+        {
+            _il.Emit(OpCodes.Ldc_I8, -1L);
+            _il.Emit(OpCodes.Stloc, _cVpn);
         }
 
         // ---- what the block touches ----------------------------------------------------------
@@ -297,7 +382,6 @@ internal static class BlockTranslator
                     Label slow = FastEntry(d.Size2, write: false);
                     LoadFast(d.Size2);
                     il.Emit(OpCodes.Stloc, _tv);
-                    Count(reads: true, writes: false);
                     il.Emit(OpCodes.Br, done);
                     il.MarkLabel(slow);
                     SlowResolve(d.Size2, write: false, k);
@@ -316,7 +400,6 @@ internal static class BlockTranslator
                     Label slow = FastEntry(size, write: false);
                     LoadFast(size);
                     il.Emit(OpCodes.Stloc, _tv);
-                    Count(reads: true, writes: false);
                     il.Emit(OpCodes.Br, done);
                     il.MarkLabel(slow);
                     SlowResolve(size, write: false, k);
@@ -340,7 +423,6 @@ internal static class BlockTranslator
                     il.Emit(OpCodes.Ldloc, _ptr);
                     il.Emit(OpCodes.Ldloc, _tv);
                     StoreIndirect(size);
-                    Count(reads: false, writes: true);
                     il.Emit(OpCodes.Br, done);
                     il.MarkLabel(slow);
                     SlowResolve(size, write: true, k);
@@ -370,7 +452,6 @@ internal static class BlockTranslator
                     Label slow = FastEntry(size, write: false);
                     LoadFast(size);
                     il.Emit(OpCodes.Stloc, _tv);
-                    Count(reads: true, writes: false);
                     il.Emit(OpCodes.Br, done);
                     il.MarkLabel(slow);
                     SlowResolve(size, write: false, k);
@@ -396,7 +477,7 @@ internal static class BlockTranslator
                     EffectiveAddress(in d, next);
                     il.Emit(OpCodes.Stloc, _tva);
                     byte opBefore = _knownOp;
-                    int sizeBefore = _knownSize;
+                    int sizeBefore = _knownSize, pkBefore = _pk;
                     // Fast: one entry, read and (for all but cmp/test) write through the backing.
                     Label slow = FastEntry(size, write: writes);
                     PointerFast();
@@ -413,12 +494,12 @@ internal static class BlockTranslator
                         il.Emit(OpCodes.Ldloc, _tr);
                         StoreIndirect(size);
                     }
-                    Count(reads: true, writes: writes);
                     il.Emit(OpCodes.Br, done);
                     // Slow: the interpreter's one Resolve, Load, Store.
                     il.MarkLabel(slow);
                     _knownOp = opBefore;
                     _knownSize = sizeBefore;
+                    _pk = pkBefore;
                     SlowResolve(size, write: writes, k);
                     SlowLoad();
                     il.Emit(OpCodes.Ldloc, _tv);
@@ -487,15 +568,20 @@ internal static class BlockTranslator
             if (Loops && k == _ins.Count - 1)
             {
                 // One more pass only if the budget holds all of it.
-                il.Emit(OpCodes.Ldloc, _done);
-                il.Emit(OpCodes.Ldc_I8, (long)_ins.Count);
+                _endOp = _knownOp;
+                _endSize = _knownSize;
+                _endK = _pk;
+                il.Emit(OpCodes.Ldloc, _passes);
+                il.Emit(OpCodes.Ldc_I8, 1L);
                 il.Emit(OpCodes.Add);
-                il.Emit(OpCodes.Stloc, _done);
+                il.Emit(OpCodes.Stloc, _passes);
                 il.Emit(OpCodes.Ldarg_1);
-                il.Emit(OpCodes.Ldloc, _done);
+                il.Emit(OpCodes.Ldloc, _passes);
+                il.Emit(OpCodes.Ldc_I8, (long)_ins.Count);
+                il.Emit(OpCodes.Mul);
                 il.Emit(OpCodes.Sub);
                 il.Emit(OpCodes.Ldc_I8, (long)_ins.Count);
-                il.Emit(OpCodes.Bge, _loopHead);
+                il.Emit(OpCodes.Bge, _secondHead);
                 EmitExit(TranslatedBlock.ExitTaken, 0, _start);
                 return;
             }
@@ -524,15 +610,49 @@ internal static class BlockTranslator
         private void EmitExit(int code, int retired, long ripOff)
         {
             var il = _il;
+            Commit();
             il.Emit(OpCodes.Ldc_I4, code);
             il.Emit(OpCodes.Stloc, _exitCode);
-            il.Emit(OpCodes.Ldloc, _done);
+            il.Emit(OpCodes.Ldloc, _passes);
+            il.Emit(OpCodes.Ldc_I8, (long)_ins.Count);
+            il.Emit(OpCodes.Mul);
             il.Emit(OpCodes.Ldc_I8, (long)retired);
             il.Emit(OpCodes.Add);
             il.Emit(OpCodes.Stloc, _exitRetired);
             Rip(ripOff);
             il.Emit(OpCodes.Stloc, _exitRip);
+            if (_usesMemory)
+            {
+                il.Emit(OpCodes.Ldc_I8, (long)_accBefore[retired]);
+                il.Emit(OpCodes.Stloc, _exitA);
+                il.Emit(OpCodes.Ldc_I8, (long)_readBefore[retired]);
+                il.Emit(OpCodes.Stloc, _exitR);
+                il.Emit(OpCodes.Ldc_I8, (long)_writeBefore[retired]);
+                il.Emit(OpCodes.Stloc, _exitW);
+            }
             il.Emit(OpCodes.Br, _exit);
+        }
+
+        /// <summary>Writes the pending lazy-flags record into the _lz locals (nothing if the record is already there).</summary>
+        private void Commit()
+        {
+            if (_pk < 0) return;
+            var il = _il;
+            il.Emit(OpCodes.Ldc_I4, (int)_knownOp);
+            il.Emit(OpCodes.Stloc, _lzOp);
+            il.Emit(OpCodes.Ldc_I4, _knownSize);
+            il.Emit(OpCodes.Stloc, _lzSize);
+            il.Emit(OpCodes.Ldloc, _pa[_pk]!);
+            il.Emit(OpCodes.Stloc, _lzA);
+            il.Emit(OpCodes.Ldloc, _pb[_pk]!);
+            il.Emit(OpCodes.Stloc, _lzB);
+            il.Emit(OpCodes.Ldloc, _pr[_pk]!);
+            il.Emit(OpCodes.Stloc, _lzR);
+            if (_pc[_pk] is { } c)
+            {
+                il.Emit(OpCodes.Ldloc, c);
+                il.Emit(OpCodes.Stloc, _lzC);
+            }
         }
 
         /// <summary>Pushes the guest virtual address of page offset <paramref name="off"/> (which may lie outside the page).</summary>
@@ -645,10 +765,26 @@ internal static class BlockTranslator
         {
             var il = _il;
             var slow = il.DefineLabel();
-            il.Emit(OpCodes.Ldloc, _tlb);
+            var lookup = il.DefineLabel();
+            var have = il.DefineLabel();
+            int need = write ? Tlb.FastWrite : Tlb.FastRead;
             il.Emit(OpCodes.Ldloc, _tva);
             il.Emit(OpCodes.Ldc_I4, Page.Shift);
             il.Emit(OpCodes.Shr_Un);
+            il.Emit(OpCodes.Stloc, _tvpn);
+            // The host entry used last?
+            il.Emit(OpCodes.Ldloc, _tvpn);
+            il.Emit(OpCodes.Ldloc, _cVpn);
+            il.Emit(OpCodes.Bne_Un, lookup);
+            il.Emit(OpCodes.Ldloc, _cFast);
+            il.Emit(OpCodes.Ldc_I4, need);
+            il.Emit(OpCodes.And);
+            il.Emit(OpCodes.Brfalse, slow);
+            il.Emit(OpCodes.Br, have);
+            // The TLB entry, as Vcpu.Translate finds it.
+            il.MarkLabel(lookup);
+            il.Emit(OpCodes.Ldloc, _tlb);
+            il.Emit(OpCodes.Ldloc, _tvpn);
             il.Emit(OpCodes.Conv_I4);
             il.Emit(OpCodes.Ldloc, _mask);
             il.Emit(OpCodes.And);
@@ -656,17 +792,24 @@ internal static class BlockTranslator
             il.Emit(OpCodes.Stloc, _entry);
             il.Emit(OpCodes.Ldloc, _entry);
             il.Emit(OpCodes.Ldfld, FTag);
-            il.Emit(OpCodes.Ldloc, _tva);
-            il.Emit(OpCodes.Ldc_I4, Page.Shift);
-            il.Emit(OpCodes.Shr_Un);
+            il.Emit(OpCodes.Ldloc, _tvpn);
             il.Emit(OpCodes.Ldc_I8, 1L);
             il.Emit(OpCodes.Add);
             il.Emit(OpCodes.Bne_Un, slow);
             il.Emit(OpCodes.Ldloc, _entry);
             il.Emit(OpCodes.Ldfld, FFast);
-            il.Emit(OpCodes.Ldc_I4, (int)(write ? Tlb.FastWrite : Tlb.FastRead));
+            il.Emit(OpCodes.Ldc_I4, need);
             il.Emit(OpCodes.And);
             il.Emit(OpCodes.Brfalse, slow);
+            il.Emit(OpCodes.Ldloc, _tvpn);
+            il.Emit(OpCodes.Stloc, _cVpn);
+            il.Emit(OpCodes.Ldloc, _entry);
+            il.Emit(OpCodes.Ldfld, FFast);
+            il.Emit(OpCodes.Stloc, _cFast);
+            il.Emit(OpCodes.Ldloc, _entry);
+            il.Emit(OpCodes.Ldfld, FBacking);
+            il.Emit(OpCodes.Stloc, _cBacking);
+            il.MarkLabel(have);
             il.Emit(OpCodes.Ldloc, _tva);
             il.Emit(OpCodes.Conv_I4);
             il.Emit(OpCodes.Ldc_I4, Page.Size - 1);
@@ -684,8 +827,7 @@ internal static class BlockTranslator
         /// <summary>_ptr = ref backing[_toff].</summary>
         private void PointerFast()
         {
-            _il.Emit(OpCodes.Ldloc, _entry);
-            _il.Emit(OpCodes.Ldfld, FBacking);
+            _il.Emit(OpCodes.Ldloc, _cBacking);
             _il.Emit(OpCodes.Ldloc, _toff);
             _il.Emit(OpCodes.Ldelema, typeof(byte));
             _il.Emit(OpCodes.Stloc, _ptr);
@@ -723,17 +865,11 @@ internal static class BlockTranslator
             }
         }
 
-        private void Count(bool reads, bool writes)
+        private void Increment(LocalBuilder l, int by)
         {
-            Increment(_hits);
-            if (reads) Increment(_reads);
-            if (writes) Increment(_writes);
-        }
-
-        private void Increment(LocalBuilder l)
-        {
+            if (by == 0) return;
             _il.Emit(OpCodes.Ldloc, l);
-            _il.Emit(OpCodes.Ldc_I8, 1L);
+            _il.Emit(OpCodes.Ldc_I8, (long)by);
             _il.Emit(OpCodes.Add);
             _il.Emit(OpCodes.Stloc, l);
         }
@@ -748,9 +884,14 @@ internal static class BlockTranslator
             il.Emit(OpCodes.Ldc_I4, size);
             il.Emit(OpCodes.Ldc_I4, write ? 1 : 0);
             il.Emit(OpCodes.Call, MResolve);
+            ResetHostEntry();
             il.Emit(OpCodes.Brfalse, ok);
             EmitExit(TranslatedBlock.ExitFault, k, _offs[k]);
             il.MarkLabel(ok);
+            var (acc, rd, wr) = Accesses(_ins[k]);
+            Increment(_slowA, acc);
+            Increment(_slowR, rd);
+            Increment(_slowW, wr);
         }
 
         private void SlowLoad()
@@ -758,6 +899,7 @@ internal static class BlockTranslator
             _il.Emit(OpCodes.Ldarg_0);
             _il.Emit(OpCodes.Call, MLoad);
             _il.Emit(OpCodes.Stloc, _tv);
+            ResetHostEntry();
         }
 
         /// <summary>The interpreter's Store; if it dropped decoded code, the block leaves after this instruction.</summary>
@@ -768,6 +910,7 @@ internal static class BlockTranslator
             il.Emit(OpCodes.Ldarg_0);
             il.Emit(OpCodes.Ldloc, value);
             il.Emit(OpCodes.Call, MStore);
+            ResetHostEntry();
             il.Emit(OpCodes.Brfalse, ok);
             EmitExit(TranslatedBlock.ExitNoChain, k + 1, next);
             il.MarkLabel(ok);
@@ -799,11 +942,9 @@ internal static class BlockTranslator
                     il.Emit(kind == AluKind.Adc ? OpCodes.Add : OpCodes.Sub);
                     il.Emit(OpCodes.Stloc, _tr);
                     op = kind == AluKind.Adc ? LzAdc : LzSbb;
-                    il.Emit(OpCodes.Ldloc, _tc);
-                    il.Emit(OpCodes.Stloc, _lzC);
                     break;
             }
-            Record(op, size, _ta, _tb);
+            Record(op, size, carry: op is LzAdc or LzSbb);
         }
 
         private void Binary(OpCode op)
@@ -823,14 +964,14 @@ internal static class BlockTranslator
                 case UnaryKind.Inc:
                 case UnaryKind.Dec:
                     Carry();
-                    il.Emit(OpCodes.Stloc, _lzC);
+                    il.Emit(OpCodes.Stloc, _tc);
                     il.Emit(OpCodes.Ldloc, _ta);
                     il.Emit(OpCodes.Ldc_I8, 1L);
                     il.Emit(kind == UnaryKind.Inc ? OpCodes.Add : OpCodes.Sub);
                     il.Emit(OpCodes.Stloc, _tr);
                     il.Emit(OpCodes.Ldc_I8, 1L);
                     il.Emit(OpCodes.Stloc, _tb);
-                    Record(kind == UnaryKind.Inc ? LzInc : LzDec, size, _ta, _tb);
+                    Record(kind == UnaryKind.Inc ? LzInc : LzDec, size, carry: true);
                     break;
                 case UnaryKind.Neg:
                     il.Emit(OpCodes.Ldc_I8, 0L);
@@ -841,7 +982,7 @@ internal static class BlockTranslator
                     il.Emit(OpCodes.Stloc, _tb);
                     il.Emit(OpCodes.Ldc_I8, 0L);
                     il.Emit(OpCodes.Stloc, _ta);
-                    Record(LzSub, size, _ta, _tb);
+                    Record(LzSub, size, carry: false);
                     break;
                 default:
                     il.Emit(OpCodes.Ldloc, _ta);
@@ -851,22 +992,34 @@ internal static class BlockTranslator
             }
         }
 
-        private void Record(byte op, int size, LocalBuilder a, LocalBuilder b)
+        /// <summary>The instruction's lazy-flags record (_ta, _tb, _tr and, for adc/sbb/inc/dec, _tc) becomes the pending one.</summary>
+        private void Record(byte op, int size, bool carry)
         {
             var il = _il;
-            il.Emit(OpCodes.Ldc_I4, (int)op);
-            il.Emit(OpCodes.Stloc, _lzOp);
-            il.Emit(OpCodes.Ldc_I4, size);
-            il.Emit(OpCodes.Stloc, _lzSize);
-            il.Emit(OpCodes.Ldloc, a);
-            il.Emit(OpCodes.Stloc, _lzA);
-            il.Emit(OpCodes.Ldloc, b);
-            il.Emit(OpCodes.Stloc, _lzB);
+            int k = _k;
+            _pa[k] ??= il.DeclareLocal(typeof(ulong));
+            _pb[k] ??= il.DeclareLocal(typeof(ulong));
+            _pr[k] ??= il.DeclareLocal(typeof(ulong));
+            il.Emit(OpCodes.Ldloc, _ta);
+            il.Emit(OpCodes.Stloc, _pa[k]!);
+            il.Emit(OpCodes.Ldloc, _tb);
+            il.Emit(OpCodes.Stloc, _pb[k]!);
             il.Emit(OpCodes.Ldloc, _tr);
-            il.Emit(OpCodes.Stloc, _lzR);
+            il.Emit(OpCodes.Stloc, _pr[k]!);
+            if (carry)
+            {
+                _pc[k] ??= il.DeclareLocal(typeof(ulong));
+                il.Emit(OpCodes.Ldloc, _tc);
+                il.Emit(OpCodes.Stloc, _pc[k]!);
+            }
             _knownOp = op;
             _knownSize = size;
+            _pk = k;
         }
+
+        private LocalBuilder PA => _pa[_pk]!;
+        private LocalBuilder PB => _pb[_pk]!;
+        private LocalBuilder PR => _pr[_pk]!;
 
         private static ulong MaskOf(int size) => ulong.MaxValue >> (64 - (size << 3));
 
@@ -893,15 +1046,15 @@ internal static class BlockTranslator
                     return;
                 case LzInc:
                 case LzDec:
-                    il.Emit(OpCodes.Ldloc, _lzC);
+                    il.Emit(OpCodes.Ldloc, _pc[_pk]!);
                     return;
                 case LzAdd:
-                    Masked(_lzR); Masked(_lzA);
+                    Masked(PR); Masked(PA);
                     il.Emit(OpCodes.Clt_Un);
                     il.Emit(OpCodes.Conv_U8);
                     return;
                 case LzSub:
-                    Masked(_lzA); Masked(_lzB);
+                    Masked(PA); Masked(PB);
                     il.Emit(OpCodes.Clt_Un);
                     il.Emit(OpCodes.Conv_U8);
                     return;
@@ -910,9 +1063,23 @@ internal static class BlockTranslator
             il.Emit(OpCodes.Call, MCarry);
         }
 
+        /// <summary>Pushes the record (op, size, a, b, r, carry, rflags) for ConditionFrom/CarryFrom: the pending one, or the _lz locals.</summary>
         private void PushRecord()
         {
             var il = _il;
+            if (_pk >= 0)
+            {
+                il.Emit(OpCodes.Ldc_I4, (int)_knownOp);
+                il.Emit(OpCodes.Ldc_I4, _knownSize);
+                il.Emit(OpCodes.Ldloc, PA);
+                il.Emit(OpCodes.Ldloc, PB);
+                il.Emit(OpCodes.Ldloc, PR);
+                if (_pc[_pk] is { } c) il.Emit(OpCodes.Ldloc, c);
+                else il.Emit(OpCodes.Ldc_I8, 0L);
+                il.Emit(OpCodes.Ldarg_0);
+                il.Emit(OpCodes.Ldfld, FRflags);
+                return;
+            }
             il.Emit(OpCodes.Ldloc, _lzOp);
             il.Emit(OpCodes.Ldloc, _lzSize);
             il.Emit(OpCodes.Ldloc, _lzA);
@@ -932,15 +1099,15 @@ internal static class BlockTranslator
             if (_knownOp == LzNone) done = false;
             else if (group == 2)
             {
-                Masked(_lzR);
+                Masked(PR);
                 il.Emit(OpCodes.Ldc_I8, 0L);
                 il.Emit(OpCodes.Ceq);
             }
             else if (group == 4) SignBit();
             else if (_knownOp == LzSub && group is 1 or 3 or 6 or 7)
             {
-                if (group is 1 or 3) { Masked(_lzA); Masked(_lzB); }
-                else { SignedOf(_lzA); SignedOf(_lzB); }
+                if (group is 1 or 3) { Masked(PA); Masked(PB); }
+                else { SignedOf(PA); SignedOf(PB); }
                 switch (group)
                 {
                     case 1: il.Emit(OpCodes.Clt_Un); break;
@@ -955,10 +1122,10 @@ internal static class BlockTranslator
                 {
                     case 0:
                     case 1: il.Emit(OpCodes.Ldc_I4_0); break;
-                    case 3: Masked(_lzR); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ceq); break;
+                    case 3: Masked(PR); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ceq); break;
                     case 6: SignBit(); break;
                     default:
-                        Masked(_lzR); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ceq);
+                        Masked(PR); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ceq);
                         SignBit();
                         il.Emit(OpCodes.Or);
                         break;
@@ -966,7 +1133,7 @@ internal static class BlockTranslator
             }
             else if (_knownOp == LzAdd && group == 1)
             {
-                Masked(_lzR); Masked(_lzA);
+                Masked(PR); Masked(PA);
                 il.Emit(OpCodes.Clt_Un);
             }
             else done = false;
@@ -982,7 +1149,7 @@ internal static class BlockTranslator
 
         private void SignBit()
         {
-            _il.Emit(OpCodes.Ldloc, _lzR);
+            _il.Emit(OpCodes.Ldloc, PR);
             _il.Emit(OpCodes.Ldc_I4, (_knownSize << 3) - 1);
             _il.Emit(OpCodes.Shr_Un);
             _il.Emit(OpCodes.Conv_I4);
