@@ -1,8 +1,8 @@
 // The run loop's side of block translation: when to translate (a slot's heat), running blocks
-// and following their links, and the slow-path helpers translated code calls. The helpers are
-// the interpreter's own Resolve/Load/Store, so a translated instruction that leaves the fast
-// path does exactly what the interpreter does; after the slow path has checked every condition
-// it grants the TLB entry fast access (Tlb.FastRead / FastWrite) for the next time.
+// and following their links, and the slow path. A memory operand without fast access leaves
+// the block; the interpreter runs that one instruction (Resolve/Load/Store with every side
+// effect), and then the TLB entry it left behind is granted fast access (Tlb.FastRead /
+// FastWrite) only if a later access through it could have none.
 using System;
 using System.Runtime.CompilerServices;
 using XenLab.Cpu.Blocks;
@@ -27,8 +27,10 @@ public sealed partial class X86Cpu
     // Written by translated code (through IL, which the compiler does not see).
 #pragma warning disable CS0649
     private long _blockRetired;
+    private ulong _missVa;
 #pragma warning restore CS0649
-    private MemLoc _blockLoc;
+    // A block left before a memory instruction: interpret it, then grant its TLB entry.
+    private bool _interpretNext;
 
     // Counted here and added to the domain's counters once per run.
     private long _blocksTranslated, _blocksExecuted, _blocksChained;
@@ -111,6 +113,7 @@ public sealed partial class X86Cpu
             _blocksExecuted++;
             int exit = block.Code!(this, budget - delivered - retired);
             retired += _blockRetired;
+            if (exit == TranslatedBlock.ExitSlow) { _interpretNext = true; return Continue; }
             if (exit == TranslatedBlock.ExitFault) return FaultOrDeliver(_rip, ref delivered);
             if (exit == TranslatedBlock.ExitNoChain) return Continue;
             var page = block.Page;
@@ -153,51 +156,22 @@ public sealed partial class X86Cpu
 
     // ---- helpers called by translated code -------------------------------------------------
 
-    /// <summary>Translates an operand for translated code (the interpreter's Resolve). 0 = ok, 1 = fault recorded.</summary>
-    internal int BlockResolve(ulong va, int size, int write) =>
-        Resolve(va, size, write != 0 ? AccessKind.Write : AccessKind.Read, out _blockLoc) ? 0 : 1;
-
-    /// <summary>Loads the resolved operand; grants the TLB entry fast reads when that has no side effect.</summary>
-    internal ulong BlockLoad()
-    {
-        ulong v = Load(in _blockLoc);
-        ref readonly var m = ref _blockLoc;
-        if (m.Split == m.Size && (m.Rights0 & TlbRights.Mmio) == 0)
-        {
-            var frame = _machine.MaterialisedFrame(m.Mfn0);
-            if (frame is not null) Grant(m.Va, m.Mfn0, Tlb.FastRead, frame);
-        }
-        return v;
-    }
-
-    /// <summary>Stores to the resolved operand. 1 if the store dropped decoded code (the block must leave), else 0.</summary>
-    internal int BlockStore(ulong value)
-    {
-        long before = _cache.Invalidations;
-        Store(in _blockLoc, value);
-        if (_cache.Invalidations != before) return 1;
-        ref readonly var m = ref _blockLoc;
-        const ulong need = TlbRights.Dirty | TlbRights.HostWritable | TlbRights.Writable;
-        if (m.Split == m.Size && (m.Rights0 & (need | TlbRights.Mmio | TlbRights.EmulateWrites)) == need && !_cache.MayHoldCode(m.Gfn0))
-        {
-            var frame = _machine.MaterialisedFrame(m.Mfn0);
-            if (frame is not null) Grant(m.Va, m.Mfn0, Tlb.FastRead | Tlb.FastWrite, frame);
-        }
-        return 0;
-    }
-
-    /// <summary>Fast access for the entry that translated <paramref name="va"/>, if it still holds that translation with the same rights.</summary>
-    private void Grant(ulong va, ulong mfn, byte fast, byte[] frame)
+    /// <summary>
+    /// After the interpreter ran an instruction a block left for: grant the TLB entry for
+    /// <paramref name="va"/> fast reads (not device memory, frame materialised) and fast writes
+    /// (the D bit cached, the host lets writes through, writable, not emulated, no code in the
+    /// frame), i.e. exactly when the interpreter's own access through it would have no side effect.
+    /// </summary>
+    private void GrantFast(ulong va)
     {
         ref var e = ref _vcpu.Tlb.Slot(va);
-        if (!Tlb.Matches(e, va) || e.Mfn != mfn) return;
-        if ((fast & Tlb.FastWrite) != 0)
-        {
-            const ulong need = TlbRights.Dirty | TlbRights.HostWritable | TlbRights.Writable;
-            if ((e.Flags & (need | TlbRights.Mmio | TlbRights.EmulateWrites)) != need) return;
-        }
-        else if ((e.Flags & TlbRights.Mmio) != 0) return;
-        e.Fast |= fast;
+        if (!Tlb.Matches(e, va) || (e.Flags & TlbRights.Mmio) != 0) return;
+        var frame = _machine.MaterialisedFrame(e.Mfn);
+        if (frame is null) return;
+        byte fast = Tlb.FastRead;
+        const ulong need = TlbRights.Dirty | TlbRights.HostWritable | TlbRights.Writable;
+        if ((e.Flags & (need | TlbRights.EmulateWrites)) == need && !_cache.MayHoldCode(e.Gfn)) fast |= Tlb.FastWrite;
+        e.Fast = fast;
         e.Backing = frame;
     }
 

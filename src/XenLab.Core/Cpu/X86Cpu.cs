@@ -137,6 +137,14 @@ public sealed partial class X86Cpu
             int slot = page.Index[off];
             if (_translate && !_pageHasBreakpoint)
             {
+                if (_interpretNext)
+                {
+                    // The instruction a block left for: interpreted (every side effect), then its TLB entry granted.
+                    _interpretNext = false;
+                    status = slot != 0 ? Execute(ref page.Instructions[slot - 1]) : DecodeAndExecute(page, rip, off);
+                    GrantFast(_missVa);
+                    goto executed;
+                }
                 var block = BlockAt(page, slot, rip, off);
                 if (block is not null && budget - delivered - retired >= block.Instructions)
                 {
@@ -147,6 +155,7 @@ public sealed partial class X86Cpu
                 slot = page.Index[off];                                   // translating may have decoded it
             }
             status = slot != 0 ? Execute(ref page.Instructions[slot - 1]) : DecodeAndExecute(page, rip, off);
+        executed:
             if (status == 0) { retired++; continue; }
             if (status == StopAfterRetire) { retired++; break; }
             if (status == Fault)

@@ -3,10 +3,12 @@
 // the single exit; operand sizes, register numbers, immediates and displacements are IL
 // constants. Flags stay in the interpreter's lazy form: an instruction records its operands and
 // result, and only a jcc/setcc/cmov or a carry reader computes anything (inline when the
-// producer is known at translation time, else through the interpreter's own formula). Memory
-// operands look up the vCPU's TLB inline and use the entry's backing when the slow path granted
-// fast access; otherwise they call the interpreter's Resolve/Load/Store, so every fault, dirty
-// bit, log-dirty mark, emulated write and code invalidation happens exactly as interpreted.
+// producer is known at translation time, else through the interpreter's own formula), and the
+// record reaches the _lz locals only when the block leaves. Memory operands look up the vCPU's
+// TLB inline (after a one-entry host cache) and use the entry's backing when the run loop
+// granted fast access; otherwise the block leaves before the instruction and the interpreter
+// runs it, so every fault, A/D bit, log-dirty mark, emulated write and code invalidation
+// happens exactly as interpreted, and the translated code makes no calls on its hot path.
 // A block whose branch targets its own start is an IL loop that checks the budget once a pass.
 using System;
 using System.Collections.Generic;
@@ -40,9 +42,7 @@ internal static class BlockTranslator
     private static readonly FieldInfo FTag = typeof(TlbEntry).GetField(nameof(TlbEntry.Tag))!;
     private static readonly FieldInfo FFast = typeof(TlbEntry).GetField(nameof(TlbEntry.Fast))!;
     private static readonly FieldInfo FBacking = typeof(TlbEntry).GetField(nameof(TlbEntry.Backing))!;
-    private static readonly MethodInfo MResolve = Cpu.GetMethod(nameof(X86Cpu.BlockResolve), Private)!;
-    private static readonly MethodInfo MLoad = Cpu.GetMethod(nameof(X86Cpu.BlockLoad), Private)!;
-    private static readonly MethodInfo MStore = Cpu.GetMethod(nameof(X86Cpu.BlockStore), Private)!;
+    private static readonly FieldInfo FMissVa = Cpu.GetField("_missVa", Private)!;
     private static readonly MethodInfo MCounts = Cpu.GetMethod(nameof(X86Cpu.BlockCounts), Private)!;
     private static readonly MethodInfo MGp = Cpu.GetMethod(nameof(X86Cpu.BlockGeneralProtection), Private)!;
     private static readonly MethodInfo MCondition = Cpu.GetMethod(nameof(X86Cpu.ConditionFrom), BindingFlags.NonPublic | BindingFlags.Static)!;
@@ -95,13 +95,14 @@ internal static class BlockTranslator
         private LocalBuilder _lzOp = null!, _lzSize = null!, _lzA = null!, _lzB = null!, _lzR = null!, _lzC = null!;
         private LocalBuilder _exitCode = null!, _exitRetired = null!, _exitRip = null!;
         private LocalBuilder _tlb = null!, _mask = null!;
-        // Fast-path accounting: per pass every memory instruction runs once, so the epilogue
-        // derives the fast accesses from the passes and the exit point, minus the slow ones.
-        private LocalBuilder _slowA = null!, _slowR = null!, _slowW = null!, _exitA = null!, _exitR = null!, _exitW = null!;
+        // Fast-path accounting: per pass every memory instruction runs once (a miss leaves the
+        // block), so the epilogue derives the accesses from the passes and the exit point.
+        private LocalBuilder _exitA = null!, _exitR = null!, _exitW = null!;
         private int[] _accBefore = null!, _readBefore = null!, _writeBefore = null!;
         // The host entry last used (virtual page, rights, backing): a hit skips the TLB lookup.
         // Reset after every slow-path call, the only code that can change the TLB.
-        private LocalBuilder _cVpn = null!, _cFast = null!, _cBacking = null!, _tvpn = null!;
+        private LocalBuilder _cVpnR = null!, _cBackR = null!, _cVpnW = null!, _cBackW = null!, _tvpn = null!, _curBack = null!;
+        private LocalBuilder _passesLeft = null!, _exitJ = null!;
         private LocalBuilder _ta = null!, _tb = null!, _tr = null!, _tc = null!, _tv = null!, _tva = null!, _toff = null!, _entry = null!, _ptr = null!;
         private Label _exit;
         // The lazy-flags record pending in per-instruction locals (op LzNone = not known here:
@@ -110,6 +111,7 @@ internal static class BlockTranslator
         private int _knownSize;
         private int _pk = -1;
         private LocalBuilder?[] _pa = null!, _pb = null!, _pr = null!, _pc = null!;
+        private long?[] _paConst = null!, _pbConst = null!;
         private int _k;
         private bool _usesFlags, _usesMemory;
         public bool Loops { get; private set; }
@@ -131,6 +133,8 @@ internal static class BlockTranslator
             Loops = last.Op is Op.Jcc or Op.JmpRel && lastNext + last.Disp == _start;
             int n = _ins.Count;
             _pa = new LocalBuilder?[n];
+            _paConst = new long?[n];
+            _pbConst = new long?[n];
             _pb = new LocalBuilder?[n];
             _pr = new LocalBuilder?[n];
             _pc = new LocalBuilder?[n];
@@ -149,6 +153,8 @@ internal static class BlockTranslator
             _regs = il.DeclareLocal(typeof(ulong[]));
             _base = il.DeclareLocal(typeof(ulong));
             _passes = il.DeclareLocal(typeof(long));
+            _passesLeft = il.DeclareLocal(typeof(long));
+            _exitJ = il.DeclareLocal(typeof(long));
             _exitCode = il.DeclareLocal(typeof(int));
             _exitRetired = il.DeclareLocal(typeof(long));
             _exitRip = il.DeclareLocal(typeof(ulong));
@@ -174,6 +180,14 @@ internal static class BlockTranslator
             il.Emit(OpCodes.Ldarg_0);
             il.Emit(OpCodes.Ldfld, FRip);
             il.Emit(OpCodes.Stloc, _base);
+            if (Loops)
+            {
+                // Whole passes the budget allows (the run loop enters with room for at least one).
+                il.Emit(OpCodes.Ldarg_1);
+                il.Emit(OpCodes.Ldc_I8, (long)n);
+                il.Emit(OpCodes.Div);
+                il.Emit(OpCodes.Stloc, _passesLeft);
+            }
             if (_usesFlags)
             {
                 _lzOp = il.DeclareLocal(typeof(int));
@@ -193,15 +207,13 @@ internal static class BlockTranslator
             {
                 _tlb = il.DeclareLocal(typeof(TlbEntry[]));
                 _mask = il.DeclareLocal(typeof(int));
-                _slowA = il.DeclareLocal(typeof(long));
-                _slowR = il.DeclareLocal(typeof(long));
-                _slowW = il.DeclareLocal(typeof(long));
                 _exitA = il.DeclareLocal(typeof(long));
                 _exitR = il.DeclareLocal(typeof(long));
                 _exitW = il.DeclareLocal(typeof(long));
-                _cVpn = il.DeclareLocal(typeof(ulong));
-                _cFast = il.DeclareLocal(typeof(int));
-                _cBacking = il.DeclareLocal(typeof(byte[]));
+                _cVpnR = il.DeclareLocal(typeof(ulong));
+                _cBackR = il.DeclareLocal(typeof(byte[]));
+                _cVpnW = il.DeclareLocal(typeof(ulong));
+                _cBackW = il.DeclareLocal(typeof(byte[]));
                 _tvpn = il.DeclareLocal(typeof(ulong));
                 _tva = il.DeclareLocal(typeof(ulong));
                 _toff = il.DeclareLocal(typeof(int));
@@ -224,6 +236,21 @@ internal static class BlockTranslator
 
             // The one exit: write back what the block changed.
             il.MarkLabel(_exit);
+            if (Loops)
+            {
+                il.Emit(OpCodes.Ldarg_1);
+                il.Emit(OpCodes.Ldc_I8, (long)n);
+                il.Emit(OpCodes.Div);
+                il.Emit(OpCodes.Ldloc, _passesLeft);
+                il.Emit(OpCodes.Sub);
+                il.Emit(OpCodes.Stloc, _passes);
+            }
+            il.Emit(OpCodes.Ldloc, _passes);
+            il.Emit(OpCodes.Ldc_I8, (long)n);
+            il.Emit(OpCodes.Mul);
+            il.Emit(OpCodes.Ldloc, _exitJ);
+            il.Emit(OpCodes.Add);
+            il.Emit(OpCodes.Stloc, _exitRetired);
             for (int i = 0; i < 16; i++)
             {
                 if (!_written[i]) continue;
@@ -247,9 +274,9 @@ internal static class BlockTranslator
             {
                 // fast = passes * per-pass + before the exit point - slow
                 il.Emit(OpCodes.Ldarg_0);
-                FastCount(_accBefore[n], _exitA, _slowA);
-                FastCount(_readBefore[n], _exitR, _slowR);
-                FastCount(_writeBefore[n], _exitW, _slowW);
+                FastCount(_accBefore[n], _exitA);
+                FastCount(_readBefore[n], _exitR);
+                FastCount(_writeBefore[n], _exitW);
                 il.Emit(OpCodes.Call, MCounts);
             }
             il.Emit(OpCodes.Ldloc, _exitCode);
@@ -258,6 +285,29 @@ internal static class BlockTranslator
         }
 
         private Label _secondHead;
+        private byte _beforeOp;
+        private int _beforeSize, _beforePk;
+
+        /// <summary>
+        /// The fast path fell through to here; <paramref name="slow"/> (no fast access) leaves the
+        /// block before instruction <paramref name="k"/>, which the interpreter then runs with
+        /// every side effect, and the run loop grants the TLB entry fast access if it now may.
+        /// </summary>
+        private void SideExit(Label slow, int k, bool write)
+        {
+            var il = _il;
+            var done = il.DefineLabel();
+            il.Emit(OpCodes.Br, done);
+            il.MarkLabel(slow);
+            var (op, size, pk) = (_knownOp, _knownSize, _pk);
+            (_knownOp, _knownSize, _pk) = (_beforeOp, _beforeSize, _beforePk);
+            il.Emit(OpCodes.Ldarg_0);
+            il.Emit(OpCodes.Ldloc, _tva);
+            il.Emit(OpCodes.Stfld, FMissVa);
+            EmitExit(TranslatedBlock.ExitSlow, k, _offs[k]);
+            (_knownOp, _knownSize, _pk) = (op, size, pk);
+            il.MarkLabel(done);
+        }
         private byte _endOp;
         private int _endSize, _endK;
 
@@ -281,7 +331,7 @@ internal static class BlockTranslator
                 EmitExit(TranslatedBlock.ExitNext, _ins.Count, _offs[^1] + _ins[^1].Length);
         }
 
-        private void FastCount(int perPass, LocalBuilder before, LocalBuilder slow)
+        private void FastCount(int perPass, LocalBuilder before)
         {
             var il = _il;
             il.Emit(OpCodes.Ldloc, _passes);
@@ -289,8 +339,6 @@ internal static class BlockTranslator
             il.Emit(OpCodes.Mul);
             il.Emit(OpCodes.Ldloc, before);
             il.Emit(OpCodes.Add);
-            il.Emit(OpCodes.Ldloc, slow);
-            il.Emit(OpCodes.Sub);
         }
 
         /// <summary>(TLB lookups, reads, writes) the instruction makes as the interpreter counts them.</summary>
@@ -305,7 +353,9 @@ internal static class BlockTranslator
         private void ResetHostEntry()
         {
             _il.Emit(OpCodes.Ldc_I8, -1L);
-            _il.Emit(OpCodes.Stloc, _cVpn);
+            _il.Emit(OpCodes.Dup);
+            _il.Emit(OpCodes.Stloc, _cVpnR);
+            _il.Emit(OpCodes.Stloc, _cVpnW);
         }
 
         // ---- what the block touches ----------------------------------------------------------
@@ -351,6 +401,9 @@ internal static class BlockTranslator
         private void EmitInstruction(in DecodedInstruction d, int k)
         {
             var il = _il;
+            _beforeOp = _knownOp;
+            _beforeSize = _knownSize;
+            _beforePk = _pk;
             int size = d.Size;
             int next = _offs[k] + d.Length;
             switch (d.Op)
@@ -375,59 +428,30 @@ internal static class BlockTranslator
                     SetReg(d.R0, size);
                     break;
                 case Op.ExtRM:
-                {
-                    var done = il.DefineLabel();
-                    EffectiveAddress(in d, next);
-                    il.Emit(OpCodes.Stloc, _tva);
-                    Label slow = FastEntry(d.Size2, write: false);
-                    LoadFast(d.Size2);
-                    il.Emit(OpCodes.Stloc, _tv);
-                    il.Emit(OpCodes.Br, done);
-                    il.MarkLabel(slow);
-                    SlowResolve(d.Size2, write: false, k);
-                    SlowLoad();
-                    il.MarkLabel(done);
-                    il.Emit(OpCodes.Ldloc, _tv);
-                    if (d.Sub != 0) SignExtend(d.Size2);
-                    SetReg(d.R0, size);
-                    break;
-                }
                 case Op.MovRM:
                 {
-                    var done = il.DefineLabel();
+                    int width = d.Op == Op.ExtRM ? d.Size2 : size;
                     EffectiveAddress(in d, next);
                     il.Emit(OpCodes.Stloc, _tva);
-                    Label slow = FastEntry(size, write: false);
-                    LoadFast(size);
-                    il.Emit(OpCodes.Stloc, _tv);
-                    il.Emit(OpCodes.Br, done);
-                    il.MarkLabel(slow);
-                    SlowResolve(size, write: false, k);
-                    SlowLoad();
-                    il.MarkLabel(done);
-                    il.Emit(OpCodes.Ldloc, _tv);
+                    Label slow = FastEntry(width, write: false);
+                    LoadFast(width);
+                    if (d.Op == Op.ExtRM && d.Sub != 0) SignExtend(width);
                     SetReg(d.R0, size);
+                    SideExit(slow, k, write: false);
                     break;
                 }
                 case Op.MovMR:
                 case Op.MovMI:
                 {
-                    var done = il.DefineLabel();
                     EffectiveAddress(in d, next);
                     il.Emit(OpCodes.Stloc, _tva);
-                    if (d.Op == Op.MovMR) GetReg(d.R1, size);
-                    else il.Emit(OpCodes.Ldc_I8, d.Imm);
-                    il.Emit(OpCodes.Stloc, _tv);
                     Label slow = FastEntry(size, write: true);
                     PointerFast();
                     il.Emit(OpCodes.Ldloc, _ptr);
-                    il.Emit(OpCodes.Ldloc, _tv);
+                    if (d.Op == Op.MovMR) GetReg(d.R1, size);
+                    else il.Emit(OpCodes.Ldc_I8, d.Imm);
                     StoreIndirect(size);
-                    il.Emit(OpCodes.Br, done);
-                    il.MarkLabel(slow);
-                    SlowResolve(size, write: true, k);
-                    SlowStore(_tv, k, next);
-                    il.MarkLabel(done);
+                    SideExit(slow, k, write: true);
                     break;
                 }
                 case Op.AluRR:
@@ -437,7 +461,7 @@ internal static class BlockTranslator
                     if (d.Op == Op.AluRR) GetReg(d.R1, size);
                     else il.Emit(OpCodes.Ldc_I8, d.Imm);
                     il.Emit(OpCodes.Stloc, _tb);
-                    Alu((AluKind)d.Sub, size);
+                    Alu((AluKind)d.Sub, size, d.Op is Op.AluRI or Op.AluMI ? d.Imm : null);
                     if (d.Sub < (byte)AluKind.Cmp)
                     {
                         il.Emit(OpCodes.Ldloc, _tr);
@@ -446,39 +470,29 @@ internal static class BlockTranslator
                     break;
                 case Op.AluRM:
                 {
-                    var done = il.DefineLabel();
                     EffectiveAddress(in d, next);
                     il.Emit(OpCodes.Stloc, _tva);
                     Label slow = FastEntry(size, write: false);
                     LoadFast(size);
-                    il.Emit(OpCodes.Stloc, _tv);
-                    il.Emit(OpCodes.Br, done);
-                    il.MarkLabel(slow);
-                    SlowResolve(size, write: false, k);
-                    SlowLoad();
-                    il.MarkLabel(done);
+                    il.Emit(OpCodes.Stloc, _tb);
                     GetReg(d.R0, size);
                     il.Emit(OpCodes.Stloc, _ta);
-                    il.Emit(OpCodes.Ldloc, _tv);
-                    il.Emit(OpCodes.Stloc, _tb);
                     Alu((AluKind)d.Sub, size);
                     if (d.Sub < (byte)AluKind.Cmp)
                     {
                         il.Emit(OpCodes.Ldloc, _tr);
                         SetReg(d.R0, size);
                     }
+                    SideExit(slow, k, write: false);
                     break;
                 }
                 case Op.AluMR:
                 case Op.AluMI:
                 {
+                    // One entry, read and (for all but cmp/test) written through the backing.
                     bool writes = d.Sub < (byte)AluKind.Cmp;
-                    var done = il.DefineLabel();
                     EffectiveAddress(in d, next);
                     il.Emit(OpCodes.Stloc, _tva);
-                    byte opBefore = _knownOp;
-                    int sizeBefore = _knownSize, pkBefore = _pk;
-                    // Fast: one entry, read and (for all but cmp/test) write through the backing.
                     Label slow = FastEntry(size, write: writes);
                     PointerFast();
                     il.Emit(OpCodes.Ldloc, _ptr);
@@ -487,29 +501,14 @@ internal static class BlockTranslator
                     if (d.Op == Op.AluMR) GetReg(d.R1, size);
                     else il.Emit(OpCodes.Ldc_I8, d.Imm);
                     il.Emit(OpCodes.Stloc, _tb);
-                    Alu((AluKind)d.Sub, size);
+                    Alu((AluKind)d.Sub, size, d.Op == Op.AluMI ? d.Imm : null);
                     if (writes)
                     {
                         il.Emit(OpCodes.Ldloc, _ptr);
                         il.Emit(OpCodes.Ldloc, _tr);
                         StoreIndirect(size);
                     }
-                    il.Emit(OpCodes.Br, done);
-                    // Slow: the interpreter's one Resolve, Load, Store.
-                    il.MarkLabel(slow);
-                    _knownOp = opBefore;
-                    _knownSize = sizeBefore;
-                    _pk = pkBefore;
-                    SlowResolve(size, write: writes, k);
-                    SlowLoad();
-                    il.Emit(OpCodes.Ldloc, _tv);
-                    il.Emit(OpCodes.Stloc, _ta);
-                    if (d.Op == Op.AluMR) GetReg(d.R1, size);
-                    else il.Emit(OpCodes.Ldc_I8, d.Imm);
-                    il.Emit(OpCodes.Stloc, _tb);
-                    Alu((AluKind)d.Sub, size);
-                    if (writes) SlowStore(_tr, k, next);
-                    il.MarkLabel(done);
+                    SideExit(slow, k, write: writes);
                     break;
                 }
                 case Op.UnaryR:
@@ -571,17 +570,13 @@ internal static class BlockTranslator
                 _endOp = _knownOp;
                 _endSize = _knownSize;
                 _endK = _pk;
-                il.Emit(OpCodes.Ldloc, _passes);
+                il.Emit(OpCodes.Ldloc, _passesLeft);
                 il.Emit(OpCodes.Ldc_I8, 1L);
-                il.Emit(OpCodes.Add);
-                il.Emit(OpCodes.Stloc, _passes);
-                il.Emit(OpCodes.Ldarg_1);
-                il.Emit(OpCodes.Ldloc, _passes);
-                il.Emit(OpCodes.Ldc_I8, (long)_ins.Count);
-                il.Emit(OpCodes.Mul);
                 il.Emit(OpCodes.Sub);
-                il.Emit(OpCodes.Ldc_I8, (long)_ins.Count);
-                il.Emit(OpCodes.Bge, _secondHead);
+                il.Emit(OpCodes.Dup);
+                il.Emit(OpCodes.Stloc, _passesLeft);
+                il.Emit(OpCodes.Ldc_I8, 0L);
+                il.Emit(OpCodes.Bgt, _secondHead);
                 EmitExit(TranslatedBlock.ExitTaken, 0, _start);
                 return;
             }
@@ -613,12 +608,8 @@ internal static class BlockTranslator
             Commit();
             il.Emit(OpCodes.Ldc_I4, code);
             il.Emit(OpCodes.Stloc, _exitCode);
-            il.Emit(OpCodes.Ldloc, _passes);
-            il.Emit(OpCodes.Ldc_I8, (long)_ins.Count);
-            il.Emit(OpCodes.Mul);
             il.Emit(OpCodes.Ldc_I8, (long)retired);
-            il.Emit(OpCodes.Add);
-            il.Emit(OpCodes.Stloc, _exitRetired);
+            il.Emit(OpCodes.Stloc, _exitJ);
             Rip(ripOff);
             il.Emit(OpCodes.Stloc, _exitRip);
             if (_usesMemory)
@@ -642,11 +633,11 @@ internal static class BlockTranslator
             il.Emit(OpCodes.Stloc, _lzOp);
             il.Emit(OpCodes.Ldc_I4, _knownSize);
             il.Emit(OpCodes.Stloc, _lzSize);
-            il.Emit(OpCodes.Ldloc, _pa[_pk]!);
+            Push(A);
             il.Emit(OpCodes.Stloc, _lzA);
-            il.Emit(OpCodes.Ldloc, _pb[_pk]!);
+            Push(B);
             il.Emit(OpCodes.Stloc, _lzB);
-            il.Emit(OpCodes.Ldloc, _pr[_pk]!);
+            Push(R);
             il.Emit(OpCodes.Stloc, _lzR);
             if (_pc[_pk] is { } c)
             {
@@ -768,19 +759,16 @@ internal static class BlockTranslator
             var lookup = il.DefineLabel();
             var have = il.DefineLabel();
             int need = write ? Tlb.FastWrite : Tlb.FastRead;
+            var vpn = write ? _cVpnW : _cVpnR;
+            _curBack = write ? _cBackW : _cBackR;
             il.Emit(OpCodes.Ldloc, _tva);
             il.Emit(OpCodes.Ldc_I4, Page.Shift);
             il.Emit(OpCodes.Shr_Un);
             il.Emit(OpCodes.Stloc, _tvpn);
-            // The host entry used last?
+            // The host entry used last for this kind of access?
             il.Emit(OpCodes.Ldloc, _tvpn);
-            il.Emit(OpCodes.Ldloc, _cVpn);
-            il.Emit(OpCodes.Bne_Un, lookup);
-            il.Emit(OpCodes.Ldloc, _cFast);
-            il.Emit(OpCodes.Ldc_I4, need);
-            il.Emit(OpCodes.And);
-            il.Emit(OpCodes.Brfalse, slow);
-            il.Emit(OpCodes.Br, have);
+            il.Emit(OpCodes.Ldloc, vpn);
+            il.Emit(OpCodes.Beq, have);
             // The TLB entry, as Vcpu.Translate finds it.
             il.MarkLabel(lookup);
             il.Emit(OpCodes.Ldloc, _tlb);
@@ -801,14 +789,19 @@ internal static class BlockTranslator
             il.Emit(OpCodes.Ldc_I4, need);
             il.Emit(OpCodes.And);
             il.Emit(OpCodes.Brfalse, slow);
-            il.Emit(OpCodes.Ldloc, _tvpn);
-            il.Emit(OpCodes.Stloc, _cVpn);
-            il.Emit(OpCodes.Ldloc, _entry);
-            il.Emit(OpCodes.Ldfld, FFast);
-            il.Emit(OpCodes.Stloc, _cFast);
             il.Emit(OpCodes.Ldloc, _entry);
             il.Emit(OpCodes.Ldfld, FBacking);
-            il.Emit(OpCodes.Stloc, _cBacking);
+            il.Emit(OpCodes.Stloc, _curBack);
+            il.Emit(OpCodes.Ldloc, _tvpn);
+            il.Emit(OpCodes.Stloc, vpn);
+            if (write)
+            {
+                // Writable implies readable: the read entry follows.
+                il.Emit(OpCodes.Ldloc, _tvpn);
+                il.Emit(OpCodes.Stloc, _cVpnR);
+                il.Emit(OpCodes.Ldloc, _cBackW);
+                il.Emit(OpCodes.Stloc, _cBackR);
+            }
             il.MarkLabel(have);
             il.Emit(OpCodes.Ldloc, _tva);
             il.Emit(OpCodes.Conv_I4);
@@ -827,7 +820,7 @@ internal static class BlockTranslator
         /// <summary>_ptr = ref backing[_toff].</summary>
         private void PointerFast()
         {
-            _il.Emit(OpCodes.Ldloc, _cBacking);
+            _il.Emit(OpCodes.Ldloc, _curBack);
             _il.Emit(OpCodes.Ldloc, _toff);
             _il.Emit(OpCodes.Ldelema, typeof(byte));
             _il.Emit(OpCodes.Stloc, _ptr);
@@ -865,61 +858,10 @@ internal static class BlockTranslator
             }
         }
 
-        private void Increment(LocalBuilder l, int by)
-        {
-            if (by == 0) return;
-            _il.Emit(OpCodes.Ldloc, l);
-            _il.Emit(OpCodes.Ldc_I8, (long)by);
-            _il.Emit(OpCodes.Add);
-            _il.Emit(OpCodes.Stloc, l);
-        }
-
-        /// <summary>The interpreter's Resolve for _tva; a fault leaves the block at instruction <paramref name="k"/>.</summary>
-        private void SlowResolve(int size, bool write, int k)
-        {
-            var il = _il;
-            var ok = il.DefineLabel();
-            il.Emit(OpCodes.Ldarg_0);
-            il.Emit(OpCodes.Ldloc, _tva);
-            il.Emit(OpCodes.Ldc_I4, size);
-            il.Emit(OpCodes.Ldc_I4, write ? 1 : 0);
-            il.Emit(OpCodes.Call, MResolve);
-            ResetHostEntry();
-            il.Emit(OpCodes.Brfalse, ok);
-            EmitExit(TranslatedBlock.ExitFault, k, _offs[k]);
-            il.MarkLabel(ok);
-            var (acc, rd, wr) = Accesses(_ins[k]);
-            Increment(_slowA, acc);
-            Increment(_slowR, rd);
-            Increment(_slowW, wr);
-        }
-
-        private void SlowLoad()
-        {
-            _il.Emit(OpCodes.Ldarg_0);
-            _il.Emit(OpCodes.Call, MLoad);
-            _il.Emit(OpCodes.Stloc, _tv);
-            ResetHostEntry();
-        }
-
-        /// <summary>The interpreter's Store; if it dropped decoded code, the block leaves after this instruction.</summary>
-        private void SlowStore(LocalBuilder value, int k, int next)
-        {
-            var il = _il;
-            var ok = il.DefineLabel();
-            il.Emit(OpCodes.Ldarg_0);
-            il.Emit(OpCodes.Ldloc, value);
-            il.Emit(OpCodes.Call, MStore);
-            ResetHostEntry();
-            il.Emit(OpCodes.Brfalse, ok);
-            EmitExit(TranslatedBlock.ExitNoChain, k + 1, next);
-            il.MarkLabel(ok);
-        }
-
         // ---- lazy flags -----------------------------------------------------------------------
 
         /// <summary>_tr = _ta op _tb, recording the lazy-flags record as X86Cpu.Alu does.</summary>
-        private void Alu(AluKind kind, int size)
+        private void Alu(AluKind kind, int size, long? bConst = null)
         {
             var il = _il;
             byte op;
@@ -944,7 +886,7 @@ internal static class BlockTranslator
                     op = kind == AluKind.Adc ? LzAdc : LzSbb;
                     break;
             }
-            Record(op, size, carry: op is LzAdc or LzSbb);
+            Record(op, size, carry: op is LzAdc or LzSbb, bConst: bConst);
         }
 
         private void Binary(OpCode op)
@@ -971,7 +913,7 @@ internal static class BlockTranslator
                     il.Emit(OpCodes.Stloc, _tr);
                     il.Emit(OpCodes.Ldc_I8, 1L);
                     il.Emit(OpCodes.Stloc, _tb);
-                    Record(kind == UnaryKind.Inc ? LzInc : LzDec, size, carry: true);
+                    Record(kind == UnaryKind.Inc ? LzInc : LzDec, size, carry: true, bConst: 1);
                     break;
                 case UnaryKind.Neg:
                     il.Emit(OpCodes.Ldc_I8, 0L);
@@ -982,7 +924,7 @@ internal static class BlockTranslator
                     il.Emit(OpCodes.Stloc, _tb);
                     il.Emit(OpCodes.Ldc_I8, 0L);
                     il.Emit(OpCodes.Stloc, _ta);
-                    Record(LzSub, size, carry: false);
+                    Record(LzSub, size, carry: false, aConst: 0);
                     break;
                 default:
                     il.Emit(OpCodes.Ldloc, _ta);
@@ -992,18 +934,30 @@ internal static class BlockTranslator
             }
         }
 
-        /// <summary>The instruction's lazy-flags record (_ta, _tb, _tr and, for adc/sbb/inc/dec, _tc) becomes the pending one.</summary>
-        private void Record(byte op, int size, bool carry)
+        /// <summary>
+        /// The instruction's lazy-flags record (_ta, _tb, _tr and, for adc/sbb/inc/dec, _tc)
+        /// becomes the pending one. An operand that is a constant (an immediate, inc/dec's 1,
+        /// neg's 0) stays a constant: nothing to keep alive across a loop.
+        /// </summary>
+        private void Record(byte op, int size, bool carry, long? aConst = null, long? bConst = null)
         {
             var il = _il;
             int k = _k;
-            _pa[k] ??= il.DeclareLocal(typeof(ulong));
-            _pb[k] ??= il.DeclareLocal(typeof(ulong));
+            _paConst[k] = aConst;
+            _pbConst[k] = bConst;
+            if (aConst is null)
+            {
+                _pa[k] ??= il.DeclareLocal(typeof(ulong));
+                il.Emit(OpCodes.Ldloc, _ta);
+                il.Emit(OpCodes.Stloc, _pa[k]!);
+            }
+            if (bConst is null)
+            {
+                _pb[k] ??= il.DeclareLocal(typeof(ulong));
+                il.Emit(OpCodes.Ldloc, _tb);
+                il.Emit(OpCodes.Stloc, _pb[k]!);
+            }
             _pr[k] ??= il.DeclareLocal(typeof(ulong));
-            il.Emit(OpCodes.Ldloc, _ta);
-            il.Emit(OpCodes.Stloc, _pa[k]!);
-            il.Emit(OpCodes.Ldloc, _tb);
-            il.Emit(OpCodes.Stloc, _pb[k]!);
             il.Emit(OpCodes.Ldloc, _tr);
             il.Emit(OpCodes.Stloc, _pr[k]!);
             if (carry)
@@ -1017,21 +971,27 @@ internal static class BlockTranslator
             _pk = k;
         }
 
-        private LocalBuilder PA => _pa[_pk]!;
-        private LocalBuilder PB => _pb[_pk]!;
-        private LocalBuilder PR => _pr[_pk]!;
+        private const int A = 0, B = 1, R = 2;
+
+        /// <summary>Pushes the pending record's a, b or r.</summary>
+        private void Push(int which)
+        {
+            long? c = which == A ? _paConst[_pk] : which == B ? _pbConst[_pk] : null;
+            if (c is { } v) _il.Emit(OpCodes.Ldc_I8, v);
+            else _il.Emit(OpCodes.Ldloc, (which == A ? _pa : which == B ? _pb : _pr)[_pk]!);
+        }
 
         private static ulong MaskOf(int size) => ulong.MaxValue >> (64 - (size << 3));
 
-        private void Masked(LocalBuilder l)
+        private void Masked(int which)
         {
-            _il.Emit(OpCodes.Ldloc, l);
+            Push(which);
             if (_knownSize != 8) { _il.Emit(OpCodes.Ldc_I8, (long)MaskOf(_knownSize)); _il.Emit(OpCodes.And); }
         }
 
-        private void SignedOf(LocalBuilder l)
+        private void SignedOf(int which)
         {
-            _il.Emit(OpCodes.Ldloc, l);
+            Push(which);
             SignExtend(_knownSize);
         }
 
@@ -1049,12 +1009,12 @@ internal static class BlockTranslator
                     il.Emit(OpCodes.Ldloc, _pc[_pk]!);
                     return;
                 case LzAdd:
-                    Masked(PR); Masked(PA);
+                    Masked(R); Masked(A);
                     il.Emit(OpCodes.Clt_Un);
                     il.Emit(OpCodes.Conv_U8);
                     return;
                 case LzSub:
-                    Masked(PA); Masked(PB);
+                    Masked(A); Masked(B);
                     il.Emit(OpCodes.Clt_Un);
                     il.Emit(OpCodes.Conv_U8);
                     return;
@@ -1071,9 +1031,9 @@ internal static class BlockTranslator
             {
                 il.Emit(OpCodes.Ldc_I4, (int)_knownOp);
                 il.Emit(OpCodes.Ldc_I4, _knownSize);
-                il.Emit(OpCodes.Ldloc, PA);
-                il.Emit(OpCodes.Ldloc, PB);
-                il.Emit(OpCodes.Ldloc, PR);
+                Push(A);
+                Push(B);
+                Push(R);
                 if (_pc[_pk] is { } c) il.Emit(OpCodes.Ldloc, c);
                 else il.Emit(OpCodes.Ldc_I8, 0L);
                 il.Emit(OpCodes.Ldarg_0);
@@ -1099,15 +1059,15 @@ internal static class BlockTranslator
             if (_knownOp == LzNone) done = false;
             else if (group == 2)
             {
-                Masked(PR);
+                Masked(R);
                 il.Emit(OpCodes.Ldc_I8, 0L);
                 il.Emit(OpCodes.Ceq);
             }
             else if (group == 4) SignBit();
             else if (_knownOp == LzSub && group is 1 or 3 or 6 or 7)
             {
-                if (group is 1 or 3) { Masked(PA); Masked(PB); }
-                else { SignedOf(PA); SignedOf(PB); }
+                if (group is 1 or 3) { Masked(A); Masked(B); }
+                else { SignedOf(A); SignedOf(B); }
                 switch (group)
                 {
                     case 1: il.Emit(OpCodes.Clt_Un); break;
@@ -1122,10 +1082,10 @@ internal static class BlockTranslator
                 {
                     case 0:
                     case 1: il.Emit(OpCodes.Ldc_I4_0); break;
-                    case 3: Masked(PR); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ceq); break;
+                    case 3: Masked(R); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ceq); break;
                     case 6: SignBit(); break;
                     default:
-                        Masked(PR); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ceq);
+                        Masked(R); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ceq);
                         SignBit();
                         il.Emit(OpCodes.Or);
                         break;
@@ -1133,7 +1093,7 @@ internal static class BlockTranslator
             }
             else if (_knownOp == LzAdd && group == 1)
             {
-                Masked(PR); Masked(PA);
+                Masked(R); Masked(A);
                 il.Emit(OpCodes.Clt_Un);
             }
             else done = false;
@@ -1149,7 +1109,7 @@ internal static class BlockTranslator
 
         private void SignBit()
         {
-            _il.Emit(OpCodes.Ldloc, PR);
+            Push(R);
             _il.Emit(OpCodes.Ldc_I4, (_knownSize << 3) - 1);
             _il.Emit(OpCodes.Shr_Un);
             _il.Emit(OpCodes.Conv_I4);
