@@ -111,7 +111,7 @@ internal static class BlockTranslator
         private int _knownSize;
         private int _pk = -1;
         private LocalBuilder?[] _pa = null!, _pb = null!, _pr = null!, _pc = null!;
-        private long?[] _paConst = null!, _pbConst = null!;
+        private long?[] _paConst = null!, _pbConst = null!, _paDelta = null!;
         private int _k;
         private bool _usesFlags, _usesMemory;
         public bool Loops { get; private set; }
@@ -134,6 +134,7 @@ internal static class BlockTranslator
             int n = _ins.Count;
             _pa = new LocalBuilder?[n];
             _paConst = new long?[n];
+            _paDelta = new long?[n];
             _pbConst = new long?[n];
             _pb = new LocalBuilder?[n];
             _pr = new LocalBuilder?[n];
@@ -945,7 +946,12 @@ internal static class BlockTranslator
             int k = _k;
             _paConst[k] = aConst;
             _pbConst[k] = bConst;
-            if (aConst is null)
+            // With a constant b, a is r minus (add, inc) or plus (sub, cmp, dec) it, in 64-bit
+            // arithmetic as the record holds them: no local for a to keep alive across a loop.
+            _paDelta[k] = bConst is { } bc && aConst is null
+                ? op switch { LzAdd or LzInc => -bc, LzSub or LzDec => bc, _ => null }
+                : null;
+            if (aConst is null && _paDelta[k] is null)
             {
                 _pa[k] ??= il.DeclareLocal(typeof(ulong));
                 il.Emit(OpCodes.Ldloc, _ta);
@@ -978,6 +984,12 @@ internal static class BlockTranslator
         {
             long? c = which == A ? _paConst[_pk] : which == B ? _pbConst[_pk] : null;
             if (c is { } v) _il.Emit(OpCodes.Ldc_I8, v);
+            else if (which == A && _paDelta[_pk] is { } delta)
+            {
+                _il.Emit(OpCodes.Ldloc, _pr[_pk]!);
+                _il.Emit(OpCodes.Ldc_I8, delta);
+                _il.Emit(OpCodes.Add);
+            }
             else _il.Emit(OpCodes.Ldloc, (which == A ? _pa : which == B ? _pb : _pr)[_pk]!);
         }
 
