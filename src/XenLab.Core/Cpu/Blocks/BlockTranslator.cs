@@ -12,6 +12,7 @@
 // A block whose branch targets its own start is an IL loop that checks the budget once a pass.
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using System.Reflection;
 using System.Reflection.Emit;
 using XenLab.Memory;
@@ -42,6 +43,9 @@ internal static class BlockTranslator
     private static readonly FieldInfo FTag = typeof(TlbEntry).GetField(nameof(TlbEntry.Tag))!;
     private static readonly FieldInfo FFast = typeof(TlbEntry).GetField(nameof(TlbEntry.Fast))!;
     private static readonly FieldInfo FBacking = typeof(TlbEntry).GetField(nameof(TlbEntry.Backing))!;
+    private static readonly MethodInfo MDataRef = typeof(System.Runtime.InteropServices.MemoryMarshal)
+        .GetMethods().Single(m => m.Name == nameof(System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference) && m.IsGenericMethodDefinition)
+        .MakeGenericMethod(typeof(byte));
     private static readonly FieldInfo FMissVa = Cpu.GetField("_missVa", Private)!;
     private static readonly MethodInfo MCounts = Cpu.GetMethod(nameof(X86Cpu.BlockCounts), Private)!;
     private static readonly MethodInfo MGp = Cpu.GetMethod(nameof(X86Cpu.BlockGeneralProtection), Private)!;
@@ -819,11 +823,17 @@ internal static class BlockTranslator
         }
 
         /// <summary>_ptr = ref backing[_toff].</summary>
+        /// <summary>
+        /// No bounds check: the backing is a whole 4 KiB frame and FastEntry has checked that
+        /// the operand ends inside it.
+        /// </summary>
         private void PointerFast()
         {
             _il.Emit(OpCodes.Ldloc, _curBack);
+            _il.Emit(OpCodes.Call, MDataRef);
             _il.Emit(OpCodes.Ldloc, _toff);
-            _il.Emit(OpCodes.Ldelema, typeof(byte));
+            _il.Emit(OpCodes.Conv_I);
+            _il.Emit(OpCodes.Add);
             _il.Emit(OpCodes.Stloc, _ptr);
         }
 
