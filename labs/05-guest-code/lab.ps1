@@ -7,10 +7,12 @@
     it one frame at a time (the guest yields with vmcall, RAX = 0) and, between frames, asks
     Get-DirtyVram for the merged dirty rectangles, as a VNC/SPICE server would. Part 2 runs the
     built-in workload of lab.yaml (fill, cursor, scroll, blit, page-table churn) and writes
-    PNGs of each frame with the dirty regions outlined. Run from the repository root after
-    `dotnet build XenLab.sln`:  pwsh labs/05-guest-code/lab.ps1
+    PNGs of each frame with the dirty regions outlined. Part 3 runs pixels.asm, which draws a
+    band pixel by pixel, translated to IL and then interpreted (-Translate:$false), with the
+    dirty rectangles of each frame and the frame rate of both. Run from the repository root
+    after `dotnet build XenLab.sln`:  pwsh labs/05-guest-code/lab.ps1
 #>
-param([int]$Frames = 5)
+param([int]$Frames = 5, [int]$PixelFrames = 20)
 $ErrorActionPreference = 'Stop'
 Import-Module (Join-Path $PSScriptRoot '../../XenLab.psd1') -Force
 
@@ -43,3 +45,26 @@ Get-XenFramebuffer -Domain $w | ForEach-Object {
 } | Format-Table | Out-Host
 "PNGs in $out"
 $w | Remove-XenDomain -Confirm:$false
+
+Write-Host "== 3. pixels.asm: pixel by pixel, translated and interpreted"
+$pixels = Get-Content -Raw (Join-Path $PSScriptRoot 'pixels.asm')
+foreach ($translate in $true, $false) {
+    $p = New-XenDomain -Path (Join-Path $PSScriptRoot 'lab.yaml')
+    Mount-XenFramebuffer -Domain $p -Framebuffer left -VirtualAddress 0x40000000
+    $null = Get-DirtyVram -Domain $p
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    $instructions = 0
+    for ($f = 0; $f -lt $PixelFrames; $f++) {
+        $run = if ($f -eq 0) { Invoke-XenGuestCode -Domain $p -Assembly $pixels -Translate:$translate -Confirm:$false }
+               else { Invoke-XenGuestCode -Domain $p -Resume -Confirm:$false }
+        $instructions += $run.Instructions
+        $rects = Get-DirtyVram -Domain $p -AsRectangle | Where-Object Framebuffer -eq 'left'
+        if ($f -lt 4) { 'frame {0}: {1}' -f $f, (($rects | ForEach-Object { '{0}x{1}+{2}+{3}' -f $_.Width, $_.Height, $_.X, $_.Y }) -join ' ') }
+    }
+    $sw.Stop()
+    '{0}: {1} frames of 262,144 pixels in {2:N0} ms: {3:N1} frames/s, {4:N0} M instructions/s' -f
+        ($translate ? 'translated' : 'interpreted'), $PixelFrames, $sw.ElapsedMilliseconds,
+        ($PixelFrames / $sw.Elapsed.TotalSeconds), ($instructions / $sw.Elapsed.TotalSeconds / 1e6)
+    Get-XenPerfCounter -Domain $p -Name cpu_block_*, cpu_instructions_retired | Format-Table Name, Value | Out-Host
+    $p | Remove-XenDomain -Confirm:$false
+}

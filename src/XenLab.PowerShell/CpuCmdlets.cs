@@ -103,6 +103,10 @@ public sealed class InvokeXenGuestCodeCommand : XenCmdlet
     [ValidateRange(0, DomainConfigLimits.MaxVcpuIndex)]
     public int Vcpu { get; set; }
 
+    /// <summary>Turns block translation on or off for the domain (every vCPU) before running; kept afterwards, like the YAML's `translate`.</summary>
+    [Parameter]
+    public SwitchParameter Translate { get; set; }
+
     private bool ByObject => ParameterSetName is ParameterSets.DomainCode or ParameterSets.DomainAssembly or ParameterSets.DomainPath
         or ParameterSets.DomainResume or ParameterSets.DomainWorkload;
 
@@ -111,6 +115,11 @@ public sealed class InvokeXenGuestCodeCommand : XenCmdlet
         var d = ResolveDomain(ByObject ? Domain : null, DomainName);
         if (d is null || !CanRunGuestCode(d, Vcpu)) return;
         string target = $"Domain '{d.Name}' vcpu {Vcpu}";
+        if (MyInvocation.BoundParameters.ContainsKey(nameof(Translate)) && ShouldProcess($"Domain '{d.Name}'", $"Turn block translation {(Translate.IsPresent ? "on" : "off")}"))
+        {
+            d.Config.Translate = Translate.IsPresent;
+            foreach (var v in d.Vcpus) v.Cpu.TranslationEnabled = Translate.IsPresent;
+        }
         switch (ParameterSetName)
         {
             case ParameterSets.DomainResume or ParameterSets.DomainNameResume:

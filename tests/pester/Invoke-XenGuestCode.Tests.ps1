@@ -49,6 +49,20 @@ workload:
             (Get-XenVcpu -DomainName pester-gc -Vcpu 0).Cr2 | Should -Be 0x500000000
         }
 
+        It 'runs a hot loop translated by default and interpreted with -Translate:$false, to the same result' {
+            $loop = "mov ecx, 100000`nxor eax, eax`ntop: add rax, rcx`ndec ecx`njnz top`nhlt"
+            $off = Invoke-XenGuestCode -DomainName pester-gc -Assembly $loop -Translate:$false
+            $rax = (Get-XenVcpu -DomainName pester-gc -Vcpu 0).Rax
+            (Get-XenPerfCounter -DomainName pester-gc -Name cpu_block_executed).Value | Should -Be 0
+            $on = Invoke-XenGuestCode -DomainName pester-gc -Assembly $loop -Translate
+            (Get-XenVcpu -DomainName pester-gc -Vcpu 0).Rax | Should -Be $rax
+            $rax | Should -Be 5000050000                      # 100000 + 99999 + ... + 1
+            $on.Reason | Should -Be 'Halted'
+            $on.Instructions | Should -Be $off.Instructions
+            (Get-XenPerfCounter -DomainName pester-gc -Name cpu_block_executed).Value | Should -BeGreaterThan 0
+            (Get-XenPerfCounter -DomainName pester-gc -Name cpu_block_translated).Value | Should -BeGreaterThan 0
+        }
+
         It 'reports an instruction outside the subset as Unsupported, naming it' {
             $r = Invoke-XenGuestCode -DomainName pester-gc -Assembly "mov rax, 1`ncpuid`nhlt"
             $r.Reason | Should -Be 'Unsupported'

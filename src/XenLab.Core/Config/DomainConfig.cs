@@ -109,6 +109,8 @@ public sealed class DomainConfig
     public XenLab.Dirty.VramStrategy VramStrategy { get; set; } = XenLab.Dirty.VramStrategy.Auto;
     /// <summary>Flush TLBs after clearing dirty state (off only to show what it costs to forget).</summary>
     public bool VramTlbFlush { get; set; } = true;
+    /// <summary>Translate hot guest code to IL (`translate: on | off`); off runs everything in the interpreter, for comparison.</summary>
+    public bool Translate { get; set; } = true;
     /// <summary>A built-in guest workload the headless runner (and Invoke-XenGuestCode -Workload) runs frame by frame.</summary>
     public XenLab.Lab.WorkloadConfig? Workload { get; set; }
     /// <summary>Where each key was written, when the configuration came from a file (errors then name the key's position).</summary>

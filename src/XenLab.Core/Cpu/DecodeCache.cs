@@ -33,9 +33,21 @@ internal sealed class CodePage
     public bool Valid = true;
     public long VerifiedGeneration;
 
+    /// <summary>Per slot: the translated block starting there (or <see cref="Blocks.TranslatedBlock.Untranslatable"/>), made on demand.</summary>
+    public Blocks.TranslatedBlock?[]? Blocks;
+    /// <summary>Per slot: how often the interpreter started there, until it is translated.</summary>
+    public byte[]? Heat;
+    /// <summary>Translated blocks on this page (counted as invalidated when the page goes).</summary>
+    public int BlockCount;
+
     public ref DecodedInstruction Add(int offset, in DecodedInstruction d)
     {
-        if (Count == Instructions.Length) Array.Resize(ref Instructions, Count * 2);
+        if (Count == Instructions.Length)
+        {
+            Array.Resize(ref Instructions, Count * 2);
+            if (Blocks is not null) Array.Resize(ref Blocks, Count * 2);
+            if (Heat is not null) Array.Resize(ref Heat, Count * 2);
+        }
         Instructions[Count] = d;
         Index[offset] = (ushort)(Count + 1);
         return ref Instructions[Count++];
@@ -54,6 +66,10 @@ internal sealed class DecodeCache
 
     public int Pages => _pages.Count;
     public long Invalidations { get; private set; }
+    /// <summary>Translated blocks dropped with their pages.</summary>
+    public long BlocksInvalidated { get; private set; }
+    /// <summary>Pages created (a frame newly holding code: the vCPU revokes fast writes).</summary>
+    public long Created { get; private set; }
 
     /// <summary>A new run: pages must be re-verified against guest memory before use.</summary>
     public void NewGeneration() => _generation++;
@@ -78,6 +94,7 @@ internal sealed class DecodeCache
         }
         if (_pages.Count >= MaxPages) Clear();
         page = new CodePage(gfn, mfn, bytes, _generation);
+        Created++;
         _pages[gfn] = page;
         _filter[(gfn >> 6) & (FilterWords - 1)] |= 1UL << (int)(gfn & 63);
         return page;
@@ -93,7 +110,7 @@ internal sealed class DecodeCache
 
     public void Clear()
     {
-        foreach (var p in _pages.Values) p.Valid = false;
+        foreach (var p in _pages.Values) Unlink(p);
         Invalidations += _pages.Count;
         _pages.Clear();
         Array.Clear(_filter);
@@ -101,8 +118,18 @@ internal sealed class DecodeCache
 
     private void Drop(CodePage page)
     {
-        page.Valid = false;
+        Unlink(page);
         _pages.Remove(page.Gfn);
         Invalidations++;
+    }
+
+    /// <summary>The page's code is gone: its translated blocks lose their successors and may not run again.</summary>
+    private void Unlink(CodePage page)
+    {
+        page.Valid = false;
+        if (page.Blocks is null) return;
+        foreach (var b in page.Blocks) b?.Unlink();
+        BlocksInvalidated += page.BlockCount;
+        page.BlockCount = 0;
     }
 }

@@ -40,22 +40,24 @@ public sealed partial class X86Cpu
         return f;
     }
 
-    private ulong StatusFromLazy()
+    private ulong StatusFromLazy() => StatusOf(_lzOp, _lzSize, _lzA, _lzB, _lzR, _lzCarry);
+
+    /// <summary>The six status flags of a lazy record (shared with translated code, which keeps the record in locals).</summary>
+    private static ulong StatusOf(byte op, int size, ulong a, ulong b, ulong r, ulong carry)
     {
-        int size = _lzSize;
         ulong m = Mask(size);
         ulong sign = 1UL << ((size << 3) - 1);
-        ulong a = _lzA & m, b = _lzB & m, r = _lzR & m;
+        a &= m; b &= m; r &= m;
         ulong f = SzpFlags(r, size);
         bool cf, of;
-        switch (_lzOp)
+        switch (op)
         {
             case LzAdd: cf = r < a; of = ((a ^ r) & (b ^ r) & sign) != 0; break;
-            case LzAdc: cf = _lzCarry != 0 ? r <= a : r < a; of = ((a ^ r) & (b ^ r) & sign) != 0; break;
+            case LzAdc: cf = carry != 0 ? r <= a : r < a; of = ((a ^ r) & (b ^ r) & sign) != 0; break;
             case LzSub: cf = a < b; of = ((a ^ b) & (a ^ r) & sign) != 0; break;
-            case LzSbb: cf = _lzCarry != 0 ? a <= b : a < b; of = ((a ^ b) & (a ^ r) & sign) != 0; break;
-            case LzInc: cf = _lzCarry != 0; of = r == sign; break;
-            case LzDec: cf = _lzCarry != 0; of = a == sign; break;
+            case LzSbb: cf = carry != 0 ? a <= b : a < b; of = ((a ^ b) & (a ^ r) & sign) != 0; break;
+            case LzInc: cf = carry != 0; of = r == sign; break;
+            case LzDec: cf = carry != 0; of = a == sign; break;
             default:                                                    // logic: CF = OF = 0, AF undefined (0 here)
                 return f;
         }
@@ -116,7 +118,12 @@ public sealed partial class X86Cpu
     private bool ConditionSlow(int cc)
     {
         Materialize();
-        ulong f = _rflags;
+        return ConditionOf(_rflags, cc);
+    }
+
+    /// <summary>Condition code <paramref name="cc"/> on RFLAGS <paramref name="f"/>.</summary>
+    private static bool ConditionOf(ulong f, int cc)
+    {
         bool sfNeOf = ((f & RFlags.SF) != 0) != ((f & RFlags.OF) != 0);
         bool v = (cc >> 1) switch
         {

@@ -53,6 +53,9 @@ public sealed partial class X86Cpu
         _counters = _domain.Counters;
         _decoder = Decoder.Create(64, _reader);
         _r[(int)Reg.Rsp] = 0;
+        _tlbEntries = vcpu.Tlb.Entries;
+        _tlbMask = vcpu.Tlb.Mask;
+        _translate = _domain.Config.Translate;
     }
 
     public Vcpu Vcpu => _vcpu;
@@ -133,7 +136,27 @@ public sealed partial class X86Cpu
             }
             int off = (int)(rip & Page.OffsetMask);
             int slot = page.Index[off];
+            if (_translate && !_pageHasBreakpoint)
+            {
+                if (_interpretNext)
+                {
+                    // The instruction a block left for: interpreted (every side effect), then its TLB entry granted.
+                    _interpretNext = false;
+                    status = slot != 0 ? Execute(ref page.Instructions[slot - 1]) : DecodeAndExecute(page, rip, off);
+                    GrantFast(_missVa);
+                    goto executed;
+                }
+                var block = BlockAt(page, slot, rip, off);
+                if (block is not null && budget - delivered - retired >= block.Instructions)
+                {
+                    status = RunBlocks(block, budget, ref retired, ref delivered);
+                    if (status == 0) continue;
+                    break;
+                }
+                slot = page.Index[off];                                   // translating may have decoded it
+            }
             status = slot != 0 ? Execute(ref page.Instructions[slot - 1]) : DecodeAndExecute(page, rip, off);
+        executed:
             if (status == 0) { retired++; continue; }
             if (status == StopAfterRetire) { retired++; break; }
             if (status == Fault)
@@ -143,6 +166,7 @@ public sealed partial class X86Cpu
             }
             break;
         }
+        FlushBlockCounters();
         long misses = _decodeMisses - missesBefore;
         InstructionsRetired += retired;
         _counters.Add(PerfCounter.CpuInstructionsRetired, retired);
@@ -186,6 +210,7 @@ public sealed partial class X86Cpu
         if (t.Status != TranslateStatus.Ok) return TranslationFault(in t, rip);
         ReadOnlySpan<byte> bytes = (t.Rights & TlbRights.Mmio) != 0 ? AllOnes : _machine.Read(new Mfn(t.Mfn));
         _page = _cache.Get(t.Gfn, t.Mfn, bytes);
+        NoteNewCodePages();
         _pageVa = rip & ~Page.OffsetMask;
         _pageHasBreakpoint = false;
         for (int i = 0; i < _breakpointCount; i++)

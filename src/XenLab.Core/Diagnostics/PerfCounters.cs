@@ -107,6 +107,10 @@ public enum PerfCounter
     CpuHypercall,
     CpuStringChunk,
     CpuStop,
+    CpuBlockTranslated,
+    CpuBlockExecuted,
+    CpuBlockChained,
+    CpuBlockInvalidated,
 }
 
 public static class PerfCounterInfo
@@ -220,6 +224,10 @@ public static class PerfCounterInfo
         ("cpu_hypercall", "vmcall hypercalls executed"),
         ("cpu_string_chunk", "rep movs/stos chunks, one translation per page each"),
         ("cpu_stop", "vCPU runs that stopped for a reason other than budget or hypercall"),
+        ("cpu_block_translated", "hot guest code blocks translated to IL"),
+        ("cpu_block_executed", "translated blocks entered (a block that loops on itself counts once per entry)"),
+        ("cpu_block_chained", "translated blocks entered straight from the previous one, without a lookup"),
+        ("cpu_block_invalidated", "translated blocks dropped with their code page (self-modifying code, a changed page)"),
     };
 
     static PerfCounterInfo()

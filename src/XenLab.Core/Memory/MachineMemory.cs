@@ -141,6 +141,9 @@ public sealed class MachineMemory
     public void WriteUInt64(Mfn mfn, int offset, ulong value) =>
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(Write(mfn).Slice(offset, 8), value);
 
+    /// <summary>The frame's bytes if it has been materialised (for translated code's TLB fast path), else null.</summary>
+    internal byte[]? MaterialisedFrame(ulong f) => Lookup(f);
+
     private byte[]? Lookup(ulong f)
     {
         if (f >= FrameCount) ThrowBadFrame(f);

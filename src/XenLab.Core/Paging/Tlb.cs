@@ -18,11 +18,27 @@ public struct TlbEntry
     public ulong Flags;
     /// <summary>Size of the page the walk found (12, 21 or 30 bits): invlpg drops the whole page.</summary>
     public byte PageShift;
+    /// <summary>
+    /// <see cref="Tlb.FastRead"/> / <see cref="Tlb.FastWrite"/>: what translated code may do through
+    /// <see cref="Backing"/> with no side effect. Set only by the vCPU's slow path after it checked
+    /// every condition; every fill, invlpg and flush resets the entry, and so clears them.
+    /// </summary>
+    public byte Fast;
+    /// <summary>The host bytes of <see cref="Mfn"/> (valid only while <see cref="Fast"/> is non-zero).</summary>
+    public byte[]? Backing;
 }
 
 public sealed class Tlb
 {
     public const int DefaultEntries = 512;
+    /// <summary>Reads may use the entry's backing directly: not device memory, frame materialised.</summary>
+    public const byte FastRead = 1;
+    /// <summary>
+    /// Writes may use the backing directly: the leaf's D bit is cached set, the host side lets the
+    /// write through (not armed for log-dirty or VRAM tracking, not write-protected by shadow),
+    /// not MMIO, not emulated, and the frame holds no decoded or translated code.
+    /// </summary>
+    public const byte FastWrite = 2;
     private readonly TlbEntry[] _entries;
     private readonly int _mask;
     private int _largeEntries;
@@ -52,6 +68,8 @@ public sealed class Tlb
         e.Mfn = mfn;
         e.Flags = flags;
         e.PageShift = (byte)pageShift;
+        e.Fast = 0;
+        e.Backing = null;
         if (pageShift != 12) _largeEntries++;
     }
 
@@ -68,6 +86,25 @@ public sealed class Tlb
             ulong pageVa = (x.Tag - 1) << 12;
             if ((pageVa >> x.PageShift) == (va >> x.PageShift)) Drop(ref x);
         }
+    }
+
+    /// <summary>The entries array and index mask, for translated code's inlined lookup.</summary>
+    internal TlbEntry[] Entries => _entries;
+    internal int Mask => _mask;
+
+    /// <summary>Grants fast access through the entry for <paramref name="va"/> (the caller verified the conditions).</summary>
+    internal void GrantFast(ulong va, byte fast, byte[] backing)
+    {
+        ref var e = ref Slot(va);
+        if (!Matches(e, va)) return;
+        e.Fast |= fast;
+        e.Backing = backing;
+    }
+
+    /// <summary>A frame became code: no entry may write without the slow path's invalidation check.</summary>
+    internal void RevokeFastWrites()
+    {
+        foreach (ref var e in _entries.AsSpan()) e.Fast &= unchecked((byte)~FastWrite);
     }
 
     public void FlushAll()

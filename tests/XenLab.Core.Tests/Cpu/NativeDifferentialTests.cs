@@ -4,6 +4,7 @@ using System.Linq;
 using System.Text;
 using Xunit.Abstractions;
 using XenLab.Cpu;
+using XenLab.Diagnostics;
 using XenLab.Domains;
 using XenLab.Guest;
 
@@ -369,7 +370,13 @@ public class NativeDifferentialTests
     };
 
     [NativeX64Fact]
-    public void SnippetsAgreeWithTheHostCpu()
+    public void SnippetsAgreeWithTheHostCpu() => RunSnippets(translate: false);
+
+    /// <summary>The same seeded snippets with every block translated to IL before its first run.</summary>
+    [NativeX64Fact]
+    public void SnippetsAgreeWithTheHostCpuTranslated() => RunSnippets(translate: true);
+
+    private void RunSnippets(bool translate)
     {
         using var native = new NativeX64();
         ulong data = native.DataAddress;
@@ -383,6 +390,8 @@ public class NativeDifferentialTests
         d.Kernel.Map(data, 0x2000, NativeX64.DataSize / 4096, MapFlags.Writable);
         var vcpu = d.Vcpus[0];
         var cpu = vcpu.Cpu;
+        cpu.TranslationEnabled = translate;
+        cpu.TranslationThreshold = 0;
 
         var rng = new Random(20240605);
         int cases = 6000, compared = 0;
@@ -458,6 +467,9 @@ public class NativeDifferentialTests
         _out.WriteLine($"{compared} cases compared, {failures.Count} failures");
         Assert.True(failures.Count == 0, string.Join("\n", failures));
         Assert.True(compared >= 5000, $"only {compared} cases ran");          // the test really ran thousands
+        long blocks = d.Counters[PerfCounter.CpuBlockExecuted];
+        if (translate) Assert.True(blocks >= 4000, $"only {blocks} translated blocks ran");
+        else Assert.Equal(0, blocks);
     }
 
     /// <summary>The address of the generator's rbx-based memory operand in <paramref name="asm"/>.</summary>
