@@ -146,7 +146,8 @@ public sealed partial class ShadowMode
         _oosGmfn[v][idx] = NoPage;
         _counters.Inc(PerfCounter.OosResync);
         _domain.Trace.Add(TraceKind.OosResync, v, _oosVa[v][idx], gfn, 0, (ulong)idx, "resync");
-        _domain.FlushAllTlbs();
+        // No flush of its own: RemoveWriteAccess flushed if it took anything away, and re-propagated
+        // L1 entries follow the guest's, whose own invlpg or CR3 load covers them (as in _sh_resync).
     }
 
     /// <summary>_sh_resync_l1: with a snapshot, re-propagate only entries that changed; without, all of them.</summary>

@@ -39,8 +39,6 @@ public sealed partial class ShadowMode : IPagingMode
     private readonly Dictionary<ulong, List<(ShadowPage Page, int Index)>> _rmap = new();
     private ShadowPage?[] _top = Array.Empty<ShadowPage?>();
     private long _clock;
-    /// <summary>Set while applying a change whose caller asked for no TLB flush (teaching switch).</summary>
-    private bool _suppressFlush;
 
     public ShadowMode(PagingOptions options)
     {
@@ -339,7 +337,7 @@ public sealed partial class ShadowMode : IPagingMode
         }
     }
 
-    /// <summary>Writes an L1/FL1 shadow entry, keeping the reverse map; flushes if a mapping lost anything.</summary>
+    /// <summary>Writes an L1/FL1 shadow entry, keeping the reverse map; never flushes (shadow_set_l1e).</summary>
     private void SetL1(ShadowPage l1, int index, ulong entry, ulong guestEntry)
     {
         ulong old = _machine.ReadUInt64(l1.Smfn, index * 8);
@@ -358,10 +356,9 @@ public sealed partial class ShadowMode : IPagingMode
             RmapAdd(gfn, l1, index);
             if (_vramPages.Count != 0) VramOnMapped(gfn, l1, index);
         }
-        // SHADOW_SET_FLUSH: a mapping that went away, moved, or lost a right may be cached.
-        if (!_suppressFlush && oldPresent && (!newPresent || ((old ^ entry) & (X86Pte.FrameMask | ShadowMmio)) != 0
-            || (old & ~entry & (X86Pte.Writable | X86Pte.User)) != 0))
-            _domain.FlushAllTlbs();
+        // No flush here (Xen's shadow_set_l1e): the entry maps the frame the guest entry names, so
+        // a stale TLB entry is the guest's to invlpg, as on hardware. Callers that take rights away
+        // for the hypervisor's own reasons (write protection, p2m changes, unshadowing) flush.
     }
 
     private void RmapAdd(ulong gfn, ShadowPage l1, int index)
@@ -536,9 +533,15 @@ public sealed partial class ShadowMode : IPagingMode
         EnsureTop(v);
     }
 
-    /// <summary>sh_invlpg: zap the shadow L1 entry for the address (the next access re-propagates).</summary>
+    /// <summary>
+    /// sh_invlpg: the vCPU has already dropped its TLB entry. Only an out-of-sync L1 has its
+    /// shadow entry zapped (the guest may have changed the entry without a trap); a splintered
+    /// superpage (FL1) flushes the vCPU's whole TLB; an in-sync L1 needs nothing more, its
+    /// shadow entry already follows the guest's.
+    /// </summary>
     public void OnInvlpg(Vcpu v, ulong va)
     {
+        _counters.Inc(PerfCounter.ShadowInvlpg);
         var top = _top[v.Id];
         if (top is null) return;
         ulong table = top.Smfn.Value;
@@ -549,6 +552,13 @@ public sealed partial class ShadowMode : IPagingMode
             table = (e & X86Pte.FrameMask) >> 12;
         }
         var l1 = _bySmfn[table];
+        if (l1.Type == ShadowType.FL1)
+        {
+            _counters.Inc(PerfCounter.ShadowInvlpgFl1Flush);
+            v.FlushTlbInOperation();                      // sh_flush_local
+            return;
+        }
+        if (!IsOutOfSync(l1.Gfn)) return;
         int idx = X86Pte.IndexAt(va, 1);
         if ((_machine.ReadUInt64(l1.Smfn, idx * 8) & X86Pte.Present) == 0) return;
         SetL1(l1, idx, 0, 0);
@@ -622,12 +632,7 @@ public sealed partial class ShadowMode : IPagingMode
             foreach (var (g, list) in _rmap)
                 if (g >= startGfn && g < endGfn) hit.AddRange(list);
         }
-        _suppressFlush = !flush;
-        try
-        {
-            foreach (var (page, index) in hit) SetL1(page, index, 0, 0);
-        }
-        finally { _suppressFlush = false; }
+        foreach (var (page, index) in hit) SetL1(page, index, 0, 0);
         if (hit.Count > 0 && flush) _domain.FlushAllTlbs();
     }
 
