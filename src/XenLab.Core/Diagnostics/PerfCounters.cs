@@ -174,7 +174,7 @@ public static class PerfCounterInfo
         ("shadow_alloc", "shadow pages allocated from the pool"),
         ("shadow_free", "shadow pages returned to the pool"),
         ("shadow_recycle", "top-level shadows unpinned and torn down to make room (LRU)"),
-        ("shadow_blow_tables", "whole shadow tables blown away because the pool was still short"),
+        ("shadow_blow_tables", "whole shadow tables blown away (pool still short, or log-dirty enabled/cleaned)"),
         ("shadow_write_protect", "shadow L1 entries made read-only to protect a guest page table"),
         ("shadow_invlpg_zap", "shadow L1 entries zapped by a guest invlpg (out-of-sync L1s only, as sh_invlpg)"),
         ("oos_unsync", "guest L1 tables let go out of sync"),

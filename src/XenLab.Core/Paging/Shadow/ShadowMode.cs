@@ -87,6 +87,7 @@ public sealed partial class ShadowMode : IPagingMode
         _rmap.Clear();
         Array.Clear(_top);
         ClearOos();
+        _ldClean = Array.Empty<ulong>();
         _pool?.Dispose();
     }
 
@@ -196,6 +197,8 @@ public sealed partial class ShadowMode : IPagingMode
             var type = _domain.GetP2mType(gfn);
             if (type == P2mType.RamRo) return Translation.Fault(TranslateStatus.P2mReadOnly, va, gfn, PageFaultErrorCode.None, 0);
             if (type == P2mType.RamLogDirty) _domain.OnLogDirtyWrite(gfn);
+            // _sh_propagate with a demand write: paging_mark_dirty now, so the entry may be writable.
+            if (MarkDirty(gfn)) _counters.Inc(PerfCounter.ShadowLogDirtyDemandWrite);
         }
 
         // 2. Make sure the pool can hold a full path, then build it top-down.
@@ -296,6 +299,7 @@ public sealed partial class ShadowMode : IPagingMode
         {
             if (IsWriteProtectedTable(gfn)) e &= ~X86Pte.Writable;           // guest page tables trap writes
             if (P2mTypeInfo.IsWriteProtected(_domain.GetP2mType(gfn))) e &= ~X86Pte.Writable;
+            if (LogDirtyClean(gfn)) e &= ~X86Pte.Writable;                  // log-dirty: writable once dirty
         }
         return e;
     }
@@ -508,10 +512,12 @@ public sealed partial class ShadowMode : IPagingMode
     }
 
     /// <summary>shadow_blow_tables: throw every shadow away; tops are rebuilt on the next access.</summary>
-    public void BlowTables()
+    public void BlowTables() => BlowTables("pool exhausted");
+
+    private void BlowTables(string why)
     {
         _counters.Inc(PerfCounter.ShadowBlowTables);
-        _domain.Trace.Add(TraceKind.ShadowBlowTables, -1, 0, 0, 0, (ulong)_shadows.Count, "pool exhausted");
+        _domain.Trace.Add(TraceKind.ShadowBlowTables, -1, 0, 0, 0, (ulong)_shadows.Count, why);
         ResyncAllFully();
         foreach (var sp in new List<ShadowPage>(_shadows.Values))
         {
@@ -570,6 +576,7 @@ public sealed partial class ShadowMode : IPagingMode
         var type = _domain.GetP2mType(gfn);
         if (type == P2mType.RamRo) return GuestWriteAction.Discard;
         if (type == P2mType.RamLogDirty) _domain.OnLogDirtyWrite(gfn);
+        MarkDirty(gfn);                                   // emulated or hypervisor write: paging_mark_dirty
         if (!IsWriteProtectedTable(gfn)) return GuestWriteAction.Direct;
         if (writer is not null && CanUnsync(gfn))
         {
@@ -616,9 +623,6 @@ public sealed partial class ShadowMode : IPagingMode
     }
 
     /// <summary>p2m entries or types changed: every shadow L1 entry mapping those gfns is zapped (refaults re-propagate).</summary>
-    public XenLab.Dirty.IDirtyTracker DirtyTracker => _tracker ??= new XenLab.Dirty.TypeDirtyTracker(_domain);
-    private XenLab.Dirty.IDirtyTracker? _tracker;
-
     public void OnP2mChanged(ulong startGfn, ulong endGfn, bool flush = true)
     {
         var hit = new List<(ShadowPage, int)>();
