@@ -20,14 +20,14 @@ public class ShadowOosTests
     private const ulong RegionVa = 0x400000;          // region k at 0x400000 + k * 2 MiB has its own L1 table
     private const ulong AliasVa = 0x40000000;         // the kernel's page-table pool, mapped writable
 
-    private static Domain Build(OosMode oos, int vcpus = 1, int regions = 6)
+    private static Domain Build(OosMode oos, int vcpus = 1, int regions = 6, int slots = PagingOptions.DefaultOosSlots)
     {
         var host = new XenHost(HostBytes);
         var c = TestDomains.Config("oos", 64, 128, vcpus);
         c.Paging = PagingModeKind.Shadow;
         c.ShadowMemoryMiB = 4;
         c.KernelPtPages = 64;
-        c.PagingOptions = c.PagingOptions with { Oos = oos, ShadowPrefetch = false };
+        c.PagingOptions = c.PagingOptions with { Oos = oos, ShadowPrefetch = false, OosSlots = slots };
         var d = host.CreateDomain(c);
         // Tables: PML4 = pool+0, PDPT = pool+1, PD = pool+2, then one L1 per 2 MiB region: pool+3+k.
         for (int k = 0; k < regions; k++)
@@ -143,6 +143,65 @@ public class ShadowOosTests
         Assert.False(Mode(d).IsOutOfSync(l1));
         Assert.Equal(2, d.Counters[PerfCounter.OosEntriesRepropagated]); // nothing changed since the light update
         ShadowModeTests.AssertAuditClean(d);
+    }
+
+    /// <summary>
+    /// oos_hash_add as oos.c writes it, as a model: the slot is gmfn % N; an occupant that hashes
+    /// there is punted to the next slot; whatever holds the slot then is crushed (resynced).
+    /// Returns whether something was evicted.
+    /// </summary>
+    private static bool ModelHashAdd(ulong[] oos, ulong gmfn)
+    {
+        int n = oos.Length, idx = (int)(gmfn % (ulong)n);
+        if (oos[idx] != 0 && (int)(oos[idx] % (ulong)n) == idx)
+        {
+            (oos[idx], gmfn) = (gmfn, oos[idx]);
+            idx = (idx + 1) % n;
+        }
+        bool evicted = oos[idx] != 0;
+        oos[idx] = gmfn;
+        return evicted;
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    [InlineData(5)]
+    [InlineData(7)]
+    public void SlotsFollowOosHashAddForEveryCount(int slots)
+    {
+        const int regions = 10;
+        var d = Build(OosMode.Snapshot, regions: regions, slots: slots);
+        var sm = Mode(d);
+        var model = new ulong[slots];
+        long evictions = 0;
+        uint lcg = 12345;
+        for (int step = 0; step < 40; step++)
+        {
+            lcg = lcg * 1103515245 + 12345;
+            int k = (int)((lcg >> 16) % regions);
+            ulong gmfn = ExpectedGmfn(L1Gfn(d, k));
+            if (System.Array.IndexOf(model, gmfn) < 0 && ModelHashAdd(model, gmfn)) evictions++;
+            WriteEntryThroughAlias(d, 0, L1Gfn(d, k), 100 + step % 8, (0x2100UL << 12) | 0x7);
+            var expected = new List<(int, ulong)>();
+            for (int i = 0; i < slots; i++) if (model[i] != 0) expected.Add((i, model[i]));
+            Assert.Equal(expected, Slots(sm));
+            Assert.Equal(evictions, d.Counters[PerfCounter.OosEvict]);
+        }
+        Assert.True(evictions > 0);
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void OneSlotIsRefusedWithAClearError()
+    {
+        var host = new XenHost(HostBytes);
+        var c = TestDomains.Config("oos1", 64, 128, 1);
+        c.Paging = PagingModeKind.Shadow;
+        c.PagingOptions = c.PagingOptions with { OosSlots = 1 };
+        var ex = Assert.ThrowsAny<XenLabException>(() => host.CreateDomain(c));
+        Assert.Contains("oos_slots 1 must be between 2 and 64", ex.Message);
     }
 
     private static List<(int, ulong)> Slots(ShadowMode sm)

@@ -241,7 +241,7 @@ public static class DomainConfigLoader
                     case "oos":
                         c.PagingOptions = c.PagingOptions with { Oos = Enum<OosMode>(value, "oos", ("off", OosMode.Off), ("nosnapshot", OosMode.NoSnapshot), ("snapshot", OosMode.Snapshot)) };
                         break;
-                    case "oos_slots": c.PagingOptions = c.PagingOptions with { OosSlots = Int(value, "oos_slots", 1, 64) }; break;
+                    case "oos_slots": c.PagingOptions = c.PagingOptions with { OosSlots = Int(value, "oos_slots", 2, 64) }; break;
                     case "shadow_prefetch":
                         c.PagingOptions = c.PagingOptions with { ShadowPrefetch = Enum<bool>(value, "shadow_prefetch", ("on", true), ("off", false), ("true", true), ("false", false)) };
                         break;

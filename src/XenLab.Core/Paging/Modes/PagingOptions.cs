@@ -45,7 +45,7 @@ public sealed record PagingOptions
     public List<string> Problems()
     {
         var p = new List<string>();
-        if (OosSlots < 1 || OosSlots > 64) p.Add($"oos_slots {OosSlots} must be between 1 and 64");
+        if (OosSlots < 2 || OosSlots > 64) p.Add($"oos_slots {OosSlots} must be between 2 and 64 (with one slot oos_hash_add punts a page into its own slot and resyncs the new page against the old one's snapshot)");
         int gc = HapGpaCacheEntries;
         if (gc < 0 || gc > 4096 || (gc & (gc - 1)) != 0) p.Add($"hap_gpa_cache {gc} must be 0 or a power of two up to 4096");
         if (!Enum.IsDefined(Oos)) p.Add($"oos {(int)Oos} is not a known setting");

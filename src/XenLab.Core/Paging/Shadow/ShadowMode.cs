@@ -42,8 +42,10 @@ public sealed partial class ShadowMode : IPagingMode
 
     public ShadowMode(PagingOptions options)
     {
-        if (options.OosSlots < 1 || options.OosSlots > 64)
-            throw new InvalidConfigurationException($"oos_slots {options.OosSlots} must be between 1 and 64.");
+        // With one slot oos_hash_add punts the occupant into the same slot, then crushes the new
+        // page against the old page's snapshot: refused rather than reproduced.
+        if (options.OosSlots < 2 || options.OosSlots > 64)
+            throw new InvalidConfigurationException($"oos_slots {options.OosSlots} must be between 2 and 64: with one slot oos_hash_add would punt a page into its own slot.");
         _options = options;
     }
 
