@@ -204,6 +204,61 @@ public class ShadowOosTests
         Assert.Contains("oos_slots 1 must be between 2 and 64", ex.Message);
     }
 
+    private const ulong UpperEntry = X86Pte.Present | X86Pte.Writable | X86Pte.User | X86Pte.Accessed;
+
+    [Fact]
+    public void AnOutOfSyncL1IsResyncedWhenItsShadowIsLinkedIntoAnL2()
+    {
+        // shadow_set_l2e: "if the new sl2e points at an out-of-sync L1, sh_resync it" before linking.
+        var d = Build(OosMode.Snapshot, regions: 2);
+        ulong p0 = L1Gfn(d, 0), pd = d.Kernel.PoolBaseGfn + 2;
+        WriteEntryThroughAlias(d, 0, p0, 100, (0x2100UL << 12) | 0x7);
+        Assert.True(Mode(d).IsOutOfSync(p0));
+        d.WriteGuestPhysU64((pd << 12) + 10 * 8, (p0 << 12) | UpperEntry);     // a second PD entry for the same L1
+        Assert.False(Mode(d).IsOutOfSync(p0));
+        Assert.Equal(1, d.Counters[PerfCounter.OosResync]);
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void LinkingAnExistingL3ShadowResyncsEveryOutOfSyncPage()
+    {
+        // sh_map_and_validate_gl4e: a valid sl3mfn for the new entry means shadow_resync_all.
+        var d = Build(OosMode.Snapshot, regions: 2);
+        ulong pml4 = d.Kernel.PoolBaseGfn, pdpt = pml4 + 1;
+        WriteEntryThroughAlias(d, 0, L1Gfn(d, 0), 100, (0x2100UL << 12) | 0x7);
+        WriteEntryThroughAlias(d, 0, L1Gfn(d, 1), 100, (0x2100UL << 12) | 0x7);
+        Assert.Equal(2, Mode(d).OosSlots().Count);
+        long allocs = d.Counters[PerfCounter.ShadowAlloc];
+        d.WriteGuestPhysU64((pml4 << 12) + 1 * 8, (pdpt << 12) | UpperEntry);   // an existing L3 shadow, linked again
+        Assert.Equal(allocs, d.Counters[PerfCounter.ShadowAlloc]);              // nothing made: linking alone resyncs
+        Assert.Empty(Mode(d).OosSlots());
+        Assert.Equal(2, d.Counters[PerfCounter.OosResync]);
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void ACr3LoadSkipsTheLightResyncOfAPageTheNewTablesCannotReach()
+    {
+        // sh_safe_not_to_sync: the L1 shadow is linked once, up single links to a top that is not
+        // the loading vCPU's, so shadow_sync_other_vcpus leaves it alone.
+        var d = Build(OosMode.Snapshot, vcpus: 2, regions: 1);
+        ulong l1 = L1Gfn(d, 0), original = d.Vcpus[0].Cr3;
+        WriteEntryThroughAlias(d, 1, l1, 300, (0x2100UL << 12) | 0x7);          // vcpu1 unsyncs it
+        ulong root = d.Kernel.PoolBaseGfn + 50;
+        for (ulong t = 0; t < 4; t++) d.WriteGuestPhysical((root + t) << 12, new byte[4096]);
+        for (ulong t = 0; t < 3; t++) d.WriteGuestPhysU64((root + t) << 12, ((root + t + 1) << 12) | 7);
+        d.WriteGuestPhysU64((root + 3) << 12, (0x2000UL << 12) | 3);
+        d.Vcpus[0].LoadCr3(root << 12);                                          // a separate address space
+        Assert.Equal(1, d.Counters[PerfCounter.OosLightResyncSkipped]);
+        Assert.Equal(0, d.Counters[PerfCounter.OosLightResync]);
+        Assert.True(Mode(d).IsOutOfSync(l1));
+        d.Vcpus[0].LoadCr3(original);                                            // back on tables that reach it
+        Assert.Equal(1, d.Counters[PerfCounter.OosLightResync]);
+        Assert.Equal(1, d.Counters[PerfCounter.OosLightResyncSkipped]);
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
     private static List<(int, ulong)> Slots(ShadowMode sm)
     {
         var list = new List<(int, ulong)>();

@@ -198,21 +198,52 @@ public sealed partial class ShadowMode
                 if (_oosGmfn[v][i] != NoPage) SyncBack(v, i);
     }
 
-    /// <summary>CR3 load: this vCPU's pages are resynced; other vCPUs' get the lighter update and stay out of sync.</summary>
-    private void ResyncOnCr3Load(Vcpu current)
+    /// <summary>shadow_resync_current_vcpu: this vCPU's out-of-sync pages back in sync (full resyncs).</summary>
+    private void ResyncCurrentVcpu(Vcpu current)
+    {
+        if (_oosPages.Count == 0) return;
+        for (int i = 0; i < Slots; i++)
+            if (_oosGmfn[current.Id][i] != NoPage) SyncBack(current.Id, i);
+    }
+
+    /// <summary>
+    /// shadow_sync_other_vcpus: other vCPUs' pages get their shadows updated and stay out of sync
+    /// (a light resync), skipped where sh_safe_not_to_sync says the new tables cannot reach them.
+    /// </summary>
+    private void SyncOtherVcpus(Vcpu current)
     {
         if (_oosPages.Count == 0) return;
         for (int v = 0; v < _oosGmfn.Length; v++)
+        {
+            if (v == current.Id) continue;
             for (int i = 0; i < Slots; i++)
             {
                 if (_oosGmfn[v][i] == NoPage) continue;
-                if (v == current.Id) SyncBack(v, i);
-                else
+                if (SafeNotToSync(current, _oosGfn[v][i]))
                 {
-                    ResyncEntries(_oosGfn[v][i], _oosSnapshot[v][i]);
-                    _counters.Inc(PerfCounter.OosLightResync);
+                    _counters.Inc(PerfCounter.OosLightResyncSkipped);
+                    continue;
                 }
+                ResyncEntries(_oosGfn[v][i], _oosSnapshot[v][i]);
+                _counters.Inc(PerfCounter.OosLightResync);
             }
+        }
+    }
+
+    /// <summary>
+    /// sh_safe_not_to_sync: the page's L1 shadow is linked exactly once, up a chain of single
+    /// links to a top that is not the one <paramref name="current"/> runs on, so the new address
+    /// space cannot reach it and its update can wait.
+    /// </summary>
+    private bool SafeNotToSync(Vcpu current, ulong gfn)
+    {
+        if (!_shadows.TryGetValue((gfn, ShadowType.L1), out var sp)) return false;
+        for (int level = 1; level <= 3; level++)
+        {
+            if (sp.RefCount != 1 || sp.Up is null) return false;
+            sp = sp.Up;
+        }
+        return !ReferenceEquals(_top[current.Id], sp);
     }
 
     /// <summary>The L1 shadow of an out-of-sync page was destroyed: nothing left to sync.</summary>

@@ -208,6 +208,7 @@ public sealed partial class ShadowMode : IPagingMode
         var top = EnsureTop(v);
         if (top is null) return Translation.Fault(TranslateStatus.PhysicalMissing, va, v.Cr3 >> 12, 0, 0);
         var parent = top;
+        bool resync = false;
         for (int level = 4; level >= 2; level--)
         {
             ulong ge = path.Entries[4 - level];
@@ -215,9 +216,15 @@ public sealed partial class ShadowMode : IPagingMode
             var child = super
                 ? GetOrCreate((ge & X86Pte.FrameMask) >> 12 & ~511UL, ShadowType.FL1, v)
                 : GetOrCreate((ge & X86Pte.FrameMask) >> 12, (ShadowType)(level - 1), v);
-            SetUpper(parent, X86Pte.IndexAt(va, level), PropagateUpper(ge, child));
+            int index = X86Pte.IndexAt(va, level);
+            bool wasPresent = (_machine.ReadUInt64(parent.Smfn, index * 8) & X86Pte.Present) != 0;
+            SetUpper(parent, index, PropagateUpper(ge, child));
+            // shadow_get_and_create_l3e/l2e: linking an L3 or L2 shadow, new or existing, means
+            // every out-of-sync page is resynced once the walk is built.
+            if (level >= 3 && !wasPresent && (_machine.ReadUInt64(parent.Smfn, index * 8) & X86Pte.Present) != 0) resync = true;
             parent = child;
         }
+        if (resync) ResyncAllFully();
 
         // 3. The leaf: unsync, emulate, or propagate.
         int l1idx = X86Pte.IndexAt(va, 1);
@@ -333,11 +340,19 @@ public sealed partial class ShadowMode : IPagingMode
         ulong old = _machine.ReadUInt64(parent.Smfn, index * 8);
         if ((old & ~(X86Pte.Accessed | X86Pte.Dirty)) == (entry & ~(X86Pte.Accessed | X86Pte.Dirty)) && (old & X86Pte.Present) == (entry & X86Pte.Present))
             return;
-        if ((entry & X86Pte.Present) != 0) _bySmfn[(entry & X86Pte.FrameMask) >> 12].RefCount++;
+        if ((entry & X86Pte.Present) != 0)
+        {
+            var child = _bySmfn[(entry & X86Pte.FrameMask) >> 12];
+            // shadow_set_l2e: an out-of-sync L1 is resynced before its shadow is linked.
+            if (child.Type == ShadowType.L1 && IsOutOfSync(child.Gfn)) ResyncPage(child.Gfn);
+            child.RefCount++;
+            child.Up = parent;                             // sh_get_ref records the last linker
+        }
         _machine.WriteUInt64(parent.Smfn, index * 8, entry);
         if ((old & X86Pte.Present) != 0)
         {
             var oldChild = _bySmfn[(old & X86Pte.FrameMask) >> 12];
+            if (ReferenceEquals(oldChild.Up, parent)) oldChild.Up = null;
             if (--oldChild.RefCount == 0 && !oldChild.Pinned) Destroy(oldChild);
             _domain.FlushAllTlbs();                        // SHADOW_SET_FLUSH
         }
@@ -423,10 +438,9 @@ public sealed partial class ShadowMode : IPagingMode
         if (_shadows.TryGetValue((gfn, type), out var sp)) return sp;
         if (type != ShadowType.FL1)
         {
-            // A page going out of sync as an L1 must come back before it is shadowed as anything else;
-            // installing a new L2 or L3 shadow resyncs every out-of-sync page (Xen does the same).
+            // shadow_promote: a page out of sync as an L1 comes back before it is shadowed as anything
+            // else. (Resyncing all on an L2/L3 happens when one is linked, not when it is made.)
             if (IsOutOfSync(gfn)) ResyncPage(gfn);
-            if (type is ShadowType.L2 or ShadowType.L3) ResyncAllFully();
         }
         if (!_pool.TryAllocate(out var smfn))
         {
@@ -470,8 +484,9 @@ public sealed partial class ShadowMode : IPagingMode
                 ulong e = _machine.ReadUInt64(sp.Smfn, i * 8);
                 if ((e & X86Pte.Present) == 0) continue;
                 _machine.WriteUInt64(sp.Smfn, i * 8, 0);
-                if (_bySmfn.TryGetValue((e & X86Pte.FrameMask) >> 12, out var child) && --child.RefCount == 0 && !child.Pinned)
-                    Destroy(child);
+                if (!_bySmfn.TryGetValue((e & X86Pte.FrameMask) >> 12, out var child)) continue;
+                if (ReferenceEquals(child.Up, sp)) child.Up = null;
+                if (--child.RefCount == 0 && !child.Pinned) Destroy(child);
             }
         }
         if (sp.Type != ShadowType.FL1 && _levelsOf.TryGetValue(sp.Gfn, out int levels))
@@ -536,9 +551,11 @@ public sealed partial class ShadowMode : IPagingMode
 
     public void OnCr3Load(Vcpu v)
     {
-        // sh_update_cr3: this vCPU's out-of-sync pages are resynced, the others' updated in place.
-        ResyncOnCr3Load(v);
+        // sh_update_cr3: this vCPU's out-of-sync pages are resynced first; once the new tables are
+        // in, the others' are updated in place unless the new tables cannot reach them.
+        ResyncCurrentVcpu(v);
         EnsureTop(v);
+        SyncOtherVcpus(v);
     }
 
     /// <summary>
@@ -619,7 +636,12 @@ public sealed partial class ShadowMode : IPagingMode
         {
             bool super = sp.Type == ShadowType.L2 && (ge & X86Pte.PageSize) != 0;
             var key = super ? ((ge & X86Pte.FrameMask) >> 12 & ~511UL, ShadowType.FL1) : ((ge & X86Pte.FrameMask) >> 12, (ShadowType)((int)sp.Type - 1));
-            if (_shadows.TryGetValue(key, out var child)) entry = PropagateUpper(ge, child);
+            if (_shadows.TryGetValue(key, out var child))
+            {
+                // validate_gl4e/gl3e: an existing L3/L2 shadow about to be linked resyncs everything.
+                if (sp.Type is ShadowType.L4 or ShadowType.L3) ResyncAllFully();
+                entry = PropagateUpper(ge, child);
+            }
         }
         SetUpper(sp, index, entry);
     }
