@@ -51,11 +51,13 @@ public sealed partial class ShadowMode
             }
         }
         _oosPages.Clear();
+        InitFixups(vcpus);
     }
 
     private void ClearOos()
     {
         _oosPages.Clear();
+        foreach (var a in _oosFixup) Array.Clear(a);
         foreach (var a in _oosGmfn) Array.Fill(a, NoPage);
     }
 
@@ -92,12 +94,14 @@ public sealed partial class ShadowMode
         Mfn[] snap = _oosSnapshot[v];
         int idx = (int)(gmfn % (ulong)Slots), oidx = idx;
         bool swap = false;
+        Fixup fixup = default;                            // the new page's: none yet
         if (oos[idx] != NoPage && oos[idx] % (ulong)Slots == (ulong)idx)
         {
             // Punt the current occupant into the next slot.
             (oos[idx], gmfn) = (gmfn, oos[idx]);
             (oosGfn[idx], gfn) = (gfn, oosGfn[idx]);
             (oosVa[idx], va) = (va, oosVa[idx]);
+            (_oosFixup[v][idx], fixup) = (fixup, _oosFixup[v][idx]);   // fix-ups travel with their page
             swap = true;
             idx = (idx + 1) % Slots;
         }
@@ -111,6 +115,7 @@ public sealed partial class ShadowMode
         oos[idx] = gmfn;
         oosGfn[idx] = gfn;
         oosVa[idx] = va;
+        _oosFixup[v][idx] = fixup;
         if (swap) (snap[idx], snap[oidx]) = (snap[oidx], snap[idx]);
         if (Snapshots)
             _machine.Read(new Mfn(oos[oidx])).CopyTo(_machine.Write(snap[oidx]));
@@ -140,7 +145,7 @@ public sealed partial class ShadowMode
     private void SyncBack(int v, int idx)
     {
         ulong gfn = _oosGfn[v][idx];
-        RemoveWriteAccess(gfn);
+        RemoveWriteAccess(gfn, v, idx);                   // oos_remove_write_access: fix-ups first
         ResyncEntries(gfn, _oosSnapshot[v][idx]);
         _oosPages.Remove(gfn);
         _oosGmfn[v][idx] = NoPage;
@@ -250,7 +255,11 @@ public sealed partial class ShadowMode
     private void DropOutOfSync(ulong gfn)
     {
         var (v, slot) = FindSlotByGfn(gfn);
-        if (v >= 0) _oosGmfn[v][slot] = NoPage;
+        if (v >= 0)
+        {
+            _oosGmfn[v][slot] = NoPage;
+            _oosFixup[v][slot] = default;
+        }
         _oosPages.Remove(gfn);
     }
 }

@@ -375,6 +375,8 @@ public sealed partial class ShadowMode : IPagingMode
             ulong gfn = l1.Type == ShadowType.FL1 ? l1.Gfn + (ulong)index : (guestEntry & X86Pte.FrameMask) >> 12;
             l1.MappedGfn![index] = gfn;
             RmapAdd(gfn, l1, index);
+            // shadow_set_l1e: a writable mapping of an out-of-sync page is remembered as a fix-up.
+            if ((entry & X86Pte.Writable) != 0 && _oosPages.Count != 0 && IsOutOfSync(gfn)) FixupAdd(gfn, l1, index);
             if (_vramPages.Count != 0) VramOnMapped(gfn, l1, index);
         }
         // No flush here (Xen's shadow_set_l1e): the entry maps the frame the guest entry names, so
@@ -399,22 +401,6 @@ public sealed partial class ShadowMode : IPagingMode
                 break;
             }
         if (list.Count == 0) _rmap.Remove(gfn);
-    }
-
-    /// <summary>sh_remove_write_access: every shadow mapping of <paramref name="gfn"/> becomes read-only.</summary>
-    private void RemoveWriteAccess(ulong gfn)
-    {
-        if (!_rmap.TryGetValue(gfn, out var list)) return;
-        bool any = false;
-        foreach (var (page, index) in list)
-        {
-            ulong e = _machine.ReadUInt64(page.Smfn, index * 8);
-            if ((e & X86Pte.Writable) == 0) continue;
-            _machine.WriteUInt64(page.Smfn, index * 8, e & ~X86Pte.Writable);
-            _counters.Inc(PerfCounter.ShadowWriteProtect);
-            any = true;
-        }
-        if (any) _domain.FlushAllTlbs();
     }
 
     // ---- creating and destroying shadows -----------------------------------------------------
