@@ -236,12 +236,12 @@ public sealed partial class ShadowMode : IPagingMode
             else emulate = true;
         }
         if (write && (gw.Rights & TlbRights.Writable) == 0) emulate = true;   // guest CR0.WP clear: allowed, not by hardware
-        SetL1(parent, l1idx, PropagateL1(gl1e, gfn0: (gl1e & X86Pte.FrameMask) >> 12), gl1e);
+        SetL1(parent, l1idx, PropagateL1(gl1e, gfn0: (gl1e & X86Pte.FrameMask) >> 12, demandWrite: write), gl1e);
         if (parent.Type == ShadowType.L1) UpdateSnapshot(parent.Gfn, l1idx, gl1e);
         _counters.Inc(PerfCounter.ShadowPropagate);
         _counters.Inc(PerfCounter.ShadowFaultFixed);
         _domain.Trace.Add(TraceKind.ShadowFault, v.Id, va, gfn, parent.Smfn.Value, gl1e, emulate ? "emulate" : "propagated");
-        if (_options.ShadowPrefetch && parent.Type == ShadowType.L1) Prefetch(parent, l1idx);
+        if (_options.ShadowPrefetch) Prefetch(parent, l1idx, path.Entries[2]);
         if (emulate)
         {
             // Counted as shadow_emulate_write when the write itself goes through BeforeGuestWrite.
@@ -288,8 +288,13 @@ public sealed partial class ShadowMode : IPagingMode
         return (child.Smfn.Value << 12) | (ge & UpperRights) | X86Pte.Accessed;
     }
 
-    /// <summary>The shadow L1 entry for guest entry <paramref name="gl1e"/>.</summary>
-    private ulong PropagateL1(ulong gl1e, ulong gfn0)
+    /// <summary>
+    /// The shadow L1 entry for guest entry <paramref name="gl1e"/> (l1e_propagate_from_guest).
+    /// A mapping of a guest page table is read-only unless the page is out of sync and this is the
+    /// demand write itself (_sh_propagate's ft_demand_write test): prefetch, validate and read
+    /// faults never make one writable.
+    /// </summary>
+    private ulong PropagateL1(ulong gl1e, ulong gfn0, bool demandWrite = false)
     {
         if ((gl1e & X86Pte.Present) == 0 || (gl1e & X86Pte.Accessed) == 0) return 0;
         ulong gfn = gfn0;
@@ -306,7 +311,7 @@ public sealed partial class ShadowMode : IPagingMode
         if ((gl1e & X86Pte.Dirty) == 0) e &= ~X86Pte.Writable;              // the first write must fault to set D
         if ((e & ShadowMmio) == 0)
         {
-            if (IsWriteProtectedTable(gfn)) e &= ~X86Pte.Writable;           // guest page tables trap writes
+            if (_levelsOf.ContainsKey(gfn) && !(demandWrite && IsOutOfSync(gfn))) e &= ~X86Pte.Writable;   // guest page tables trap writes
             if (P2mTypeInfo.IsWriteProtected(_domain.GetP2mType(gfn))) e &= ~X86Pte.Writable;
             if (LogDirtyClean(gfn)) e &= ~X86Pte.Writable;                  // log-dirty: writable once dirty
         }
@@ -317,19 +322,28 @@ public sealed partial class ShadowMode : IPagingMode
     private bool IsWriteProtectedTable(ulong gfn) =>
         _levelsOf.TryGetValue(gfn, out int levels) && levels != 0 && !IsOutOfSync(gfn);
 
-    private void Prefetch(ShadowPage l1, int faultIndex)
+    /// <summary>
+    /// sh_prefetch: up to PREFETCH_DISTANCE - 1 entries after the fault, no further than the end
+    /// of the shadow page. It stops at the first shadow entry already there, and at a guest entry
+    /// that would need another fault to set A or D anyway. An FL1 prefetches from the guest L2.
+    /// </summary>
+    private void Prefetch(ShadowPage l1, int faultIndex, ulong gl2e)
     {
         ulong guestTable = l1.Gfn << 12;
         int end = Math.Min(512, faultIndex + PrefetchDistance);
         for (int i = faultIndex + 1; i < end; i++)
         {
-            if ((_machine.ReadUInt64(l1.Smfn, i * 8) & X86Pte.Present) != 0) continue;
-            if (!_domain.TryReadPhysU64(guestTable + (ulong)i * 8, out ulong ge) || (ge & X86Pte.Present) == 0) continue;
+            if (_machine.ReadUInt64(l1.Smfn, i * 8) != 0) break;
+            ulong ge;
+            if (l1.Type == ShadowType.FL1) ge = Splinter(gl2e, i);
+            else if (!_domain.TryReadPhysU64(guestTable + (ulong)i * 8, out ge)) break;
+            if ((ge & X86Pte.Present) != 0
+                && ((ge & X86Pte.Accessed) == 0 || ((ge & X86Pte.Writable) != 0 && (ge & X86Pte.Dirty) == 0)))
+                break;
             ulong se = PropagateL1(ge, (ge & X86Pte.FrameMask) >> 12);
-            if (se == 0) continue;
             SetL1(l1, i, se, ge);
-            UpdateSnapshot(l1.Gfn, i, ge);
-            _counters.Inc(PerfCounter.ShadowPrefetch);
+            if (l1.Type == ShadowType.L1) UpdateSnapshot(l1.Gfn, i, ge);
+            if (se != 0) _counters.Inc(PerfCounter.ShadowPrefetch);
         }
     }
 
