@@ -38,7 +38,7 @@ public sealed class SetXenPagingModeCommand : DomainCmdlet
     public OosMode Oos { get => _oos.GetValueOrDefault(); set => _oos = value; }
 
     [Parameter]
-    [ValidateRange(1, 64)]
+    [ValidateRange(2, 64)]
     public int OosSlots { get => _oosSlots.GetValueOrDefault(); set => _oosSlots = value; }
 
     [Parameter]

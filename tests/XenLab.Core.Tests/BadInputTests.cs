@@ -65,7 +65,7 @@ public class BadInputTests
     [InlineData("mmio_hole: 8G", 2, 12, "'mmio_hole' is 8G, outside the range 16 to 3584 MiB")]
     [InlineData("kernel_pt_pages: 0x100000", 2, 18, "'kernel_pt_pages' is 0x100000, outside the range 8 to 65536")]
     [InlineData("tlb_entries: 1G", 2, 14, "'tlb_entries' is 1G, outside the range 1 to 65536")]
-    [InlineData("oos_slots: 65", 2, 12, "'oos_slots' is 65, outside the range 1 to 64")]
+    [InlineData("oos_slots: 65", 2, 12, "'oos_slots' is 65, outside the range 2 to 64")]
     [InlineData("hap_gpa_cache: 8K", 2, 16, "'hap_gpa_cache' is 8K, outside the range 0 to 4096")]
     public void EverySizeKeyHasAnUpperBoundCheckedAtItsValue(string line, int row, int column, string message)
     {

@@ -37,7 +37,7 @@ public class ModeDifferentialTests
         new Variant("shadow-snapshot", PagingModeKind.Shadow, Defaults),
         new Variant("shadow-nosnapshot", PagingModeKind.Shadow, Defaults with { Oos = OosMode.NoSnapshot }),
         new Variant("shadow-off-noprefetch", PagingModeKind.Shadow, Defaults with { Oos = OosMode.Off, ShadowPrefetch = false }),
-        new Variant("shadow-1slot-tinypool", PagingModeKind.Shadow, Defaults with { OosSlots = 1 }),
+        new Variant("shadow-2slot-tinypool", PagingModeKind.Shadow, Defaults with { OosSlots = 2 }),
         new Variant("arm-walk", PagingModeKind.Arm, Defaults with { ArmLeafLookup = ArmLeafLookup.Walk }),
         new Variant("arm-vlpt-traced", PagingModeKind.Arm, Defaults with { ArmLeafLookup = ArmLeafLookup.Vlpt }, Traced: true),
         new Variant("arm-walk-traced", PagingModeKind.Arm, Defaults with { ArmLeafLookup = ArmLeafLookup.Walk }, Traced: true),

@@ -20,14 +20,14 @@ public class ShadowOosTests
     private const ulong RegionVa = 0x400000;          // region k at 0x400000 + k * 2 MiB has its own L1 table
     private const ulong AliasVa = 0x40000000;         // the kernel's page-table pool, mapped writable
 
-    private static Domain Build(OosMode oos, int vcpus = 1, int regions = 6)
+    private static Domain Build(OosMode oos, int vcpus = 1, int regions = 6, int slots = PagingOptions.DefaultOosSlots)
     {
         var host = new XenHost(HostBytes);
         var c = TestDomains.Config("oos", 64, 128, vcpus);
         c.Paging = PagingModeKind.Shadow;
         c.ShadowMemoryMiB = 4;
         c.KernelPtPages = 64;
-        c.PagingOptions = c.PagingOptions with { Oos = oos, ShadowPrefetch = false };
+        c.PagingOptions = c.PagingOptions with { Oos = oos, ShadowPrefetch = false, OosSlots = slots };
         var d = host.CreateDomain(c);
         // Tables: PML4 = pool+0, PDPT = pool+1, PD = pool+2, then one L1 per 2 MiB region: pool+3+k.
         for (int k = 0; k < regions; k++)
@@ -142,6 +142,120 @@ public class ShadowOosTests
         d.Vcpus[1].LoadCr3(d.Vcpus[1].Cr3);                             // its own vCPU resyncs it
         Assert.False(Mode(d).IsOutOfSync(l1));
         Assert.Equal(2, d.Counters[PerfCounter.OosEntriesRepropagated]); // nothing changed since the light update
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    /// <summary>
+    /// oos_hash_add as oos.c writes it, as a model: the slot is gmfn % N; an occupant that hashes
+    /// there is punted to the next slot; whatever holds the slot then is crushed (resynced).
+    /// Returns whether something was evicted.
+    /// </summary>
+    private static bool ModelHashAdd(ulong[] oos, ulong gmfn)
+    {
+        int n = oos.Length, idx = (int)(gmfn % (ulong)n);
+        if (oos[idx] != 0 && (int)(oos[idx] % (ulong)n) == idx)
+        {
+            (oos[idx], gmfn) = (gmfn, oos[idx]);
+            idx = (idx + 1) % n;
+        }
+        bool evicted = oos[idx] != 0;
+        oos[idx] = gmfn;
+        return evicted;
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    [InlineData(5)]
+    [InlineData(7)]
+    public void SlotsFollowOosHashAddForEveryCount(int slots)
+    {
+        const int regions = 10;
+        var d = Build(OosMode.Snapshot, regions: regions, slots: slots);
+        var sm = Mode(d);
+        var model = new ulong[slots];
+        long evictions = 0;
+        uint lcg = 12345;
+        for (int step = 0; step < 40; step++)
+        {
+            lcg = lcg * 1103515245 + 12345;
+            int k = (int)((lcg >> 16) % regions);
+            ulong gmfn = ExpectedGmfn(L1Gfn(d, k));
+            if (System.Array.IndexOf(model, gmfn) < 0 && ModelHashAdd(model, gmfn)) evictions++;
+            WriteEntryThroughAlias(d, 0, L1Gfn(d, k), 100 + step % 8, (0x2100UL << 12) | 0x7);
+            var expected = new List<(int, ulong)>();
+            for (int i = 0; i < slots; i++) if (model[i] != 0) expected.Add((i, model[i]));
+            Assert.Equal(expected, Slots(sm));
+            Assert.Equal(evictions, d.Counters[PerfCounter.OosEvict]);
+        }
+        Assert.True(evictions > 0);
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void OneSlotIsRefusedWithAClearError()
+    {
+        var host = new XenHost(HostBytes);
+        var c = TestDomains.Config("oos1", 64, 128, 1);
+        c.Paging = PagingModeKind.Shadow;
+        c.PagingOptions = c.PagingOptions with { OosSlots = 1 };
+        var ex = Assert.ThrowsAny<XenLabException>(() => host.CreateDomain(c));
+        Assert.Contains("oos_slots 1 must be between 2 and 64", ex.Message);
+    }
+
+    private const ulong UpperEntry = X86Pte.Present | X86Pte.Writable | X86Pte.User | X86Pte.Accessed;
+
+    [Fact]
+    public void AnOutOfSyncL1IsResyncedWhenItsShadowIsLinkedIntoAnL2()
+    {
+        // shadow_set_l2e: "if the new sl2e points at an out-of-sync L1, sh_resync it" before linking.
+        var d = Build(OosMode.Snapshot, regions: 2);
+        ulong p0 = L1Gfn(d, 0), pd = d.Kernel.PoolBaseGfn + 2;
+        WriteEntryThroughAlias(d, 0, p0, 100, (0x2100UL << 12) | 0x7);
+        Assert.True(Mode(d).IsOutOfSync(p0));
+        d.WriteGuestPhysU64((pd << 12) + 10 * 8, (p0 << 12) | UpperEntry);     // a second PD entry for the same L1
+        Assert.False(Mode(d).IsOutOfSync(p0));
+        Assert.Equal(1, d.Counters[PerfCounter.OosResync]);
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void LinkingAnExistingL3ShadowResyncsEveryOutOfSyncPage()
+    {
+        // sh_map_and_validate_gl4e: a valid sl3mfn for the new entry means shadow_resync_all.
+        var d = Build(OosMode.Snapshot, regions: 2);
+        ulong pml4 = d.Kernel.PoolBaseGfn, pdpt = pml4 + 1;
+        WriteEntryThroughAlias(d, 0, L1Gfn(d, 0), 100, (0x2100UL << 12) | 0x7);
+        WriteEntryThroughAlias(d, 0, L1Gfn(d, 1), 100, (0x2100UL << 12) | 0x7);
+        Assert.Equal(2, Mode(d).OosSlots().Count);
+        long allocs = d.Counters[PerfCounter.ShadowAlloc];
+        d.WriteGuestPhysU64((pml4 << 12) + 1 * 8, (pdpt << 12) | UpperEntry);   // an existing L3 shadow, linked again
+        Assert.Equal(allocs, d.Counters[PerfCounter.ShadowAlloc]);              // nothing made: linking alone resyncs
+        Assert.Empty(Mode(d).OosSlots());
+        Assert.Equal(2, d.Counters[PerfCounter.OosResync]);
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void ACr3LoadSkipsTheLightResyncOfAPageTheNewTablesCannotReach()
+    {
+        // sh_safe_not_to_sync: the L1 shadow is linked once, up single links to a top that is not
+        // the loading vCPU's, so shadow_sync_other_vcpus leaves it alone.
+        var d = Build(OosMode.Snapshot, vcpus: 2, regions: 1);
+        ulong l1 = L1Gfn(d, 0), original = d.Vcpus[0].Cr3;
+        WriteEntryThroughAlias(d, 1, l1, 300, (0x2100UL << 12) | 0x7);          // vcpu1 unsyncs it
+        ulong root = d.Kernel.PoolBaseGfn + 50;
+        for (ulong t = 0; t < 4; t++) d.WriteGuestPhysical((root + t) << 12, new byte[4096]);
+        for (ulong t = 0; t < 3; t++) d.WriteGuestPhysU64((root + t) << 12, ((root + t + 1) << 12) | 7);
+        d.WriteGuestPhysU64((root + 3) << 12, (0x2000UL << 12) | 3);
+        d.Vcpus[0].LoadCr3(root << 12);                                          // a separate address space
+        Assert.Equal(1, d.Counters[PerfCounter.OosLightResyncSkipped]);
+        Assert.Equal(0, d.Counters[PerfCounter.OosLightResync]);
+        Assert.True(Mode(d).IsOutOfSync(l1));
+        d.Vcpus[0].LoadCr3(original);                                            // back on tables that reach it
+        Assert.Equal(1, d.Counters[PerfCounter.OosLightResync]);
+        Assert.Equal(1, d.Counters[PerfCounter.OosLightResyncSkipped]);
         ShadowModeTests.AssertAuditClean(d);
     }
 

@@ -128,8 +128,8 @@ Describe 'Set-XenPagingMode' -Tag 'XenLab', 'Set-XenPagingMode' {
             $domain.Config.PagingOptions.HapGpaCacheEntries | Should -Be 32
         }
 
-        It 'refuses -OosSlots outside 1 to 64 before running' {
-            { Set-XenPagingMode -DomainName pester-pm -Mode Shadow -OosSlots 0 } | Should -Throw -ErrorId 'ParameterArgumentValidationError,*'
+        It 'refuses -OosSlots outside 2 to 64 before running' {
+            { Set-XenPagingMode -DomainName pester-pm -Mode Shadow -OosSlots 1 } | Should -Throw -ErrorId 'ParameterArgumentValidationError,*'
             $domain.PagingMode | Should -Be 'Hap'
         }
 

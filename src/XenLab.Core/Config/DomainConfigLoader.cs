@@ -19,7 +19,7 @@ public static class DomainConfigLoader
     {
         "name", "memory", "maxmem", "vcpus", "shadow_memory", "videoram", "paging", "mmio_hole",
         "e820", "identity", "identity_strategy", "framebuffers", "kernel_pt_pages", "tlb_entries",
-        "oos", "oos_slots", "shadow_prefetch", "hap_gpa_cache", "arm_leaf_lookup", "vram_strategy", "vram_tlb_flush", "translate", "workload",
+        "oos", "oos_slots", "shadow_prefetch", "shadow_write_removal", "hap_gpa_cache", "arm_leaf_lookup", "vram_strategy", "vram_tlb_flush", "translate", "workload",
         "builder", "type",
     };
     private static readonly string[] WorkloadKeys = { "frames", "budget", "steps" };
@@ -241,9 +241,12 @@ public static class DomainConfigLoader
                     case "oos":
                         c.PagingOptions = c.PagingOptions with { Oos = Enum<OosMode>(value, "oos", ("off", OosMode.Off), ("nosnapshot", OosMode.NoSnapshot), ("snapshot", OosMode.Snapshot)) };
                         break;
-                    case "oos_slots": c.PagingOptions = c.PagingOptions with { OosSlots = Int(value, "oos_slots", 1, 64) }; break;
+                    case "oos_slots": c.PagingOptions = c.PagingOptions with { OosSlots = Int(value, "oos_slots", 2, 64) }; break;
                     case "shadow_prefetch":
                         c.PagingOptions = c.PagingOptions with { ShadowPrefetch = Enum<bool>(value, "shadow_prefetch", ("on", true), ("off", false), ("true", true), ("false", false)) };
+                        break;
+                    case "shadow_write_removal":
+                        c.PagingOptions = c.PagingOptions with { ShadowWriteRemoval = Enum<ShadowWriteRemoval>(value, "shadow_write_removal", ("xen", ShadowWriteRemoval.Xen), ("rmap", ShadowWriteRemoval.Rmap)) };
                         break;
                     case "hap_gpa_cache": c.PagingOptions = c.PagingOptions with { HapGpaCacheEntries = Int(value, "hap_gpa_cache", 0, 4096) }; break;
                     case "arm_leaf_lookup":

@@ -772,6 +772,7 @@ public sealed class Domain
     {
         if (!TryWritePhysU64(gpa, value)) return false;
         if (GetP2mType(gpa >> Page.Shift) == P2mType.RamLogDirty) OnLogDirtyWrite(gpa >> Page.Shift);
+        if (Mode is Paging.Shadow.ShadowMode shadow) shadow.OnHypervisorWrite(gpa >> Page.Shift);   // shadow log-dirty has no types
         return true;
     }
 

@@ -26,6 +26,15 @@ public enum ArmLeafLookup
     Vlpt,
 }
 
+/// <summary>How shadow mode finds the writable mappings of a page it must write-protect.</summary>
+public enum ShadowWriteRemoval
+{
+    /// <summary>Xen's way: an out-of-sync page's fix-ups first, then a guess from the Linux direct map, then a brute-force scan of every L1 shadow.</summary>
+    Xen,
+    /// <summary>A reverse map from each gfn to the shadow entries mapping it (what a lab compares the fix-ups with).</summary>
+    Rmap,
+}
+
 public sealed record PagingOptions
 {
     public const int DefaultOosSlots = 3;          // SHADOW_OOS_PAGES, a prime
@@ -35,6 +44,8 @@ public sealed record PagingOptions
     public int OosSlots { get; init; } = DefaultOosSlots;
     /// <summary>Prefetch neighbouring shadow L1 entries on a fault (SHOPT_PREFETCH).</summary>
     public bool ShadowPrefetch { get; init; } = true;
+    /// <summary>How write access is removed from a page (shadow_write_removal).</summary>
+    public ShadowWriteRemoval ShadowWriteRemoval { get; init; } = ShadowWriteRemoval.Xen;
     /// <summary>Entries of each vCPU's nested-walk (guest-physical) cache in HAP mode; 0 = none.</summary>
     public int HapGpaCacheEntries { get; init; } = DefaultGpaCacheEntries;
     public ArmLeafLookup ArmLeafLookup { get; init; } = ArmLeafLookup.Walk;
@@ -45,17 +56,19 @@ public sealed record PagingOptions
     public List<string> Problems()
     {
         var p = new List<string>();
-        if (OosSlots < 1 || OosSlots > 64) p.Add($"oos_slots {OosSlots} must be between 1 and 64");
+        if (OosSlots < 2 || OosSlots > 64) p.Add($"oos_slots {OosSlots} must be between 2 and 64 (with one slot oos_hash_add punts a page into its own slot and resyncs the new page against the old one's snapshot)");
         int gc = HapGpaCacheEntries;
         if (gc < 0 || gc > 4096 || (gc & (gc - 1)) != 0) p.Add($"hap_gpa_cache {gc} must be 0 or a power of two up to 4096");
         if (!Enum.IsDefined(Oos)) p.Add($"oos {(int)Oos} is not a known setting");
+        if (!Enum.IsDefined(ShadowWriteRemoval)) p.Add($"shadow_write_removal {(int)ShadowWriteRemoval} is not a known setting");
         if (!Enum.IsDefined(ArmLeafLookup)) p.Add($"arm_leaf_lookup {(int)ArmLeafLookup} is not a known setting");
         return p;
     }
 
     public string Describe(PagingModeKind kind) => kind switch
     {
-        PagingModeKind.Shadow => $"oos={Oos.ToString().ToLowerInvariant()} slots={OosSlots} prefetch={(ShadowPrefetch ? "on" : "off")}",
+        PagingModeKind.Shadow => $"oos={Oos.ToString().ToLowerInvariant()} slots={OosSlots} prefetch={(ShadowPrefetch ? "on" : "off")}"
+            + (ShadowWriteRemoval == ShadowWriteRemoval.Xen ? "" : " write_removal=rmap"),
         PagingModeKind.Hap => $"gpa_cache={HapGpaCacheEntries}",
         _ => $"leaf_lookup={ArmLeafLookup.ToString().ToLowerInvariant()}",
     };

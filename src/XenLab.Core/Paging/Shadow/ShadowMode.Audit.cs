@@ -123,7 +123,7 @@ public sealed partial class ShadowMode
                 continue;
             }
             if (sp.Type == ShadowType.FL1) continue;
-            ulong expect = PropagateL1(ge, gfn);
+            ulong expect = PropagateL1(ge, gfn, demandWrite: true);       // the most a fault could have made
             const ulong rights = X86Pte.User | X86Pte.NoExecute | ShadowMmio;
             if ((expect & X86Pte.Present) == 0)
                 problems.Add($"shadow: {sp} entry {i} is present but guest entry 0x{ge:x} would not be");

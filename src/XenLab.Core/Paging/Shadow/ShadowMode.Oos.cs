@@ -51,11 +51,13 @@ public sealed partial class ShadowMode
             }
         }
         _oosPages.Clear();
+        InitFixups(vcpus);
     }
 
     private void ClearOos()
     {
         _oosPages.Clear();
+        foreach (var a in _oosFixup) Array.Clear(a);
         foreach (var a in _oosGmfn) Array.Fill(a, NoPage);
     }
 
@@ -92,12 +94,14 @@ public sealed partial class ShadowMode
         Mfn[] snap = _oosSnapshot[v];
         int idx = (int)(gmfn % (ulong)Slots), oidx = idx;
         bool swap = false;
+        Fixup fixup = default;                            // the new page's: none yet
         if (oos[idx] != NoPage && oos[idx] % (ulong)Slots == (ulong)idx)
         {
             // Punt the current occupant into the next slot.
             (oos[idx], gmfn) = (gmfn, oos[idx]);
             (oosGfn[idx], gfn) = (gfn, oosGfn[idx]);
             (oosVa[idx], va) = (va, oosVa[idx]);
+            (_oosFixup[v][idx], fixup) = (fixup, _oosFixup[v][idx]);   // fix-ups travel with their page
             swap = true;
             idx = (idx + 1) % Slots;
         }
@@ -111,6 +115,7 @@ public sealed partial class ShadowMode
         oos[idx] = gmfn;
         oosGfn[idx] = gfn;
         oosVa[idx] = va;
+        _oosFixup[v][idx] = fixup;
         if (swap) (snap[idx], snap[oidx]) = (snap[oidx], snap[idx]);
         if (Snapshots)
             _machine.Read(new Mfn(oos[oidx])).CopyTo(_machine.Write(snap[oidx]));
@@ -140,13 +145,14 @@ public sealed partial class ShadowMode
     private void SyncBack(int v, int idx)
     {
         ulong gfn = _oosGfn[v][idx];
-        RemoveWriteAccess(gfn);
+        RemoveWriteAccess(gfn, v, idx);                   // oos_remove_write_access: fix-ups first
         ResyncEntries(gfn, _oosSnapshot[v][idx]);
         _oosPages.Remove(gfn);
         _oosGmfn[v][idx] = NoPage;
         _counters.Inc(PerfCounter.OosResync);
         _domain.Trace.Add(TraceKind.OosResync, v, _oosVa[v][idx], gfn, 0, (ulong)idx, "resync");
-        _domain.FlushAllTlbs();
+        // No flush of its own: RemoveWriteAccess flushed if it took anything away, and re-propagated
+        // L1 entries follow the guest's, whose own invlpg or CR3 load covers them (as in _sh_resync).
     }
 
     /// <summary>_sh_resync_l1: with a snapshot, re-propagate only entries that changed; without, all of them.</summary>
@@ -197,28 +203,63 @@ public sealed partial class ShadowMode
                 if (_oosGmfn[v][i] != NoPage) SyncBack(v, i);
     }
 
-    /// <summary>CR3 load: this vCPU's pages are resynced; other vCPUs' get the lighter update and stay out of sync.</summary>
-    private void ResyncOnCr3Load(Vcpu current)
+    /// <summary>shadow_resync_current_vcpu: this vCPU's out-of-sync pages back in sync (full resyncs).</summary>
+    private void ResyncCurrentVcpu(Vcpu current)
+    {
+        if (_oosPages.Count == 0) return;
+        for (int i = 0; i < Slots; i++)
+            if (_oosGmfn[current.Id][i] != NoPage) SyncBack(current.Id, i);
+    }
+
+    /// <summary>
+    /// shadow_sync_other_vcpus: other vCPUs' pages get their shadows updated and stay out of sync
+    /// (a light resync), skipped where sh_safe_not_to_sync says the new tables cannot reach them.
+    /// </summary>
+    private void SyncOtherVcpus(Vcpu current)
     {
         if (_oosPages.Count == 0) return;
         for (int v = 0; v < _oosGmfn.Length; v++)
+        {
+            if (v == current.Id) continue;
             for (int i = 0; i < Slots; i++)
             {
                 if (_oosGmfn[v][i] == NoPage) continue;
-                if (v == current.Id) SyncBack(v, i);
-                else
+                if (SafeNotToSync(current, _oosGfn[v][i]))
                 {
-                    ResyncEntries(_oosGfn[v][i], _oosSnapshot[v][i]);
-                    _counters.Inc(PerfCounter.OosLightResync);
+                    _counters.Inc(PerfCounter.OosLightResyncSkipped);
+                    continue;
                 }
+                ResyncEntries(_oosGfn[v][i], _oosSnapshot[v][i]);
+                _counters.Inc(PerfCounter.OosLightResync);
             }
+        }
+    }
+
+    /// <summary>
+    /// sh_safe_not_to_sync: the page's L1 shadow is linked exactly once, up a chain of single
+    /// links to a top that is not the one <paramref name="current"/> runs on, so the new address
+    /// space cannot reach it and its update can wait.
+    /// </summary>
+    private bool SafeNotToSync(Vcpu current, ulong gfn)
+    {
+        if (!_shadows.TryGetValue((gfn, ShadowType.L1), out var sp)) return false;
+        for (int level = 1; level <= 3; level++)
+        {
+            if (sp.RefCount != 1 || sp.Up is null) return false;
+            sp = sp.Up;
+        }
+        return !ReferenceEquals(_top[current.Id], sp);
     }
 
     /// <summary>The L1 shadow of an out-of-sync page was destroyed: nothing left to sync.</summary>
     private void DropOutOfSync(ulong gfn)
     {
         var (v, slot) = FindSlotByGfn(gfn);
-        if (v >= 0) _oosGmfn[v][slot] = NoPage;
+        if (v >= 0)
+        {
+            _oosGmfn[v][slot] = NoPage;
+            _oosFixup[v][slot] = default;
+        }
         _oosPages.Remove(gfn);
     }
 }

@@ -39,13 +39,13 @@ public sealed partial class ShadowMode : IPagingMode
     private readonly Dictionary<ulong, List<(ShadowPage Page, int Index)>> _rmap = new();
     private ShadowPage?[] _top = Array.Empty<ShadowPage?>();
     private long _clock;
-    /// <summary>Set while applying a change whose caller asked for no TLB flush (teaching switch).</summary>
-    private bool _suppressFlush;
 
     public ShadowMode(PagingOptions options)
     {
-        if (options.OosSlots < 1 || options.OosSlots > 64)
-            throw new InvalidConfigurationException($"oos_slots {options.OosSlots} must be between 1 and 64.");
+        // With one slot oos_hash_add punts the occupant into the same slot, then crushes the new
+        // page against the old page's snapshot: refused rather than reproduced.
+        if (options.OosSlots < 2 || options.OosSlots > 64)
+            throw new InvalidConfigurationException($"oos_slots {options.OosSlots} must be between 2 and 64: with one slot oos_hash_add would punt a page into its own slot.");
         _options = options;
     }
 
@@ -89,6 +89,7 @@ public sealed partial class ShadowMode : IPagingMode
         _rmap.Clear();
         Array.Clear(_top);
         ClearOos();
+        _ldClean = Array.Empty<ulong>();
         _pool?.Dispose();
     }
 
@@ -198,6 +199,8 @@ public sealed partial class ShadowMode : IPagingMode
             var type = _domain.GetP2mType(gfn);
             if (type == P2mType.RamRo) return Translation.Fault(TranslateStatus.P2mReadOnly, va, gfn, PageFaultErrorCode.None, 0);
             if (type == P2mType.RamLogDirty) _domain.OnLogDirtyWrite(gfn);
+            // _sh_propagate with a demand write: paging_mark_dirty now, so the entry may be writable.
+            if (MarkDirty(gfn)) _counters.Inc(PerfCounter.ShadowLogDirtyDemandWrite);
         }
 
         // 2. Make sure the pool can hold a full path, then build it top-down.
@@ -205,6 +208,7 @@ public sealed partial class ShadowMode : IPagingMode
         var top = EnsureTop(v);
         if (top is null) return Translation.Fault(TranslateStatus.PhysicalMissing, va, v.Cr3 >> 12, 0, 0);
         var parent = top;
+        bool resync = false;
         for (int level = 4; level >= 2; level--)
         {
             ulong ge = path.Entries[4 - level];
@@ -212,9 +216,15 @@ public sealed partial class ShadowMode : IPagingMode
             var child = super
                 ? GetOrCreate((ge & X86Pte.FrameMask) >> 12 & ~511UL, ShadowType.FL1, v)
                 : GetOrCreate((ge & X86Pte.FrameMask) >> 12, (ShadowType)(level - 1), v);
-            SetUpper(parent, X86Pte.IndexAt(va, level), PropagateUpper(ge, child));
+            int index = X86Pte.IndexAt(va, level);
+            bool wasPresent = (_machine.ReadUInt64(parent.Smfn, index * 8) & X86Pte.Present) != 0;
+            SetUpper(parent, index, PropagateUpper(ge, child));
+            // shadow_get_and_create_l3e/l2e: linking an L3 or L2 shadow, new or existing, means
+            // every out-of-sync page is resynced once the walk is built.
+            if (level >= 3 && !wasPresent && (_machine.ReadUInt64(parent.Smfn, index * 8) & X86Pte.Present) != 0) resync = true;
             parent = child;
         }
+        if (resync) ResyncAllFully();
 
         // 3. The leaf: unsync, emulate, or propagate.
         int l1idx = X86Pte.IndexAt(va, 1);
@@ -226,12 +236,12 @@ public sealed partial class ShadowMode : IPagingMode
             else emulate = true;
         }
         if (write && (gw.Rights & TlbRights.Writable) == 0) emulate = true;   // guest CR0.WP clear: allowed, not by hardware
-        SetL1(parent, l1idx, PropagateL1(gl1e, gfn0: (gl1e & X86Pte.FrameMask) >> 12), gl1e);
+        SetL1(parent, l1idx, PropagateL1(gl1e, gfn0: (gl1e & X86Pte.FrameMask) >> 12, demandWrite: write), gl1e);
         if (parent.Type == ShadowType.L1) UpdateSnapshot(parent.Gfn, l1idx, gl1e);
         _counters.Inc(PerfCounter.ShadowPropagate);
         _counters.Inc(PerfCounter.ShadowFaultFixed);
         _domain.Trace.Add(TraceKind.ShadowFault, v.Id, va, gfn, parent.Smfn.Value, gl1e, emulate ? "emulate" : "propagated");
-        if (_options.ShadowPrefetch && parent.Type == ShadowType.L1) Prefetch(parent, l1idx);
+        if (_options.ShadowPrefetch) Prefetch(parent, l1idx, path.Entries[2]);
         if (emulate)
         {
             // Counted as shadow_emulate_write when the write itself goes through BeforeGuestWrite.
@@ -278,8 +288,13 @@ public sealed partial class ShadowMode : IPagingMode
         return (child.Smfn.Value << 12) | (ge & UpperRights) | X86Pte.Accessed;
     }
 
-    /// <summary>The shadow L1 entry for guest entry <paramref name="gl1e"/>.</summary>
-    private ulong PropagateL1(ulong gl1e, ulong gfn0)
+    /// <summary>
+    /// The shadow L1 entry for guest entry <paramref name="gl1e"/> (l1e_propagate_from_guest).
+    /// A mapping of a guest page table is read-only unless the page is out of sync and this is the
+    /// demand write itself (_sh_propagate's ft_demand_write test): prefetch, validate and read
+    /// faults never make one writable.
+    /// </summary>
+    private ulong PropagateL1(ulong gl1e, ulong gfn0, bool demandWrite = false)
     {
         if ((gl1e & X86Pte.Present) == 0 || (gl1e & X86Pte.Accessed) == 0) return 0;
         ulong gfn = gfn0;
@@ -296,8 +311,9 @@ public sealed partial class ShadowMode : IPagingMode
         if ((gl1e & X86Pte.Dirty) == 0) e &= ~X86Pte.Writable;              // the first write must fault to set D
         if ((e & ShadowMmio) == 0)
         {
-            if (IsWriteProtectedTable(gfn)) e &= ~X86Pte.Writable;           // guest page tables trap writes
+            if (_levelsOf.ContainsKey(gfn) && !(demandWrite && IsOutOfSync(gfn))) e &= ~X86Pte.Writable;   // guest page tables trap writes
             if (P2mTypeInfo.IsWriteProtected(_domain.GetP2mType(gfn))) e &= ~X86Pte.Writable;
+            if (LogDirtyClean(gfn)) e &= ~X86Pte.Writable;                  // log-dirty: writable once dirty
         }
         return e;
     }
@@ -306,19 +322,28 @@ public sealed partial class ShadowMode : IPagingMode
     private bool IsWriteProtectedTable(ulong gfn) =>
         _levelsOf.TryGetValue(gfn, out int levels) && levels != 0 && !IsOutOfSync(gfn);
 
-    private void Prefetch(ShadowPage l1, int faultIndex)
+    /// <summary>
+    /// sh_prefetch: up to PREFETCH_DISTANCE - 1 entries after the fault, no further than the end
+    /// of the shadow page. It stops at the first shadow entry already there, and at a guest entry
+    /// that would need another fault to set A or D anyway. An FL1 prefetches from the guest L2.
+    /// </summary>
+    private void Prefetch(ShadowPage l1, int faultIndex, ulong gl2e)
     {
         ulong guestTable = l1.Gfn << 12;
         int end = Math.Min(512, faultIndex + PrefetchDistance);
         for (int i = faultIndex + 1; i < end; i++)
         {
-            if ((_machine.ReadUInt64(l1.Smfn, i * 8) & X86Pte.Present) != 0) continue;
-            if (!_domain.TryReadPhysU64(guestTable + (ulong)i * 8, out ulong ge) || (ge & X86Pte.Present) == 0) continue;
+            if (_machine.ReadUInt64(l1.Smfn, i * 8) != 0) break;
+            ulong ge;
+            if (l1.Type == ShadowType.FL1) ge = Splinter(gl2e, i);
+            else if (!_domain.TryReadPhysU64(guestTable + (ulong)i * 8, out ge)) break;
+            if ((ge & X86Pte.Present) != 0
+                && ((ge & X86Pte.Accessed) == 0 || ((ge & X86Pte.Writable) != 0 && (ge & X86Pte.Dirty) == 0)))
+                break;
             ulong se = PropagateL1(ge, (ge & X86Pte.FrameMask) >> 12);
-            if (se == 0) continue;
             SetL1(l1, i, se, ge);
-            UpdateSnapshot(l1.Gfn, i, ge);
-            _counters.Inc(PerfCounter.ShadowPrefetch);
+            if (l1.Type == ShadowType.L1) UpdateSnapshot(l1.Gfn, i, ge);
+            if (se != 0) _counters.Inc(PerfCounter.ShadowPrefetch);
         }
     }
 
@@ -329,17 +354,25 @@ public sealed partial class ShadowMode : IPagingMode
         ulong old = _machine.ReadUInt64(parent.Smfn, index * 8);
         if ((old & ~(X86Pte.Accessed | X86Pte.Dirty)) == (entry & ~(X86Pte.Accessed | X86Pte.Dirty)) && (old & X86Pte.Present) == (entry & X86Pte.Present))
             return;
-        if ((entry & X86Pte.Present) != 0) _bySmfn[(entry & X86Pte.FrameMask) >> 12].RefCount++;
+        if ((entry & X86Pte.Present) != 0)
+        {
+            var child = _bySmfn[(entry & X86Pte.FrameMask) >> 12];
+            // shadow_set_l2e: an out-of-sync L1 is resynced before its shadow is linked.
+            if (child.Type == ShadowType.L1 && IsOutOfSync(child.Gfn)) ResyncPage(child.Gfn);
+            child.RefCount++;
+            child.Up = parent;                             // sh_get_ref records the last linker
+        }
         _machine.WriteUInt64(parent.Smfn, index * 8, entry);
         if ((old & X86Pte.Present) != 0)
         {
             var oldChild = _bySmfn[(old & X86Pte.FrameMask) >> 12];
+            if (ReferenceEquals(oldChild.Up, parent)) oldChild.Up = null;
             if (--oldChild.RefCount == 0 && !oldChild.Pinned) Destroy(oldChild);
             _domain.FlushAllTlbs();                        // SHADOW_SET_FLUSH
         }
     }
 
-    /// <summary>Writes an L1/FL1 shadow entry, keeping the reverse map; flushes if a mapping lost anything.</summary>
+    /// <summary>Writes an L1/FL1 shadow entry, keeping the reverse map; never flushes (shadow_set_l1e).</summary>
     private void SetL1(ShadowPage l1, int index, ulong entry, ulong guestEntry)
     {
         ulong old = _machine.ReadUInt64(l1.Smfn, index * 8);
@@ -356,12 +389,13 @@ public sealed partial class ShadowMode : IPagingMode
             ulong gfn = l1.Type == ShadowType.FL1 ? l1.Gfn + (ulong)index : (guestEntry & X86Pte.FrameMask) >> 12;
             l1.MappedGfn![index] = gfn;
             RmapAdd(gfn, l1, index);
+            // shadow_set_l1e: a writable mapping of an out-of-sync page is remembered as a fix-up.
+            if ((entry & X86Pte.Writable) != 0 && _oosPages.Count != 0 && IsOutOfSync(gfn)) FixupAdd(gfn, l1, index);
             if (_vramPages.Count != 0) VramOnMapped(gfn, l1, index);
         }
-        // SHADOW_SET_FLUSH: a mapping that went away, moved, or lost a right may be cached.
-        if (!_suppressFlush && oldPresent && (!newPresent || ((old ^ entry) & (X86Pte.FrameMask | ShadowMmio)) != 0
-            || (old & ~entry & (X86Pte.Writable | X86Pte.User)) != 0))
-            _domain.FlushAllTlbs();
+        // No flush here (Xen's shadow_set_l1e): the entry maps the frame the guest entry names, so
+        // a stale TLB entry is the guest's to invlpg, as on hardware. Callers that take rights away
+        // for the hypervisor's own reasons (write protection, p2m changes, unshadowing) flush.
     }
 
     private void RmapAdd(ulong gfn, ShadowPage l1, int index)
@@ -381,22 +415,6 @@ public sealed partial class ShadowMode : IPagingMode
                 break;
             }
         if (list.Count == 0) _rmap.Remove(gfn);
-    }
-
-    /// <summary>sh_remove_write_access: every shadow mapping of <paramref name="gfn"/> becomes read-only.</summary>
-    private void RemoveWriteAccess(ulong gfn)
-    {
-        if (!_rmap.TryGetValue(gfn, out var list)) return;
-        bool any = false;
-        foreach (var (page, index) in list)
-        {
-            ulong e = _machine.ReadUInt64(page.Smfn, index * 8);
-            if ((e & X86Pte.Writable) == 0) continue;
-            _machine.WriteUInt64(page.Smfn, index * 8, e & ~X86Pte.Writable);
-            _counters.Inc(PerfCounter.ShadowWriteProtect);
-            any = true;
-        }
-        if (any) _domain.FlushAllTlbs();
     }
 
     // ---- creating and destroying shadows -----------------------------------------------------
@@ -420,10 +438,9 @@ public sealed partial class ShadowMode : IPagingMode
         if (_shadows.TryGetValue((gfn, type), out var sp)) return sp;
         if (type != ShadowType.FL1)
         {
-            // A page going out of sync as an L1 must come back before it is shadowed as anything else;
-            // installing a new L2 or L3 shadow resyncs every out-of-sync page (Xen does the same).
+            // shadow_promote: a page out of sync as an L1 comes back before it is shadowed as anything
+            // else. (Resyncing all on an L2/L3 happens when one is linked, not when it is made.)
             if (IsOutOfSync(gfn)) ResyncPage(gfn);
-            if (type is ShadowType.L2 or ShadowType.L3) ResyncAllFully();
         }
         if (!_pool.TryAllocate(out var smfn))
         {
@@ -467,8 +484,9 @@ public sealed partial class ShadowMode : IPagingMode
                 ulong e = _machine.ReadUInt64(sp.Smfn, i * 8);
                 if ((e & X86Pte.Present) == 0) continue;
                 _machine.WriteUInt64(sp.Smfn, i * 8, 0);
-                if (_bySmfn.TryGetValue((e & X86Pte.FrameMask) >> 12, out var child) && --child.RefCount == 0 && !child.Pinned)
-                    Destroy(child);
+                if (!_bySmfn.TryGetValue((e & X86Pte.FrameMask) >> 12, out var child)) continue;
+                if (ReferenceEquals(child.Up, sp)) child.Up = null;
+                if (--child.RefCount == 0 && !child.Pinned) Destroy(child);
             }
         }
         if (sp.Type != ShadowType.FL1 && _levelsOf.TryGetValue(sp.Gfn, out int levels))
@@ -511,10 +529,12 @@ public sealed partial class ShadowMode : IPagingMode
     }
 
     /// <summary>shadow_blow_tables: throw every shadow away; tops are rebuilt on the next access.</summary>
-    public void BlowTables()
+    public void BlowTables() => BlowTables("pool exhausted");
+
+    private void BlowTables(string why)
     {
         _counters.Inc(PerfCounter.ShadowBlowTables);
-        _domain.Trace.Add(TraceKind.ShadowBlowTables, -1, 0, 0, 0, (ulong)_shadows.Count, "pool exhausted");
+        _domain.Trace.Add(TraceKind.ShadowBlowTables, -1, 0, 0, 0, (ulong)_shadows.Count, why);
         ResyncAllFully();
         foreach (var sp in new List<ShadowPage>(_shadows.Values))
         {
@@ -531,14 +551,22 @@ public sealed partial class ShadowMode : IPagingMode
 
     public void OnCr3Load(Vcpu v)
     {
-        // sh_update_cr3: this vCPU's out-of-sync pages are resynced, the others' updated in place.
-        ResyncOnCr3Load(v);
+        // sh_update_cr3: this vCPU's out-of-sync pages are resynced first; once the new tables are
+        // in, the others' are updated in place unless the new tables cannot reach them.
+        ResyncCurrentVcpu(v);
         EnsureTop(v);
+        SyncOtherVcpus(v);
     }
 
-    /// <summary>sh_invlpg: zap the shadow L1 entry for the address (the next access re-propagates).</summary>
+    /// <summary>
+    /// sh_invlpg: the vCPU has already dropped its TLB entry. Only an out-of-sync L1 has its
+    /// shadow entry zapped (the guest may have changed the entry without a trap); a splintered
+    /// superpage (FL1) flushes the vCPU's whole TLB; an in-sync L1 needs nothing more, its
+    /// shadow entry already follows the guest's.
+    /// </summary>
     public void OnInvlpg(Vcpu v, ulong va)
     {
+        _counters.Inc(PerfCounter.ShadowInvlpg);
         var top = _top[v.Id];
         if (top is null) return;
         ulong table = top.Smfn.Value;
@@ -549,6 +577,13 @@ public sealed partial class ShadowMode : IPagingMode
             table = (e & X86Pte.FrameMask) >> 12;
         }
         var l1 = _bySmfn[table];
+        if (l1.Type == ShadowType.FL1)
+        {
+            _counters.Inc(PerfCounter.ShadowInvlpgFl1Flush);
+            v.FlushTlbInOperation();                      // sh_flush_local
+            return;
+        }
+        if (!IsOutOfSync(l1.Gfn)) return;
         int idx = X86Pte.IndexAt(va, 1);
         if ((_machine.ReadUInt64(l1.Smfn, idx * 8) & X86Pte.Present) == 0) return;
         SetL1(l1, idx, 0, 0);
@@ -560,6 +595,7 @@ public sealed partial class ShadowMode : IPagingMode
         var type = _domain.GetP2mType(gfn);
         if (type == P2mType.RamRo) return GuestWriteAction.Discard;
         if (type == P2mType.RamLogDirty) _domain.OnLogDirtyWrite(gfn);
+        MarkDirty(gfn);                                   // emulated or hypervisor write: paging_mark_dirty
         if (!IsWriteProtectedTable(gfn)) return GuestWriteAction.Direct;
         if (writer is not null && CanUnsync(gfn))
         {
@@ -600,15 +636,17 @@ public sealed partial class ShadowMode : IPagingMode
         {
             bool super = sp.Type == ShadowType.L2 && (ge & X86Pte.PageSize) != 0;
             var key = super ? ((ge & X86Pte.FrameMask) >> 12 & ~511UL, ShadowType.FL1) : ((ge & X86Pte.FrameMask) >> 12, (ShadowType)((int)sp.Type - 1));
-            if (_shadows.TryGetValue(key, out var child)) entry = PropagateUpper(ge, child);
+            if (_shadows.TryGetValue(key, out var child))
+            {
+                // validate_gl4e/gl3e: an existing L3/L2 shadow about to be linked resyncs everything.
+                if (sp.Type is ShadowType.L4 or ShadowType.L3) ResyncAllFully();
+                entry = PropagateUpper(ge, child);
+            }
         }
         SetUpper(sp, index, entry);
     }
 
     /// <summary>p2m entries or types changed: every shadow L1 entry mapping those gfns is zapped (refaults re-propagate).</summary>
-    public XenLab.Dirty.IDirtyTracker DirtyTracker => _tracker ??= new XenLab.Dirty.TypeDirtyTracker(_domain);
-    private XenLab.Dirty.IDirtyTracker? _tracker;
-
     public void OnP2mChanged(ulong startGfn, ulong endGfn, bool flush = true)
     {
         var hit = new List<(ShadowPage, int)>();
@@ -622,12 +660,7 @@ public sealed partial class ShadowMode : IPagingMode
             foreach (var (g, list) in _rmap)
                 if (g >= startGfn && g < endGfn) hit.AddRange(list);
         }
-        _suppressFlush = !flush;
-        try
-        {
-            foreach (var (page, index) in hit) SetL1(page, index, 0, 0);
-        }
-        finally { _suppressFlush = false; }
+        foreach (var (page, index) in hit) SetL1(page, index, 0, 0);
         if (hit.Count > 0 && flush) _domain.FlushAllTlbs();
     }
 

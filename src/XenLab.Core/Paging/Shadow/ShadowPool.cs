@@ -37,6 +37,8 @@ public sealed class ShadowPage
     public int RefCount { get; set; }
     /// <summary>A top-level shadow kept alive while any vCPU may load it (pinned).</summary>
     public bool Pinned { get; set; }
+    /// <summary>The last higher-level shadow to link this one (Xen's sp->up), null once it unlinked.</summary>
+    public ShadowPage? Up { get; set; }
     public long LastUse { get; set; }
     /// <summary>L1/FL1: the gfn each present entry maps (its reverse-map key).</summary>
     public ulong[]? MappedGfn { get; }
