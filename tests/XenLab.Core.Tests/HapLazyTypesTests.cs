@@ -128,3 +128,27 @@ public class HapLazyTypesTests
         return p;
     }
 }
+
+/// <summary>Issue 11, point 4: hap_track_dirty_vram re-arms exactly the pages found dirty and flushes once.</summary>
+public class HapVramTests
+{
+    [Fact]
+    public void AQueryReArmsExactlyTheDirtyPagesAndFlushesOnce()
+    {
+        var d = DirtyVramTests.Build(PagingModeKind.Hap, XenLab.Dirty.VramStrategy.Auto);
+        const ulong fb = 0xF0000, va = 0x40000000;
+        Assert.True(d.Vram.Track(fb, 768).AllDirty);                                   // armed: one lazy range change
+        foreach (ulong p in new ulong[] { 3, 64, 700 }) Assert.True(d.Vcpus[0].WriteVirtual(va + (p << 12), new byte[] { 9 }).IsOk);
+        Assert.Equal(P2mType.RamRw, d.GetP2mType(fb + 64));
+        long changes = d.Counters[PerfCounter.P2mTypeChange], flushes = d.Counters[PerfCounter.InveptFlush];
+        var r = d.Vram.Track(fb, 768);
+        Assert.False(r.AllDirty);
+        Assert.Equal(3, r.DirtyPages);
+        Assert.Equal(3, d.Counters[PerfCounter.P2mTypeChange] - changes);               // p2m_change_type_one per dirty page only
+        Assert.Equal(1, d.Counters[PerfCounter.InveptFlush] - flushes);                 // one flush per query
+        Assert.Equal(P2mType.RamLogDirty, d.GetP2mType(fb + 64));
+        Assert.Equal(0, d.Vram.Track(fb, 768).DirtyPages);
+        Assert.True(d.Vcpus[0].WriteVirtual(va + (64UL << 12), new byte[] { 1 }).IsOk);  // re-armed: logged again
+        Assert.Equal(1, d.Vram.Track(fb, 768).DirtyPages);
+    }
+}

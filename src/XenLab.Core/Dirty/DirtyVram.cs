@@ -203,6 +203,13 @@ public sealed class DirtyVram
         if (range.Strategy is not (VramStrategy.Memcmp or VramStrategy.Tracker) && !SkipTlbFlush) _domain.FlushAllTlbs();
     }
 
+    /// <summary>The log-dirty fault handler marked gfn dirty (paging_mark_dirty): ranges that keep fault-time bits record it.</summary>
+    internal void NoteLogDirtyFault(ulong gfn)
+    {
+        foreach (var r in _ranges)
+            if (r.State is IVramFaultBitmap bits && r.Contains(gfn)) bits.Mark(gfn - r.BeginPfn);
+    }
+
     /// <summary>Pages the guest wrote through a physical path (no mapping to see it): remembered for the back-link and D-bit strategies.</summary>
     internal void NoteDirectWrite(ulong gfn)
     {
@@ -309,9 +316,15 @@ public sealed class DirtyVram
     private IVramStrategy StrategyFor(VramRange r) => r.Strategy switch
     {
         VramStrategy.Memcmp => new MemcmpVramStrategy(_domain),
-        VramStrategy.Tracker => new TrackerVramStrategy(_domain),
+        VramStrategy.Tracker => _domain.Mode!.CreateVramStrategy(VramStrategy.Tracker) ?? new TrackerVramStrategy(_domain),
         _ => _domain.Mode!.CreateVramStrategy(r.Strategy) ?? throw new InvalidConfigurationException($"VRAM strategy {r.Strategy} is not available in {_domain.PagingMode} mode."),
     };
+}
+
+/// <summary>A range's dirty bits kept by the mode and marked at fault time (HAP).</summary>
+internal interface IVramFaultBitmap
+{
+    void Mark(ulong index);
 }
 
 /// <summary>HAP's p2m types, or ARM's stage-2 avail bits: whatever the mode's dirty tracker does.</summary>

@@ -523,6 +523,7 @@ public sealed class Domain
         if (GetP2mType(gfn) != P2mType.RamLogDirty) return;
         Counters.Inc(PerfCounter.LogDirtyFault);
         LogDirty.MarkAtFault(gfn);                                    // paging_mark_dirty, now
+        if (Vram.Ranges.Count != 0) Vram.NoteLogDirtyFault(gfn);
         SetP2mType(gfn, P2mType.RamRw);
     }
 

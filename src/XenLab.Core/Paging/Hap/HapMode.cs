@@ -267,7 +267,8 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
         return new Translation(TranslateStatus.Ok, va, t.Gfn, EptEntry.FrameOf(leaf), rights, 12, PageFaultErrorCode.None, refs);
     }
 
-    public XenLab.Dirty.IVramStrategy? CreateVramStrategy(XenLab.Dirty.VramStrategy kind) => null;
+    public XenLab.Dirty.IVramStrategy? CreateVramStrategy(XenLab.Dirty.VramStrategy kind) =>
+        kind == XenLab.Dirty.VramStrategy.Tracker ? new HapVramStrategy(_domain, this) : null;
     public void FlushTlbs() => InvEpt();
     public void OnCr3Load(Vcpu v) { }
     public void OnInvlpg(Vcpu v, ulong va) { }
