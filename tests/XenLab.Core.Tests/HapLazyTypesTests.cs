@@ -152,3 +152,58 @@ public class HapVramTests
         Assert.Equal(1, d.Vram.Track(fb, 768).DirtyPages);
     }
 }
+
+/// <summary>Issue 11, point 7: vram_with_logdirty, the seed's -ENODATA or mainline's coexistence.</summary>
+public class VramWithLogDirtyTests
+{
+    private const ulong Fb = 0xF0000, Va = 0x40000000;
+
+    private static Domain Build(XenLab.Dirty.VramWithLogDirty how)
+    {
+        var d = DirtyVramTests.Build(PagingModeKind.Hap, XenLab.Dirty.VramStrategy.Auto);
+        d.Vram.WithLogDirty = how;
+        return d;
+    }
+
+    private void Write(Domain d, ulong page) => Assert.True(d.Vcpus[0].WriteVirtual(Va + (page << 12), new byte[] { 5 }).IsOk);
+
+    [Fact]
+    public void EnodataRefusesQueriesWhileLogDirtyRuns()
+    {
+        var d = Build(XenLab.Dirty.VramWithLogDirty.ENoData);
+        d.Vram.Track(Fb, 768);
+        d.LogDirty.Enable();
+        var e = Assert.Throws<XenLab.Dirty.VramException>(() => d.Vram.Track(Fb, 768));
+        Assert.Equal(XenLab.Dirty.VramErrno.ENODATA, e.Errno);
+    }
+
+    [Fact]
+    public void CoexistKeepsBothExactThroughEachOthersCleans()
+    {
+        var d = Build(XenLab.Dirty.VramWithLogDirty.Coexist);
+        Assert.True(d.Vram.Track(Fb, 768).AllDirty);
+        d.LogDirty.Enable();
+        Write(d, 10);
+        Write(d, 20);
+        // A log-dirty clean re-arms everything; VRAM still has both writes.
+        var log = d.LogDirty.Read(clean: true);
+        Assert.Contains(Fb + 10, log.DirtyGfns());
+        Assert.Contains(Fb + 20, log.DirtyGfns());
+        Write(d, 30);
+        var q = d.Vram.Track(Fb, 768);
+        Assert.False(q.AllDirty);
+        Assert.Equal(3, q.DirtyPages);
+        // A VRAM query re-arms its pages; log-dirty still has the write made since its clean.
+        // (Other pages may show too: the CPU's A/D updates write the guest's page tables.)
+        Assert.Equal(new[] { Fb + 30 }, System.Linq.Enumerable.Where(d.LogDirty.Read(clean: true).DirtyGfns(), g => g >= Fb && g < Fb + 768));
+        // Log-dirty off: VRAM goes on, exact.
+        Write(d, 40);
+        d.LogDirty.Disable();
+        Write(d, 50);
+        q = d.Vram.Track(Fb, 768);
+        Assert.False(q.AllDirty);
+        Assert.Equal(2, q.DirtyPages);
+        Write(d, 60);
+        Assert.Equal(1, d.Vram.Track(Fb, 768).DirtyPages);
+    }
+}

@@ -109,6 +109,8 @@ public sealed class DomainConfig
     public XenLab.Dirty.VramStrategy VramStrategy { get; set; } = XenLab.Dirty.VramStrategy.Auto;
     /// <summary>Flush TLBs after clearing dirty state (off only to show what it costs to forget).</summary>
     public bool VramTlbFlush { get; set; } = true;
+    /// <summary>Dirty VRAM while whole-domain log-dirty runs: the seed's -ENODATA, or both at once (mainline since XSA-397, HAP).</summary>
+    public XenLab.Dirty.VramWithLogDirty VramWithLogDirty { get; set; } = XenLab.Dirty.VramWithLogDirty.ENoData;
     /// <summary>A built-in guest workload the headless runner (and Invoke-XenGuestCode -Workload) runs frame by frame.</summary>
     public XenLab.Lab.WorkloadConfig? Workload { get; set; }
     /// <summary>Where each key was written, when the configuration came from a file (errors then name the key's position).</summary>

@@ -36,6 +36,19 @@ public enum VramStrategy
     Memcmp,
 }
 
+/// <summary>What a VRAM query does while whole-domain log-dirty is on.</summary>
+public enum VramWithLogDirty
+{
+    /// <summary>The seed's answer: -ENODATA, repaint everything.</summary>
+    ENoData,
+    /// <summary>
+    /// Mainline since XSA-397 (hap_track_dirty_vram no longer switches log-dirty on or off for
+    /// itself): both run at once. Only ranges whose dirty state survives log-dirty's cleans do:
+    /// HAP's tracker (bits marked at fault time) and memcmp; any other range still answers -ENODATA.
+    /// </summary>
+    Coexist,
+}
+
 /// <summary>Errors track_dirty_vram returns, with Xen's errno names.</summary>
 public enum VramErrno
 {
@@ -123,6 +136,8 @@ public sealed class DirtyVram
     public bool SkipTlbFlush { get; set; }
     /// <summary>The strategy new ranges get (Auto: the mode's natural one).</summary>
     public VramStrategy Strategy { get; set; } = VramStrategy.Auto;
+    /// <summary>-ENODATA while log-dirty runs (the seed), or both at once (mainline).</summary>
+    public VramWithLogDirty WithLogDirty { get; set; } = VramWithLogDirty.ENoData;
 
     /// <summary>track_dirty_vram(begin_pfn, nr). With peek the dirty state is read but not cleared.</summary>
     public VramQueryResult Track(ulong beginPfn, ulong nr, bool peek = false)
@@ -135,12 +150,13 @@ public sealed class DirtyVram
             return new VramQueryResult(beginPfn, 0, Array.Empty<byte>(), false, "nr == 0: all VRAM tracking stopped");
         }
         ulong end = beginPfn + nr;
-        ulong maxMapped = _domain.MaxMappedPfn;
         if (end < beginPfn)
             throw new VramException(VramErrno.EINVAL, $"begin_pfn 0x{beginPfn:x} + nr {nr} overflows (end_pfn < begin_pfn).");
+        // end_pfn <= max_mapped_pfn + 1 holds at once when the last page is RAM; else find max_mapped_pfn (a descent of the tree).
+        ulong maxMapped = _domain.TryGetRam(end - 1, out _) ? end - 1 : _domain.MaxMappedPfn;
         if (end > maxMapped + 1)
             throw new VramException(VramErrno.EINVAL, $"end_pfn 0x{end:x} is beyond max_mapped_pfn + 1 (0x{maxMapped + 1:x}).");
-        if (_domain.LogDirty.Enabled)
+        if (_domain.LogDirty.Enabled && !CoexistsWithLogDirty())
             throw new VramException(VramErrno.ENODATA, "whole-domain log-dirty is active (a migration is running); VRAM tracking is unavailable, repaint everything.");
         if (_machineryOff && _ranges.Count > 0)
             throw new VramException(VramErrno.EINVAL, "VRAM tracking state exists but the log-dirty machinery under it was turned off; call with nr = 0 to reset.");
@@ -178,6 +194,14 @@ public sealed class DirtyVram
         if (!exact || range.AllDirtyForever)
             return AllDirty(range, bitmap, range.AllDirtyForever ? "back-links exhausted: always all dirty" : "strategy backed off");
         return new VramQueryResult(beginPfn, nr, bitmap, false, "");
+    }
+
+    /// <summary>vram_with_logdirty: coexist, and the strategy new and re-armed ranges get keeps its state through log-dirty's cleans.</summary>
+    private bool CoexistsWithLogDirty()
+    {
+        if (WithLogDirty != VramWithLogDirty.Coexist) return false;
+        var s = Resolve(Strategy);
+        return s == VramStrategy.Memcmp || (s == VramStrategy.Tracker && _domain.Mode!.Kind == PagingModeKind.Hap);
     }
 
     /// <summary>Cleared D bits must not survive in a TLB (seed 003); the tracker strategy flushes itself, memcmp needs none.</summary>
@@ -293,7 +317,17 @@ public sealed class DirtyVram
     /// <summary>Log-dirty was disabled while ranges existed: their armed pages were disarmed with it.</summary>
     internal void OnLogDirtyDisabled()
     {
-        foreach (var r in _ranges) if (r.Strategy == VramStrategy.Tracker) _machineryOff = true;
+        foreach (var r in _ranges)
+        {
+            if (r.Strategy != VramStrategy.Tracker) continue;
+            if (WithLogDirty == VramWithLogDirty.Coexist && r.State is IVramFaultBitmap && ReferenceEquals(r.ArmedBy, _domain.Mode))
+            {
+                // Its bits hold every write since its last query: arm its pages again, lose nothing.
+                _domain.ChangeP2mTypes(r.BeginPfn, r.EndPfn, XenLab.P2m.P2mType.RamRw, XenLab.P2m.P2mType.RamLogDirty, flush: true);
+                continue;
+            }
+            _machineryOff = true;
+        }
     }
 
     private VramQueryResult AllDirty(VramRange range, byte[] bitmap, string reason)

@@ -214,6 +214,7 @@ public sealed class Domain
             }
             Vram.Strategy = Config.VramStrategy;
             Vram.SkipTlbFlush = !Config.VramTlbFlush;
+            Vram.WithLogDirty = Config.VramWithLogDirty;
             key = "kernel_pt_pages";
             Kernel.Initialise(X86GuestFormat.Instance);
             key = Config.Paging == PagingModeKind.Shadow ? "shadow_memory" : "paging";
