@@ -207,3 +207,27 @@ public class VramWithLogDirtyTests
         Assert.Equal(1, d.Vram.Track(Fb, 768).DirtyPages);
     }
 }
+
+/// <summary>Issue 11, point 8 (the part done): log-dirty on a HAP domain costs no per-page side structure.</summary>
+public class HapLogDirtyCostTests
+{
+    [Fact]
+    public void EnablingAndCleaningLogDirtyAllocatesFarLessThanAByteAPage()
+    {
+        var host = new XenHost(2UL << 30);
+        var d = host.CreateDomain(TestDomains.Config("big", 1024, 1024));
+        ulong pages = d.PopulatedPages;
+        for (ulong g = 0x10000; g < 0x10000 + 1000; g++) d.WriteGuestPhysU64(g << 12, 1);   // back the frames first: guest data is not log-dirty's cost
+        long marked = d.Counters[PerfCounter.EptInvalidatedEntries];
+        long before = System.GC.GetAllocatedBytesForCurrentThread();
+        d.LogDirty.Enable();
+        for (ulong g = 0x10000; g < 0x10000 + 1000; g++) d.WriteGuestPhysU64(g << 12, g);   // 1,000 dirty pages
+        var view = d.LogDirty.Read(clean: true);
+        long bytes = System.GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(1000, view.DirtyPages);
+        // Enable and clean each marked the one EPML4 entry (p2m_change_entry_type_global), no page visited.
+        Assert.Equal(2, d.Counters[PerfCounter.EptInvalidatedEntries] - marked);
+        // The read's bitmap (1 bit a page) and a leaf of the tree are all that grows with the domain.
+        Assert.True(bytes < (long)pages, $"{bytes} bytes allocated for {pages} pages");
+    }
+}
