@@ -111,6 +111,8 @@ public sealed class DomainConfig
     public bool VramTlbFlush { get; set; } = true;
     /// <summary>Translate hot guest code to IL (`translate: on | off`); off runs everything in the interpreter, for comparison.</summary>
     public bool Translate { get; set; } = true;
+    /// <summary>Dirty VRAM while whole-domain log-dirty runs: the seed's -ENODATA, or both at once (mainline since XSA-397, HAP).</summary>
+    public XenLab.Dirty.VramWithLogDirty VramWithLogDirty { get; set; } = XenLab.Dirty.VramWithLogDirty.ENoData;
     /// <summary>A built-in guest workload the headless runner (and Invoke-XenGuestCode -Workload) runs frame by frame.</summary>
     public XenLab.Lab.WorkloadConfig? Workload { get; set; }
     /// <summary>Where each key was written, when the configuration came from a file (errors then name the key's position).</summary>

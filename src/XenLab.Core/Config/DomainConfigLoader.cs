@@ -19,7 +19,7 @@ public static class DomainConfigLoader
     {
         "name", "memory", "maxmem", "vcpus", "shadow_memory", "videoram", "paging", "mmio_hole",
         "e820", "identity", "identity_strategy", "framebuffers", "kernel_pt_pages", "tlb_entries",
-        "oos", "oos_slots", "shadow_prefetch", "shadow_write_removal", "hap_gpa_cache", "arm_leaf_lookup", "vram_strategy", "vram_tlb_flush", "translate", "workload",
+        "oos", "oos_slots", "shadow_prefetch", "shadow_write_removal", "hap_gpa_cache", "arm_leaf_lookup", "vram_strategy", "vram_tlb_flush", "vram_with_logdirty", "translate", "workload",
         "builder", "type",
     };
     private static readonly string[] WorkloadKeys = { "frames", "budget", "steps" };
@@ -258,6 +258,10 @@ public static class DomainConfigLoader
                             ("tracker", XenLab.Dirty.VramStrategy.Tracker), ("memcmp", XenLab.Dirty.VramStrategy.Memcmp));
                         break;
                     case "translate": c.Translate = Enum<bool>(value, "translate", ("on", true), ("off", false), ("true", true), ("false", false)); break;
+                    case "vram_with_logdirty":
+                        c.VramWithLogDirty = Enum<XenLab.Dirty.VramWithLogDirty>(value, "vram_with_logdirty",
+                            ("enodata", XenLab.Dirty.VramWithLogDirty.ENoData), ("coexist", XenLab.Dirty.VramWithLogDirty.Coexist));
+                        break;
                     case "vram_tlb_flush": c.VramTlbFlush = Enum<bool>(value, "vram_tlb_flush", ("on", true), ("off", false), ("true", true), ("false", false)); break;
                     case "workload": c.Workload = ReadWorkload(value); break;
                     case "e820": c.E820 = ReadE820(value); break;

@@ -43,6 +43,7 @@ public static class DomainConfigWriter
             }).Append('\n');
         if (!c.VramTlbFlush) sb.Append("vram_tlb_flush: off\n");
         if (!c.Translate) sb.Append("translate: off\n");
+        if (c.VramWithLogDirty == XenLab.Dirty.VramWithLogDirty.Coexist) sb.Append("vram_with_logdirty: coexist\n");
         if (c.E820 is not null)
         {
             sb.Append("e820:\n");

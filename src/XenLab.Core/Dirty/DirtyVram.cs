@@ -36,6 +36,19 @@ public enum VramStrategy
     Memcmp,
 }
 
+/// <summary>What a VRAM query does while whole-domain log-dirty is on.</summary>
+public enum VramWithLogDirty
+{
+    /// <summary>The seed's answer: -ENODATA, repaint everything.</summary>
+    ENoData,
+    /// <summary>
+    /// Mainline since XSA-397 (hap_track_dirty_vram no longer switches log-dirty on or off for
+    /// itself): both run at once. Only ranges whose dirty state survives log-dirty's cleans do:
+    /// HAP's tracker (bits marked at fault time) and memcmp; any other range still answers -ENODATA.
+    /// </summary>
+    Coexist,
+}
+
 /// <summary>Errors track_dirty_vram returns, with Xen's errno names.</summary>
 public enum VramErrno
 {
@@ -127,6 +140,8 @@ public sealed class DirtyVram
     public bool SkipTlbFlush { get; set; }
     /// <summary>The strategy new ranges get (Auto: the mode's natural one).</summary>
     public VramStrategy Strategy { get; set; } = VramStrategy.Auto;
+    /// <summary>-ENODATA while log-dirty runs (the seed), or both at once (mainline).</summary>
+    public VramWithLogDirty WithLogDirty { get; set; } = VramWithLogDirty.ENoData;
 
     /// <summary>track_dirty_vram(begin_pfn, nr). With peek the dirty state is read but not cleared.</summary>
     public VramQueryResult Track(ulong beginPfn, ulong nr, bool peek = false)
@@ -141,11 +156,11 @@ public sealed class DirtyVram
         ulong end = beginPfn + nr;
         if (end < beginPfn)
             throw new VramException(VramErrno.EINVAL, $"begin_pfn 0x{beginPfn:x} + nr {nr} overflows (end_pfn < begin_pfn).");
-        // end <= max_mapped_pfn + 1. A framebuffer's last page is RAM, which settles it without
-        // looking for the highest RAM pfn (a scan from the top of the p2m, tens of microseconds).
-        if (!_domain.TryGetRam(end - 1, out _) && end > _domain.MaxMappedPfn + 1)
-            throw new VramException(VramErrno.EINVAL, $"end_pfn 0x{end:x} is beyond max_mapped_pfn + 1 (0x{_domain.MaxMappedPfn + 1:x}).");
-        if (_domain.LogDirty.Enabled)
+        // end_pfn <= max_mapped_pfn + 1 holds at once when the last page is RAM; else find max_mapped_pfn (a descent of the tree).
+        ulong maxMapped = _domain.TryGetRam(end - 1, out _) ? end - 1 : _domain.MaxMappedPfn;
+        if (end > maxMapped + 1)
+            throw new VramException(VramErrno.EINVAL, $"end_pfn 0x{end:x} is beyond max_mapped_pfn + 1 (0x{maxMapped + 1:x}).");
+        if (_domain.LogDirty.Enabled && !CoexistsWithLogDirty())
             throw new VramException(VramErrno.ENODATA, "whole-domain log-dirty is active (a migration is running); VRAM tracking is unavailable, repaint everything.");
         if (_machineryOff && _ranges.Count > 0)
             throw new VramException(VramErrno.EINVAL, "VRAM tracking state exists but the log-dirty machinery under it was turned off; call with nr = 0 to reset.");
@@ -186,6 +201,14 @@ public sealed class DirtyVram
         return new VramQueryResult(beginPfn, nr, bitmap, false, "");
     }
 
+    /// <summary>vram_with_logdirty: coexist, and the strategy new and re-armed ranges get keeps its state through log-dirty's cleans.</summary>
+    private bool CoexistsWithLogDirty()
+    {
+        if (WithLogDirty != VramWithLogDirty.Coexist) return false;
+        var s = Resolve(Strategy);
+        return s == VramStrategy.Memcmp || (s == VramStrategy.Tracker && _domain.Mode!.Kind == PagingModeKind.Hap);
+    }
+
     /// <summary>Cleared D bits must not survive in a TLB (seed 003); the tracker strategy flushes itself, memcmp needs none.</summary>
     private void FlushAfterClear(VramRange range)
     {
@@ -207,6 +230,13 @@ public sealed class DirtyVram
         var scratch = new byte[(range.Pages + 7) / 8];
         strategy.Collect(range, scratch, clear: true);
         if (range.Strategy is not (VramStrategy.Memcmp or VramStrategy.Tracker) && !SkipTlbFlush) _domain.FlushAllTlbs();
+    }
+
+    /// <summary>The log-dirty fault handler marked gfn dirty (paging_mark_dirty): ranges that keep fault-time bits record it.</summary>
+    internal void NoteLogDirtyFault(ulong gfn)
+    {
+        foreach (var r in _ranges)
+            if (r.State is IVramFaultBitmap bits && r.Contains(gfn)) bits.Mark(gfn - r.BeginPfn);
     }
 
     /// <summary>Pages the guest wrote through a physical path (no mapping to see it): remembered for the back-link and D-bit strategies.</summary>
@@ -293,7 +323,17 @@ public sealed class DirtyVram
     /// <summary>Log-dirty was disabled while ranges existed: their armed pages were disarmed with it.</summary>
     internal void OnLogDirtyDisabled()
     {
-        foreach (var r in _ranges) if (r.Strategy == VramStrategy.Tracker) _machineryOff = true;
+        foreach (var r in _ranges)
+        {
+            if (r.Strategy != VramStrategy.Tracker) continue;
+            if (WithLogDirty == VramWithLogDirty.Coexist && r.State is IVramFaultBitmap && ReferenceEquals(r.ArmedBy, _domain.Mode))
+            {
+                // Its bits hold every write since its last query: arm its pages again, lose nothing.
+                _domain.ChangeP2mTypes(r.BeginPfn, r.EndPfn, XenLab.P2m.P2mType.RamRw, XenLab.P2m.P2mType.RamLogDirty, flush: true);
+                continue;
+            }
+            _machineryOff = true;
+        }
     }
 
     private VramQueryResult AllDirty(VramRange range, byte[] bitmap, string reason)
@@ -316,9 +356,15 @@ public sealed class DirtyVram
     private IVramStrategy StrategyFor(VramRange r) => r.Strategy switch
     {
         VramStrategy.Memcmp => new MemcmpVramStrategy(_domain),
-        VramStrategy.Tracker => new TrackerVramStrategy(_domain),
+        VramStrategy.Tracker => _domain.Mode!.CreateVramStrategy(VramStrategy.Tracker) ?? new TrackerVramStrategy(_domain),
         _ => _domain.Mode!.CreateVramStrategy(r.Strategy) ?? throw new InvalidConfigurationException($"VRAM strategy {r.Strategy} is not available in {_domain.PagingMode} mode."),
     };
+}
+
+/// <summary>A range's dirty bits kept by the mode and marked at fault time (HAP).</summary>
+internal interface IVramFaultBitmap
+{
+    void Mark(ulong index);
 }
 
 /// <summary>HAP's p2m types, or ARM's stage-2 avail bits: whatever the mode's dirty tracker does.</summary>

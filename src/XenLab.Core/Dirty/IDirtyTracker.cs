@@ -18,3 +18,16 @@ public interface IDirtyTracker
     /// </summary>
     void Collect(ulong startGfn, ulong endGfn, Span<byte> bitmap, bool clear, bool flush);
 }
+
+/// <summary>
+/// A tracker whose mode marks log-dirty's bitmap tree at fault time (paging_mark_dirty) and arms,
+/// cleans and disarms the whole domain with one global type change (HAP, hap.c's log_dirty ops):
+/// log-dirty then never walks the domain's pages.
+/// </summary>
+public interface IGlobalDirtyTracker : IDirtyTracker
+{
+    void StartGlobal();
+    void StopGlobal();
+    /// <summary>Re-arms every page written since the last clean.</summary>
+    void CleanGlobal(bool flush);
+}

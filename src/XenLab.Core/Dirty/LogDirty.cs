@@ -1,6 +1,11 @@
 // Log-dirty for the whole domain (what a live migration uses): enable arms every RAM page;
 // a read with peek keeps the bits, a read with clean hands them out, resets them and re-arms
 // the pages found dirty. Fault and dirty counts are reset by a clean, as in Xen.
+// As paging.c: the first write to an armed page marks the bitmap tree at fault time
+// (paging_mark_dirty); peek and clean read the tree; clean zeroes the leaves and keeps the
+// nodes (they are freed when log-dirty is disabled). Under HAP (IGlobalDirtyTracker) enable,
+// clean and disable are one global type change each; other modes' trackers are also asked
+// what they recorded (shadow, ARM), which adds nothing the faults did not mark already.
 using System;
 using System.Collections.Generic;
 using XenLab.Diagnostics;
@@ -36,9 +41,10 @@ public sealed class LogDirty
         using var op = _domain.EnterOperation();
         if (Enabled) return;
         _domain.Vram.OnLogDirtyEnabled();
-        foreach (var (s, e) in _domain.RamRuns()) _domain.Mode!.DirtyTracker.Start(s, e);
-        Enabled = true;
         _bitmap.Clear();
+        if (_domain.Mode!.DirtyTracker is IGlobalDirtyTracker g) g.StartGlobal();
+        else foreach (var (s, e) in _domain.RamRuns()) _domain.Mode!.DirtyTracker.Start(s, e);
+        Enabled = true;                     // only once armed: a refused start (ARM's VLPT window) leaves it off
         _faultsAtClean = _domain.Counters[PerfCounter.LogDirtyFault];
     }
 
@@ -46,7 +52,8 @@ public sealed class LogDirty
     {
         using var op = _domain.EnterOperation();
         if (!Enabled) return;
-        foreach (var (s, e) in _domain.RamRuns()) _domain.Mode!.DirtyTracker.Stop(s, e);
+        if (_domain.Mode!.DirtyTracker is IGlobalDirtyTracker g) g.StopGlobal();
+        else foreach (var (s, e) in _domain.RamRuns()) _domain.Mode!.DirtyTracker.Stop(s, e);
         Enabled = false;
         _domain.Vram.OnLogDirtyDisabled();
         _bitmap.Clear();
@@ -58,13 +65,15 @@ public sealed class LogDirty
         using var op = _domain.EnterOperation();
         if (!Enabled) throw new InvalidConfigurationException($"Log-dirty is not enabled for domain '{_domain.Name}'; enable it first.");
         var tracker = _domain.Mode!.DirtyTracker;
-        foreach (var (s, e) in _domain.RamRuns())
-        {
-            var part = new byte[(int)((e - s + 7) / 8)];
-            tracker.Collect(s, e, part, clear: clean, flush: true);
-            for (ulong i = 0; i < e - s; i++)
-                if ((part[i >> 3] & (1 << (int)(i & 7))) != 0) _bitmap.Mark(s + i);
-        }
+        var global = tracker as IGlobalDirtyTracker;
+        if (global is null)
+            foreach (var (s, e) in _domain.RamRuns())
+            {
+                var part = new byte[(int)((e - s + 7) / 8)];
+                tracker.Collect(s, e, part, clear: clean, flush: true);
+                for (ulong i = 0; i < e - s; i++)
+                    if ((part[i >> 3] & (1 << (int)(i & 7))) != 0) _bitmap.Mark(s + i);
+            }
         ulong pfns = _domain.MaxMappedPfn + 1;
         var bytes = new byte[(pfns + 7) / 8];
         long dirty = 0;
@@ -79,7 +88,8 @@ public sealed class LogDirty
         _domain.Counters.Inc(clean ? PerfCounter.LogDirtyClean : PerfCounter.LogDirtyPeek);
         if (clean)
         {
-            _bitmap.Clear();
+            _bitmap.CleanLeaves();
+            global?.CleanGlobal(flush: true);
             _faultsAtClean = _domain.Counters[PerfCounter.LogDirtyFault];
         }
         return view;
@@ -93,6 +103,11 @@ public sealed class LogDirty
     {
         if (!Enabled || _domain.Mode is null) return;
         var tracker = _domain.Mode.DirtyTracker;
+        if (tracker is IGlobalDirtyTracker g)
+        {
+            g.StopGlobal();                     // the tree already holds every write
+            return;
+        }
         foreach (var (s, e) in _domain.RamRuns())
         {
             var part = new byte[(int)((e - s + 7) / 8)];
@@ -107,6 +122,13 @@ public sealed class LogDirty
     internal void AfterModeSwitch()
     {
         if (!Enabled) return;
-        foreach (var (s, e) in _domain.RamRuns()) _domain.Mode!.DirtyTracker.Start(s, e);
+        if (_domain.Mode!.DirtyTracker is IGlobalDirtyTracker g) g.StartGlobal();
+        else foreach (var (s, e) in _domain.RamRuns()) _domain.Mode!.DirtyTracker.Start(s, e);
+    }
+
+    /// <summary>paging_mark_dirty: the fault handler marks the tree (nothing while log-dirty is off).</summary>
+    internal void MarkAtFault(ulong gfn)
+    {
+        if (Enabled) _bitmap.Mark(gfn);
     }
 }

@@ -84,7 +84,26 @@ public sealed class LogDirtyBitmap
         }
     }
 
-    /// <summary>Forgets every bit and frees every node but the top (clean).</summary>
+    /// <summary>
+    /// Clean, as paging_log_dirty_op does it: every leaf is zeroed, every node and leaf stays
+    /// allocated (freed only by <see cref="Clear"/>, when log-dirty is disabled). Costs the
+    /// leaves that exist, not the domain's size.
+    /// </summary>
+    public void CleanLeaves()
+    {
+        foreach (var l3 in _top)
+        {
+            if (l3 is null) continue;
+            foreach (var l2 in l3)
+            {
+                if (l2 is null) continue;
+                foreach (var leaf in l2) if (leaf is not null) Array.Clear(leaf);
+            }
+        }
+        DirtyCount = 0;
+    }
+
+    /// <summary>Forgets every bit and frees every node but the top (enable, disable).</summary>
     public void Clear()
     {
         Array.Clear(_top);

@@ -214,6 +214,7 @@ public sealed class Domain
             }
             Vram.Strategy = Config.VramStrategy;
             Vram.SkipTlbFlush = !Config.VramTlbFlush;
+            Vram.WithLogDirty = Config.VramWithLogDirty;
             key = "kernel_pt_pages";
             Kernel.Initialise(X86GuestFormat.Instance);
             key = Config.Paging == PagingModeKind.Shadow ? "shadow_memory" : "paging";
@@ -491,7 +492,14 @@ public sealed class Domain
         return changed;
     }
 
-    public P2mType GetP2mType(ulong gfn) => Types.Get(P2m, gfn);
+    /// <summary>The p2m type of a gfn: from the mode's own entries where it keeps them (HAP's EPT), else from <see cref="Types"/>.</summary>
+    public P2mType GetP2mType(ulong gfn)
+    {
+        var kind = P2mTree.Classify(P2m.Get(gfn));
+        if (kind == P2mEntryKind.Missing) return P2mType.Invalid;
+        if (kind == P2mEntryKind.Identity) return Types.IdentityType;
+        return Mode is IP2mTypeOwner owner ? owner.TypeOf(gfn) : Types.GetRam(gfn);
+    }
 
     /// <summary>
     /// p2m_change_type: sets a RAM gfn's type and tells the mode, which rewrites its entry and
@@ -506,9 +514,14 @@ public sealed class Domain
             throw new InvalidConfigurationException($"p2m type {P2mTypeInfo.Name(type)} cannot be set on RAM; use ram_rw, ram_ro or ram_logdirty.");
         var old = GetP2mType(gfn);
         if (old == type) return;
-        Types.Set(gfn, type);
         Counters.Inc(PerfCounter.P2mTypeChange);
         Trace.Add(TraceKind.P2mTypeChange, -1, 0, gfn, 0, (ulong)type, P2mTypeInfo.Transition(old, type));
+        if (Mode is IP2mTypeOwner owner)
+        {
+            if (owner.SetType(gfn, type)) Mode.FlushTlbs();
+            return;
+        }
+        Types.Set(gfn, type);
         Mode?.OnP2mChanged(gfn, gfn + 1);
     }
 
@@ -521,12 +534,16 @@ public sealed class Domain
         using var op = EnterOperation();
         if (GetP2mType(gfn) != P2mType.RamLogDirty) return;
         Counters.Inc(PerfCounter.LogDirtyFault);
+        LogDirty.MarkAtFault(gfn);                                    // paging_mark_dirty, now
+        if (Vram.Ranges.Count != 0) Vram.NoteLogDirtyFault(gfn);
         SetP2mType(gfn, P2mType.RamRw);
     }
 
     /// <summary>
     /// p2m_change_type over a range: every RAM gfn of type <paramref name="from"/> in [start, end)
-    /// becomes <paramref name="to"/>, and the mode is told once. Returns how many changed.
+    /// becomes <paramref name="to"/>, and the mode is told once. Returns how many changed; under
+    /// HAP a change between ram_rw and ram_logdirty is p2m_change_type_range, lazy, and returns
+    /// the EPT entries it marked for recalculation instead (its cost: no page is visited).
     /// </summary>
     public int ChangeP2mTypes(ulong startGfn, ulong endGfn, P2mType from, P2mType to, bool flush)
     {
@@ -535,7 +552,18 @@ public sealed class Domain
         if (to is not (P2mType.RamRw or P2mType.RamRo or P2mType.RamLogDirty))
             throw new InvalidConfigurationException($"p2m type {P2mTypeInfo.Name(to)} cannot be set on RAM; use ram_rw, ram_ro or ram_logdirty.");
         endGfn = Math.Min(endGfn, P2mTree.MaxPfn);                    // nothing is RAM beyond the tree's reach
+        var owner = Mode as IP2mTypeOwner;
+        if (owner is not null && P2mTypeInfo.IsChangeable(from) && P2mTypeInfo.IsChangeable(to))
+        {
+            if (startGfn >= endGfn || from == to) return 0;
+            long marked = owner.ChangeTypeRange(startGfn, endGfn, from, to);
+            Counters.Inc(PerfCounter.P2mTypeChange);
+            Trace.Add(TraceKind.P2mTypeChange, -1, 0, startGfn, endGfn, (ulong)marked, P2mTypeInfo.Transition(from, to) + " (range, lazy)");
+            if (marked > 0 && flush) Mode!.FlushTlbs();               // ept_sync_domain
+            return (int)marked;
+        }
         int n = 0;
+        bool needFlush = false;
         ulong lo = ulong.MaxValue, hi = 0;
         for (ulong g = startGfn; g < endGfn; g++)
         {
@@ -545,8 +573,9 @@ public sealed class Domain
                 g |= P2mTree.PfnsPerLeaf - 1;
                 continue;
             }
-            if (P2mTree.Classify(P2m.Get(g)) != P2mEntryKind.Ram || Types.Get(P2m, g) != from) continue;
-            Types.Set(g, to);
+            if (P2mTree.Classify(P2m.Get(g)) != P2mEntryKind.Ram || GetP2mType(g) != from) continue;
+            if (owner is not null) needFlush |= owner.SetType(g, to);
+            else Types.Set(g, to);
             n++;
             lo = Math.Min(lo, g);
             hi = g;
@@ -554,7 +583,8 @@ public sealed class Domain
         if (n == 0) return 0;
         Counters.Add(PerfCounter.P2mTypeChange, n);
         Trace.Add(TraceKind.P2mTypeChange, -1, 0, startGfn, endGfn, (ulong)n, P2mTypeInfo.Transition(from, to));
-        Mode?.OnP2mChanged(lo, hi + 1, flush);                        // the span that changed, not the span asked
+        if (owner is not null) { if (needFlush && flush) Mode!.FlushTlbs(); }
+        else Mode?.OnP2mChanged(lo, hi + 1, flush);                   // the span that changed, not the span asked
         return n;
     }
 
@@ -565,19 +595,23 @@ public sealed class Domain
         ArgumentNullException.ThrowIfNull(gfns);
         if (to is not (P2mType.RamRw or P2mType.RamRo or P2mType.RamLogDirty))
             throw new InvalidConfigurationException($"p2m type {P2mTypeInfo.Name(to)} cannot be set on RAM; use ram_rw, ram_ro or ram_logdirty.");
+        var owner = Mode as IP2mTypeOwner;
         int n = 0;
+        bool needFlush = false;
         ulong lo = ulong.MaxValue, hi = 0;
         foreach (ulong g in gfns)
         {
-            if (P2mTree.Classify(P2m.Get(g)) != P2mEntryKind.Ram || Types.Get(P2m, g) != from) continue;
-            Types.Set(g, to);
+            if (P2mTree.Classify(P2m.Get(g)) != P2mEntryKind.Ram || GetP2mType(g) != from) continue;
+            if (owner is not null) needFlush |= owner.SetType(g, to);   // p2m_change_type_one, flushed once below
+            else Types.Set(g, to);
             n++;
             lo = Math.Min(lo, g);
             hi = Math.Max(hi, g);
         }
         if (n == 0) return 0;
         Counters.Add(PerfCounter.P2mTypeChange, n);
-        Mode?.OnP2mChanged(lo, hi + 1, flush);
+        if (owner is not null) { if (needFlush && flush) Mode!.FlushTlbs(); }
+        else Mode?.OnP2mChanged(lo, hi + 1, flush);
         return n;
     }
 

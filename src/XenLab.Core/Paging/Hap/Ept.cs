@@ -1,7 +1,18 @@
 // An EPT (Intel's nested p2m) in its real format, in machine frames: four levels of 512
 // 8-byte entries; leaves map 4 KiB. Entry bits: R(0) W(1) X(2), memory type (5:3), ignore
-// PAT (6), page size (7), accessed (8), dirty (9), frame (51:12), and Xen's p2m type in the
-// software-available bits 57:52 (ept_entry_t.sa_p2mt).
+// PAT (6), page size (7), accessed (8), dirty (9), Xen's recalc flag in software-available
+// bit 10 (ept_entry_t.recalc), frame (51:12), and Xen's p2m type in the software-available bits
+// 57:52 (ept_entry_t.sa_p2mt). Under HAP that type is the only record of a page's type.
+//
+// Range type changes are lazy, as p2m-ept.c does them: ept_change_entry_type_range marks the
+// fewest entries that cover the range (aligned blocks at the highest level they fit, edges
+// lower down) with recalc = 1 and emt = MTRR_NUM_TYPES (7), an invalid memory type (a reserved
+// value in a table entry), so the CPU's next walk through one raises an EPT misconfiguration.
+// resolve_misconfig then walks down: a marked table entry is cleared after its 512 children are
+// marked (the mark moves one level down), and at the last level the whole leaf table is
+// recalculated (p2m_recalc_type: ram_rw/ram_logdirty from the log-dirty ranges). So the first
+// access in each 2 MiB region after a change takes exactly one misconfiguration exit.
+using System;
 using System.Collections.Generic;
 using XenLab.Diagnostics;
 using XenLab.Memory;
@@ -21,11 +32,22 @@ public static class EptEntry
     public const ulong IgnorePat = 1UL << 6;
     public const ulong Accessed = 1UL << 8;
     public const ulong Dirty = 1UL << 9;
+    /// <summary>Software bit 10: the type must be recalculated (ept_entry_t.recalc).</summary>
+    public const ulong Recalc = 1UL << 10;
+    public const ulong MemTypeMask = 7UL << MemTypeShift;
+    /// <summary>emt = MTRR_NUM_TYPES: not a memory type, so the CPU raises a misconfiguration.</summary>
+    public const ulong MemTypeMisconfig = 7UL << MemTypeShift;
     public const ulong FrameMask = ((1UL << 52) - 1) & ~0xFFFUL;
     public const int TypeShift = 52;
     public const ulong TypeMask = 0x3FUL << TypeShift;
 
     public static bool IsPresent(ulong e) => (e & Rwx) != 0;
+    /// <summary>A present entry the CPU refuses: marked for recalculation (Xen's is_epte_valid and emt == MTRR_NUM_TYPES).</summary>
+    public static bool IsMisconfigured(ulong e) => IsPresent(e) && (e & MemTypeMask) == MemTypeMisconfig;
+    /// <summary>The entry marked as ept_invalidate_emt does it: emt = MTRR_NUM_TYPES, recalc set if asked.</summary>
+    public static ulong MarkMisconfigured(ulong e, bool recalc) => (e & ~MemTypeMask) | MemTypeMisconfig | (recalc ? Recalc : 0);
+    /// <summary>p2m_is_changeable: the types a recalculation may turn into each other.</summary>
+    public static bool IsChangeable(P2mType t) => t is P2mType.RamRw or P2mType.RamLogDirty;
     public static P2mType TypeOf(ulong e) => (P2mType)((e & TypeMask) >> TypeShift);
     public static ulong FrameOf(ulong e) => (e & FrameMask) >> 12;
 
@@ -48,6 +70,9 @@ public static class EptEntry
     public static string Describe(ulong e, int level)
     {
         if (!IsPresent(e)) return e == 0 ? "not present" : $"not present ({P2mTypeInfo.Name(TypeOf(e))})";
+        if (IsMisconfigured(e)) return level == 1
+            ? $"misconfigured (emt=7{((e & Recalc) != 0 ? ", recalc" : "")}) {P2mTypeInfo.Name(TypeOf(e))} -> mfn 0x{FrameOf(e):x}"
+            : $"misconfigured (emt=7{((e & Recalc) != 0 ? ", recalc" : "")}) table -> mfn 0x{FrameOf(e):x}";
         string r = ((e & Read) != 0 ? "R" : "-") + ((e & Write) != 0 ? "W" : "-") + ((e & Exec) != 0 ? "X" : "-");
         return level == 1
             ? $"{r} {P2mTypeInfo.Name(TypeOf(e))} mt={(e >> MemTypeShift) & 7} -> mfn 0x{FrameOf(e):x}"
@@ -89,9 +114,111 @@ public sealed class Ept
             trace?.Add(new WalkStep("ept", level, EptEntry.LevelName(level), table, idx, (table << 12) + (ulong)idx * 8, e, EptEntry.Describe(e, level)));
             if (level == 1) return e;
             if (!EptEntry.IsPresent(e)) return 0;
+            if (EptEntry.IsMisconfigured(e)) return e;      // the CPU stops here: EPT misconfiguration
             table = EptEntry.FrameOf(e);
         }
         return 0;
+    }
+
+    /// <summary>
+    /// The leaf for <paramref name="gfn"/> as ept_get_entry reads it: <paramref name="recalc"/> says
+    /// whether any entry on the way (or the leaf) is marked, so the type must be recalculated.
+    /// </summary>
+    public ulong PeekWithRecalc(ulong gfn, out bool recalc)
+    {
+        recalc = false;
+        ulong table = Root.Value;
+        for (int level = 4; level > 1; level--)
+        {
+            ulong e = _machine.ReadUInt64(new Mfn(table), (int)((gfn >> (9 * (level - 1))) & 511) * 8);
+            if (!EptEntry.IsPresent(e)) return 0;
+            if ((e & EptEntry.Recalc) != 0) recalc = true;
+            table = EptEntry.FrameOf(e);
+        }
+        ulong leaf = _machine.ReadUInt64(new Mfn(table), (int)(gfn & 511) * 8);
+        if ((leaf & EptEntry.Recalc) != 0) recalc = true;
+        return leaf;
+    }
+
+    /// <summary>
+    /// ept_change_entry_type_range / ept_invalidate_emt_range: marks the fewest present entries
+    /// covering [first, last] (inclusive) for recalculation. Returns how many were marked.
+    /// </summary>
+    public long InvalidateRange(ulong first, ulong last)
+    {
+        long n = InvalidateIn(Root.Value, 4, 0, first, last);
+        _counters.Add(PerfCounter.EptInvalidatedEntries, n);
+        return n;
+    }
+
+    private long InvalidateIn(ulong table, int level, ulong baseGfn, ulong first, ulong last)
+    {
+        int shift = 9 * (level - 1);
+        ulong span = 1UL << shift;
+        ulong lo = first > baseGfn ? (first - baseGfn) >> shift : 0;
+        ulong hi = Math.Min(511UL, (last - baseGfn) >> shift);
+        long n = 0;
+        for (ulong i = lo; i <= hi; i++)
+        {
+            ulong e = _machine.ReadUInt64(new Mfn(table), (int)i * 8);
+            if (!EptEntry.IsPresent(e)) continue;
+            ulong s = baseGfn + (i << shift), end = s + span - 1;
+            if (s >= first && end <= last || level == 1)
+            {
+                _machine.WriteUInt64(new Mfn(table), (int)i * 8, EptEntry.MarkMisconfigured(e, recalc: true));
+                n++;
+            }
+            else n += InvalidateIn(EptEntry.FrameOf(e), level - 1, s, first, last);
+        }
+        return n;
+    }
+
+    /// <summary>
+    /// resolve_misconfig for <paramref name="gfn"/>: pushes each marked table entry's mark down to
+    /// its 512 children, then recalculates the whole leaf table (<paramref name="recalc"/> gives
+    /// the new type of a changeable leaf). Returns the entries rewritten.
+    /// </summary>
+    public int ResolveMisconfig(ulong gfn, Func<ulong, P2mType, P2mType> recalc)
+    {
+        int n = 0;
+        ulong table = Root.Value;
+        for (int level = 4; level > 1; level--)
+        {
+            int idx = (int)((gfn >> (9 * (level - 1))) & 511);
+            ulong e = _machine.ReadUInt64(new Mfn(table), idx * 8);
+            if (!EptEntry.IsPresent(e)) return n;
+            if (EptEntry.IsMisconfigured(e))
+            {
+                // ept_invalidate_emt_subtree: every present child gets emt = MTRR_NUM_TYPES (and recalc if this had it).
+                bool rc = (e & EptEntry.Recalc) != 0;
+                var child = new Mfn(EptEntry.FrameOf(e));
+                for (int i = 0; i < 512; i++)
+                {
+                    ulong c = _machine.ReadUInt64(child, i * 8);
+                    if (!EptEntry.IsPresent(c)) continue;
+                    _machine.WriteUInt64(child, i * 8, EptEntry.MarkMisconfigured(c, rc));
+                    n++;
+                }
+                e &= ~(EptEntry.MemTypeMask | EptEntry.Recalc);
+                _machine.WriteUInt64(new Mfn(table), idx * 8, e);
+                n++;
+            }
+            table = EptEntry.FrameOf(e);
+        }
+        // Level 1: the whole leaf table, as resolve_misconfig does at level 0.
+        ulong baseGfn = gfn & ~511UL;
+        var leaves = new Mfn(table);
+        for (int i = 0; i < 512; i++)
+        {
+            ulong e = _machine.ReadUInt64(leaves, i * 8);
+            if (!EptEntry.IsMisconfigured(e) && (e & EptEntry.Recalc) == 0) continue;
+            var t = EptEntry.TypeOf(e);
+            var nt = (e & EptEntry.Recalc) != 0 && EptEntry.IsChangeable(t) ? recalc(baseGfn + (ulong)i, t) : t;
+            _machine.WriteUInt64(leaves, i * 8, EptEntry.Leaf(EptEntry.FrameOf(e), nt) | (e & (EptEntry.Accessed | EptEntry.Dirty)));
+            n++;
+        }
+        _counters.Add(PerfCounter.EptRecalcEntries, n);
+        return n;
     }
 
     /// <summary>Reads the leaf without counting (the hypervisor's own lookup).</summary>

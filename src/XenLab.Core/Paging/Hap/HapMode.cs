@@ -5,6 +5,13 @@
 // translations (gfn -> EPT leaf, Intel's "guest-physical mappings"), which lets a walk skip
 // the 4 EPT reads of a gfn it has seen; it is flushed by INVEPT whenever the EPT changes.
 // No EPT superpages, no guest paging-structure (PML4/PDPT/PD) caches.
+//
+// The p2m type lives only in the EPT leaf (sa_p2mt): HAP owns the domain's types
+// (IP2mTypeOwner). Changes between ram_rw and ram_logdirty over a range are lazy, as
+// p2m_change_type_range does them on EPT: the range joins or leaves the log-dirty ranges
+// (p2m->logdirty_ranges; whole-domain log-dirty is the range of every gfn), the fewest covering
+// entries are marked, and the next walk through a marked entry takes an EPT misconfiguration
+// exit whose handler (resolve_misconfig) recalculates the leaves from those ranges.
 using System.Collections.Generic;
 using XenLab.Config;
 using XenLab.Diagnostics;
@@ -15,7 +22,7 @@ using XenLab.Paging.Modes;
 
 namespace XenLab.Paging.Hap;
 
-public sealed class HapMode : IPagingMode
+public sealed class HapMode : IPagingMode, IP2mTypeOwner
 {
     private readonly PagingOptions _options;
     private Domain _domain = null!;
@@ -24,12 +31,16 @@ public sealed class HapMode : IPagingMode
     private ulong[][] _cacheTag = System.Array.Empty<ulong[]>();
     private ulong[][] _cacheLeaf = System.Array.Empty<ulong[]>();
     private int _cacheMask;
+    // p2m->logdirty_ranges: [start, end) sorted and disjoint; a changeable leaf recalculated inside is ram_logdirty.
+    private readonly List<(ulong Start, ulong End)> _logDirtyRanges = new();
+    private readonly System.Func<ulong, P2mType, P2mType> _recalc;
 
     public HapMode(PagingOptions options)
     {
         if (options.HapGpaCacheEntries < 0 || options.HapGpaCacheEntries > 4096 || (options.HapGpaCacheEntries & (options.HapGpaCacheEntries - 1)) != 0)
             throw new InvalidConfigurationException($"hap_gpa_cache {options.HapGpaCacheEntries} must be 0 or a power of two up to 4096.");
         _options = options;
+        _recalc = (gfn, _) => InLogDirtyRange(gfn) ? P2mType.RamLogDirty : P2mType.RamRw;
     }
 
     public PagingModeKind Kind => PagingModeKind.Hap;
@@ -58,6 +69,7 @@ public sealed class HapMode : IPagingMode
             throw;
         }
         _ept = ept;
+        domain.Types.Clear();            // the EPT entries hold the types now (no side copy)
         int n = domain.Vcpus.Count, size = _options.HapGpaCacheEntries;
         _cacheTag = new ulong[n][];
         _cacheLeaf = new ulong[n][];
@@ -67,6 +79,13 @@ public sealed class HapMode : IPagingMode
 
     public void Detach()
     {
+        // The next mode keeps types in the domain's table: hand ours over (ram_rw is the default).
+        if (_ept is not null)
+            foreach (var (pfn, _) in _domain.P2m.EnumerateRam())
+            {
+                var t = TypeOf(pfn);
+                if (t != P2mType.RamRw) _domain.Types.Set(pfn, t);
+            }
         _ept?.Free();
         _ept = null;
     }
@@ -108,7 +127,7 @@ public sealed class HapMode : IPagingMode
             }
             _domain.Counters.Inc(PerfCounter.HapGpaCacheMiss);
             ulong leaf = _ept!.Walk(gfn, ref refs, null);
-            if (EptEntry.IsPresent(leaf))
+            if (EptEntry.IsPresent(leaf) && !EptEntry.IsMisconfigured(leaf))
             {
                 _cacheTag[vcpu][slot] = gfn + 1;
                 _cacheLeaf[vcpu][slot] = leaf;
@@ -124,9 +143,24 @@ public sealed class HapMode : IPagingMode
     /// </summary>
     private ulong Resolve(int vcpu, ulong gfn, AccessKind access, ref int refs, TranslationTrace? trace, out TranslateStatus failure)
     {
-        for (int attempt = 0; attempt < 3; attempt++)
+        for (int attempt = 0; attempt < 4; attempt++)
         {
             ulong leaf = Nested(vcpu, gfn, ref refs, trace);
+            if (EptEntry.IsMisconfigured(leaf))
+            {
+                if (trace is not null)
+                {
+                    trace.Note($"EPT misconfiguration at gfn 0x{gfn:x}: resolve_misconfig would recalculate the entries marked on the way");
+                    leaf = EffectiveLeaf(gfn);
+                }
+                else
+                {
+                    _domain.Counters.Inc(PerfCounter.EptMisconfig);
+                    _domain.Trace.Add(TraceKind.EptViolation, vcpu, 0, gfn, 0, 0, "misconfig");
+                    _ept!.ResolveMisconfig(gfn, _recalc);
+                    continue;
+                }
+            }
             bool write = (access & AccessKind.Write) != 0;
             if (EptEntry.IsPresent(leaf) && (!write || (leaf & EptEntry.Write) != 0))
             {
@@ -192,8 +226,12 @@ public sealed class HapMode : IPagingMode
         public EptStage(HapMode m) => _m = m;
         public ulong Resolve(int vcpu, ulong gfn, AccessKind access, ref int refs, TranslationTrace? trace, PerfCounters counters, out TranslateStatus failure) =>
             _m.Resolve(vcpu, gfn, access, ref refs, trace, out failure);
-        public ulong Peek(ulong gfn) => _m._ept!.Peek(gfn);
-        public bool IsWritableLeaf(ulong leaf) => EptEntry.IsPresent(leaf) && (leaf & EptEntry.Write) != 0;
+        public ulong Peek(ulong gfn)
+        {
+            ulong leaf = _m._ept!.PeekWithRecalc(gfn, out bool recalc);
+            return recalc ? EptEntry.MarkMisconfigured(leaf, true) : leaf;   // the CPU would take a misconfiguration first
+        }
+        public bool IsWritableLeaf(ulong leaf) => EptEntry.IsPresent(leaf) && (leaf & EptEntry.Write) != 0 && !EptEntry.IsMisconfigured(leaf);
         public bool IsDeviceLeaf(ulong leaf) => EptEntry.TypeOf(leaf) == P2mType.MmioDirect;
         public ulong FrameOf(ulong leaf) => EptEntry.FrameOf(leaf);
         public MachineMemory Machine => _m._domain.Machine;
@@ -229,16 +267,19 @@ public sealed class HapMode : IPagingMode
         return new Translation(TranslateStatus.Ok, va, t.Gfn, EptEntry.FrameOf(leaf), rights, 12, PageFaultErrorCode.None, refs);
     }
 
-    public XenLab.Dirty.IVramStrategy? CreateVramStrategy(XenLab.Dirty.VramStrategy kind) => null;
+    public XenLab.Dirty.IVramStrategy? CreateVramStrategy(XenLab.Dirty.VramStrategy kind) =>
+        kind == XenLab.Dirty.VramStrategy.Tracker ? new HapVramStrategy(_domain, this) : null;
     public void FlushTlbs() => InvEpt();
     public void OnCr3Load(Vcpu v) { }
     public void OnInvlpg(Vcpu v, ulong va) { }
 
     public GuestWriteAction BeforeGuestWrite(ulong gfn, Vcpu? writer)
     {
-        ulong leaf = _ept!.Peek(gfn);
-        if (!EptEntry.IsPresent(leaf) || (leaf & EptEntry.Write) != 0) return GuestWriteAction.Direct;
-        var type = EptEntry.TypeOf(leaf);
+        // The hypervisor's own lookup (get_gfn): the type with any pending recalculation applied.
+        ulong leaf = _ept!.PeekWithRecalc(gfn, out bool recalc);
+        if (!EptEntry.IsPresent(leaf)) return GuestWriteAction.Direct;
+        var type = recalc ? TypeOf(gfn) : EptEntry.TypeOf(leaf);
+        if (!P2mTypeInfo.IsWriteProtected(type)) return GuestWriteAction.Direct;
         if (type == P2mType.RamLogDirty)
         {
             _domain.Counters.Inc(PerfCounter.EptViolation);
@@ -253,7 +294,7 @@ public sealed class HapMode : IPagingMode
 
     public void AfterGuestWrite(ulong gfn, int offset, int length) { }
 
-    public XenLab.Dirty.IDirtyTracker DirtyTracker => _tracker ??= new XenLab.Dirty.TypeDirtyTracker(_domain);
+    public XenLab.Dirty.IDirtyTracker DirtyTracker => _tracker ??= new HapDirtyTracker(_domain);
     private XenLab.Dirty.IDirtyTracker? _tracker;
 
     public void OnP2mChanged(ulong startGfn, ulong endGfn, bool flush = true)
@@ -288,10 +329,134 @@ public sealed class HapMode : IPagingMode
     {
         foreach (var (pfn, mfn) in _domain.P2m.EnumerateRam())
         {
-            ulong want = EptEntry.Leaf(mfn.Value, _domain.GetP2mType(pfn));
-            ulong have = _ept!.Peek(pfn) & ~(EptEntry.Accessed | EptEntry.Dirty);
+            ulong have = _ept!.PeekWithRecalc(pfn, out bool recalc);
+            if (!EptEntry.IsPresent(have) || EptEntry.FrameOf(have) != mfn.Value)
+            {
+                problems.Add($"hap: gfn 0x{pfn:x}: EPT leaf 0x{have:x16} does not map mfn 0x{mfn.Value:x}");
+                continue;
+            }
+            if (recalc || EptEntry.IsMisconfigured(have)) continue;      // resolved on the next misconfiguration exit
+            ulong want = EptEntry.Leaf(mfn.Value, EptEntry.TypeOf(have));
+            have &= ~(EptEntry.Accessed | EptEntry.Dirty);
             if (have != want)
-                problems.Add($"hap: gfn 0x{pfn:x}: EPT leaf 0x{have:x16}, p2m says 0x{want:x16} ({EptEntry.Describe(want, 1)})");
+                problems.Add($"hap: gfn 0x{pfn:x}: EPT leaf 0x{have:x16}, its type says 0x{want:x16} ({EptEntry.Describe(want, 1)})");
         }
     }
+
+    // ---- p2m types in the EPT (IP2mTypeOwner) ---------------------------------------------
+
+    /// <summary>p2m_is_logdirty_range for one gfn.</summary>
+    private bool InLogDirtyRange(ulong gfn)
+    {
+        foreach (var (s, e) in _logDirtyRanges)
+        {
+            if (gfn < s) return false;
+            if (gfn < e) return true;
+        }
+        return false;
+    }
+
+    /// <summary>The log-dirty ranges (p2m->logdirty_ranges), for tests and display.</summary>
+    public IReadOnlyList<(ulong Start, ulong End)> LogDirtyRanges => _logDirtyRanges;
+
+    public P2mType TypeOf(ulong gfn)
+    {
+        ulong leaf = _ept!.PeekWithRecalc(gfn, out bool recalc);
+        // A RAM gfn without a leaf yet (just populated) gets ram_rw, or ram_logdirty inside a log-dirty range.
+        if (!EptEntry.IsPresent(leaf)) return _recalc(gfn, P2mType.RamRw);
+        var t = EptEntry.TypeOf(leaf);
+        return recalc && EptEntry.IsChangeable(t) ? _recalc(gfn, t) : t;
+    }
+
+    /// <summary>The leaf resolve_misconfig would leave for gfn (for explaining; writes nothing).</summary>
+    private ulong EffectiveLeaf(ulong gfn)
+    {
+        ulong leaf = _ept!.Peek(gfn);
+        return EptEntry.IsPresent(leaf) ? EptEntry.Leaf(EptEntry.FrameOf(leaf), TypeOf(gfn)) : 0;
+    }
+
+    public bool SetType(ulong gfn, P2mType type)
+    {
+        // ept_set_entry: "carry out any eventually pending earlier changes first".
+        ulong have = _ept!.PeekWithRecalc(gfn, out bool recalc);
+        if (recalc || EptEntry.IsMisconfigured(have))
+        {
+            _ept.ResolveMisconfig(gfn, _recalc);
+            have = _ept.Peek(gfn);
+        }
+        ulong mfn;
+        if (EptEntry.IsPresent(have)) mfn = EptEntry.FrameOf(have);
+        else if (_domain.TryGetRam(gfn, out var m)) mfn = m.Value;
+        else return false;
+        ulong want = EptEntry.Leaf(mfn, type);
+        if (want == (have & ~(EptEntry.Accessed | EptEntry.Dirty))) return false;
+        _ept.Set(gfn, want);
+        // Only a removed right or a moved frame can leave a stale cached translation.
+        bool upgrade = EptEntry.IsPresent(have) && ((have & EptEntry.Rwx) & ~(want & EptEntry.Rwx)) == 0;
+        if (upgrade) InvalidateCached(gfn);
+        return !upgrade;
+    }
+
+    public long ChangeTypeRange(ulong startGfn, ulong endGfn, P2mType from, P2mType to)
+    {
+        if (to == P2mType.RamLogDirty) AddLogDirtyRange(startGfn, endGfn);
+        else RemoveLogDirtyRange(startGfn, endGfn);
+        return _ept!.InvalidateRange(startGfn, endGfn - 1);
+    }
+
+    private void AddLogDirtyRange(ulong s, ulong e)
+    {
+        RemoveLogDirtyRange(s, e);
+        int i = 0;
+        while (i < _logDirtyRanges.Count && _logDirtyRanges[i].Start < s) i++;
+        _logDirtyRanges.Insert(i, (s, e));
+        // Merge neighbours that touch.
+        for (int k = _logDirtyRanges.Count - 1; k > 0; k--)
+            if (_logDirtyRanges[k - 1].End >= _logDirtyRanges[k].Start)
+            {
+                _logDirtyRanges[k - 1] = (_logDirtyRanges[k - 1].Start, System.Math.Max(_logDirtyRanges[k - 1].End, _logDirtyRanges[k].End));
+                _logDirtyRanges.RemoveAt(k);
+            }
+    }
+
+    private void RemoveLogDirtyRange(ulong s, ulong e)
+    {
+        for (int k = _logDirtyRanges.Count - 1; k >= 0; k--)
+        {
+            var (rs, re) = _logDirtyRanges[k];
+            if (re <= s || rs >= e) continue;
+            _logDirtyRanges.RemoveAt(k);
+            if (re > e) _logDirtyRanges.Insert(k, (e, re));
+            if (rs < s) _logDirtyRanges.Insert(k, (rs, s));
+        }
+    }
+}
+
+/// <summary>
+/// HAP's dirty tracker: ranges by lazy type changes (the type-based tracker), and whole-domain
+/// log-dirty as hap.c does it: enable and clean are one global type change
+/// (p2m_change_entry_type_global), and the fault marks the bitmap tree itself.
+/// </summary>
+internal sealed class HapDirtyTracker : XenLab.Dirty.IGlobalDirtyTracker
+{
+    private readonly Domain _domain;
+    private readonly XenLab.Dirty.TypeDirtyTracker _ranges;
+
+    public HapDirtyTracker(Domain domain)
+    {
+        _domain = domain;
+        _ranges = new XenLab.Dirty.TypeDirtyTracker(domain);
+    }
+
+    public void Start(ulong startGfn, ulong endGfn) => _ranges.Start(startGfn, endGfn);
+    public void Stop(ulong startGfn, ulong endGfn) => _ranges.Stop(startGfn, endGfn);
+    public void Collect(ulong startGfn, ulong endGfn, System.Span<byte> bitmap, bool clear, bool flush) =>
+        _ranges.Collect(startGfn, endGfn, bitmap, clear, flush);
+
+    /// <summary>hap_enable_log_dirty: every gfn joins the log-dirty ranges; the root's entries are marked.</summary>
+    public void StartGlobal() => _domain.ChangeP2mTypes(0, P2mTree.MaxPfn, P2mType.RamRw, P2mType.RamLogDirty, flush: true);
+    /// <summary>hap_disable_log_dirty.</summary>
+    public void StopGlobal() => _domain.ChangeP2mTypes(0, P2mTree.MaxPfn, P2mType.RamLogDirty, P2mType.RamRw, flush: true);
+    /// <summary>hap_clean_dirty_bitmap: written pages go back to ram_logdirty, lazily, then one flush.</summary>
+    public void CleanGlobal(bool flush) => _domain.ChangeP2mTypes(0, P2mTree.MaxPfn, P2mType.RamRw, P2mType.RamLogDirty, flush);
 }

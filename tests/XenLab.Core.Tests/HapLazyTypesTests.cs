@@ -1,0 +1,233 @@
+using XenLab.Config;
+using XenLab.Diagnostics;
+using XenLab.Domains;
+using XenLab.Guest;
+using XenLab.Memory;
+using XenLab.P2m;
+using XenLab.Paging.Hap;
+
+namespace XenLab.Tests;
+
+/// <summary>
+/// Issue 11, points 1-3: the p2m type in the EPT entry only, lazy range changes resolved on EPT
+/// misconfiguration exits, and log-dirty marking its tree at fault time. Expected values come
+/// from xen/arch/x86/mm/p2m-ept.c (ept_entry_t, ept_change_entry_type_range,
+/// resolve_misconfig) and paging.c (paging_mark_dirty, paging_log_dirty_op).
+/// </summary>
+public class HapLazyTypesTests
+{
+    private const ulong Va = 0x400000;
+    private const ulong DataGfn = 0x2010;          // 2 MiB region 0x10
+
+    private static Domain Hap()
+    {
+        var host = new XenHost(4UL << 30);
+        var d = host.CreateDomain(TestDomains.Config("hap", 64, 128));
+        d.Kernel.Map(Va, DataGfn, 4, MapFlags.Writable);
+        d.Kernel.Map(Va + 0x200000, 0x2410, 1, MapFlags.Writable);   // region 0x12
+        return d;
+    }
+
+    private static HapMode Mode(Domain d) => (HapMode)d.Mode!;
+
+    [Fact]
+    public void TheTypeLivesInTheEptEntrysSoftwareBitsAndNowhereElse()
+    {
+        var d = Hap();
+        d.SetP2mType(DataGfn, P2mType.RamRo);
+        ulong leaf = Mode(d).Ept.Peek(DataGfn);
+        Assert.Equal(3UL, (leaf >> 52) & 0x3F);                      // sa_p2mt, bits 57:52; p2m_ram_ro = 3
+        Assert.Equal(0, d.Types.Count);                              // no side table under HAP
+        // Shadow keeps types in the domain's compact table; they come back into the EPT on return.
+        d.SetPagingMode(PagingModeKind.Shadow);
+        Assert.Equal(1, d.Types.Count);
+        Assert.Equal(P2mType.RamRo, d.GetP2mType(DataGfn));
+        d.SetPagingMode(PagingModeKind.Hap);
+        Assert.Equal(0, d.Types.Count);
+        Assert.Equal(P2mType.RamRo, d.GetP2mType(DataGfn));
+        Assert.Equal(3UL, (Mode(d).Ept.Peek(DataGfn) >> 52) & 0x3F);
+    }
+
+    [Fact]
+    public void ARangeChangeMarksTheFewestCoveringEntries()
+    {
+        var d = Hap();
+        long before = d.Counters[PerfCounter.EptInvalidatedEntries];
+        // [0x1F0, 0x3010): 16 leaves at the start (0x1F0-0x1FF), the EPDEs of the 2 MiB regions
+        // 1..0x17 (23), 16 leaves at the end (0x3000-0x300F): ept_change_entry_type_range's edges.
+        int n = d.ChangeP2mTypes(0x1F0, 0x3010, P2mType.RamRw, P2mType.RamLogDirty, flush: true);
+        Assert.Equal(16 + 23 + 16, n);
+        Assert.Equal(55, d.Counters[PerfCounter.EptInvalidatedEntries] - before);
+        Assert.Equal(P2mType.RamLogDirty, d.GetP2mType(0x1F0));
+        Assert.Equal(P2mType.RamLogDirty, d.GetP2mType(0x300F));
+        Assert.Equal(P2mType.RamRw, d.GetP2mType(0x1EF));
+        Assert.Equal(P2mType.RamRw, d.GetP2mType(0x3010));
+        // The whole domain: one EPML4 entry, whatever its size.
+        before = d.Counters[PerfCounter.EptInvalidatedEntries];
+        Assert.Equal(1, d.ChangeP2mTypes(0, P2mTree.MaxPfn, P2mType.RamRw, P2mType.RamLogDirty, flush: true));
+        Assert.Equal(1, d.Counters[PerfCounter.EptInvalidatedEntries] - before);
+        Assert.Empty(AuditProblems(d));
+    }
+
+    [Fact]
+    public void TheFirstAccessAfterAChangeTakesExactlyOneMisconfigurationExitPerRegion()
+    {
+        var d = Hap();
+        var v = d.Vcpus[0];
+        d.ChangeP2mTypes(0, P2mTree.MaxPfn, P2mType.RamRw, P2mType.RamLogDirty, flush: true);
+        Assert.Equal(0, d.Counters[PerfCounter.EptMisconfig]);                 // nothing resolved yet
+        // Guest tables sit in region 0, the data page in region 0x10: two regions, two exits.
+        Assert.True(v.ReadVirtual(Va, new byte[1]).IsOk);
+        Assert.Equal(2, d.Counters[PerfCounter.EptMisconfig]);
+        Assert.True(d.Counters[PerfCounter.EptRecalcEntries] > 0);
+        Assert.Equal(P2mType.RamLogDirty, EptEntry.TypeOf(Mode(d).Ept.Peek(DataGfn)));   // recalculated into the leaf
+        // Another page of region 0x10: no exit. A page of region 0x12: one.
+        Assert.True(v.ReadVirtual(Va + 0x1000, new byte[1]).IsOk);
+        Assert.Equal(2, d.Counters[PerfCounter.EptMisconfig]);
+        Assert.True(v.ReadVirtual(Va + 0x200000, new byte[1]).IsOk);
+        Assert.Equal(3, d.Counters[PerfCounter.EptMisconfig]);
+        // The first write then takes the log-dirty violation.
+        long viol = d.Counters[PerfCounter.EptViolationLogDirty];
+        Assert.True(v.WriteVirtual(Va, new byte[] { 1 }).IsOk);
+        Assert.Equal(viol + 1, d.Counters[PerfCounter.EptViolationLogDirty]);
+        Assert.Equal(P2mType.RamRw, d.GetP2mType(DataGfn));
+        Assert.Empty(AuditProblems(d));
+    }
+
+    [Fact]
+    public void LogDirtyMarksTheTreeAtFaultTimeAndCleanKeepsItsNodes()
+    {
+        var d = Hap();
+        var v = d.Vcpus[0];
+        long marked = d.Counters[PerfCounter.EptInvalidatedEntries];
+        d.LogDirty.Enable();
+        Assert.Equal(1, d.Counters[PerfCounter.EptInvalidatedEntries] - marked);   // p2m_change_entry_type_global: one root entry here
+        Assert.True(v.WriteVirtual(Va, new byte[] { 1 }).IsOk);
+        Assert.True(d.LogDirty.Bitmap.IsDirty(DataGfn));                        // paging_mark_dirty, before any read
+        int pages = d.LogDirty.Bitmap.Pages;
+        Assert.Equal(4, pages);                                                  // top, two nodes, one leaf
+        var view = d.LogDirty.Read(clean: true);
+        Assert.Contains(DataGfn, view.DirtyGfns());
+        Assert.Equal(pages, d.LogDirty.Bitmap.Pages);                            // leaves zeroed, nodes kept
+        Assert.False(d.LogDirty.Bitmap.IsDirty(DataGfn));
+        Assert.Equal(0, d.LogDirty.Read(clean: false).DirtyPages);
+        // Cleaned: the page is ram_logdirty again (lazily), and the next write is logged.
+        Assert.Equal(P2mType.RamLogDirty, d.GetP2mType(DataGfn));
+        Assert.True(v.WriteVirtual(Va, new byte[] { 2 }).IsOk);
+        Assert.Equal(1, d.LogDirty.Read(clean: false).DirtyPages);
+        d.LogDirty.Disable();
+        Assert.Equal(1, d.LogDirty.Bitmap.Pages);                                // freed on disable
+        Assert.Equal(P2mType.RamRw, d.GetP2mType(DataGfn));
+        Assert.Empty(AuditProblems(d));
+    }
+
+    private static System.Collections.Generic.List<string> AuditProblems(Domain d)
+    {
+        var p = new System.Collections.Generic.List<string>();
+        d.Mode!.Audit(p);
+        return p;
+    }
+}
+
+/// <summary>Issue 11, point 4: hap_track_dirty_vram re-arms exactly the pages found dirty and flushes once.</summary>
+public class HapVramTests
+{
+    [Fact]
+    public void AQueryReArmsExactlyTheDirtyPagesAndFlushesOnce()
+    {
+        var d = DirtyVramTests.Build(PagingModeKind.Hap, XenLab.Dirty.VramStrategy.Auto);
+        const ulong fb = 0xF0000, va = 0x40000000;
+        Assert.True(d.Vram.Track(fb, 768).AllDirty);                                   // armed: one lazy range change
+        foreach (ulong p in new ulong[] { 3, 64, 700 }) Assert.True(d.Vcpus[0].WriteVirtual(va + (p << 12), new byte[] { 9 }).IsOk);
+        Assert.Equal(P2mType.RamRw, d.GetP2mType(fb + 64));
+        long changes = d.Counters[PerfCounter.P2mTypeChange], flushes = d.Counters[PerfCounter.InveptFlush];
+        var r = d.Vram.Track(fb, 768);
+        Assert.False(r.AllDirty);
+        Assert.Equal(3, r.DirtyPages);
+        Assert.Equal(3, d.Counters[PerfCounter.P2mTypeChange] - changes);               // p2m_change_type_one per dirty page only
+        Assert.Equal(1, d.Counters[PerfCounter.InveptFlush] - flushes);                 // one flush per query
+        Assert.Equal(P2mType.RamLogDirty, d.GetP2mType(fb + 64));
+        Assert.Equal(0, d.Vram.Track(fb, 768).DirtyPages);
+        Assert.True(d.Vcpus[0].WriteVirtual(va + (64UL << 12), new byte[] { 1 }).IsOk);  // re-armed: logged again
+        Assert.Equal(1, d.Vram.Track(fb, 768).DirtyPages);
+    }
+}
+
+/// <summary>Issue 11, point 7: vram_with_logdirty, the seed's -ENODATA or mainline's coexistence.</summary>
+public class VramWithLogDirtyTests
+{
+    private const ulong Fb = 0xF0000, Va = 0x40000000;
+
+    private static Domain Build(XenLab.Dirty.VramWithLogDirty how)
+    {
+        var d = DirtyVramTests.Build(PagingModeKind.Hap, XenLab.Dirty.VramStrategy.Auto);
+        d.Vram.WithLogDirty = how;
+        return d;
+    }
+
+    private void Write(Domain d, ulong page) => Assert.True(d.Vcpus[0].WriteVirtual(Va + (page << 12), new byte[] { 5 }).IsOk);
+
+    [Fact]
+    public void EnodataRefusesQueriesWhileLogDirtyRuns()
+    {
+        var d = Build(XenLab.Dirty.VramWithLogDirty.ENoData);
+        d.Vram.Track(Fb, 768);
+        d.LogDirty.Enable();
+        var e = Assert.Throws<XenLab.Dirty.VramException>(() => d.Vram.Track(Fb, 768));
+        Assert.Equal(XenLab.Dirty.VramErrno.ENODATA, e.Errno);
+    }
+
+    [Fact]
+    public void CoexistKeepsBothExactThroughEachOthersCleans()
+    {
+        var d = Build(XenLab.Dirty.VramWithLogDirty.Coexist);
+        Assert.True(d.Vram.Track(Fb, 768).AllDirty);
+        d.LogDirty.Enable();
+        Write(d, 10);
+        Write(d, 20);
+        // A log-dirty clean re-arms everything; VRAM still has both writes.
+        var log = d.LogDirty.Read(clean: true);
+        Assert.Contains(Fb + 10, log.DirtyGfns());
+        Assert.Contains(Fb + 20, log.DirtyGfns());
+        Write(d, 30);
+        var q = d.Vram.Track(Fb, 768);
+        Assert.False(q.AllDirty);
+        Assert.Equal(3, q.DirtyPages);
+        // A VRAM query re-arms its pages; log-dirty still has the write made since its clean.
+        // (Other pages may show too: the CPU's A/D updates write the guest's page tables.)
+        Assert.Equal(new[] { Fb + 30 }, System.Linq.Enumerable.Where(d.LogDirty.Read(clean: true).DirtyGfns(), g => g >= Fb && g < Fb + 768));
+        // Log-dirty off: VRAM goes on, exact.
+        Write(d, 40);
+        d.LogDirty.Disable();
+        Write(d, 50);
+        q = d.Vram.Track(Fb, 768);
+        Assert.False(q.AllDirty);
+        Assert.Equal(2, q.DirtyPages);
+        Write(d, 60);
+        Assert.Equal(1, d.Vram.Track(Fb, 768).DirtyPages);
+    }
+}
+
+/// <summary>Issue 11, point 8 (the part done): log-dirty on a HAP domain costs no per-page side structure.</summary>
+public class HapLogDirtyCostTests
+{
+    [Fact]
+    public void EnablingAndCleaningLogDirtyAllocatesFarLessThanAByteAPage()
+    {
+        var host = new XenHost(2UL << 30);
+        var d = host.CreateDomain(TestDomains.Config("big", 1024, 1024));
+        ulong pages = d.PopulatedPages;
+        for (ulong g = 0x10000; g < 0x10000 + 1000; g++) d.WriteGuestPhysU64(g << 12, 1);   // back the frames first: guest data is not log-dirty's cost
+        long marked = d.Counters[PerfCounter.EptInvalidatedEntries];
+        long before = System.GC.GetAllocatedBytesForCurrentThread();
+        d.LogDirty.Enable();
+        for (ulong g = 0x10000; g < 0x10000 + 1000; g++) d.WriteGuestPhysU64(g << 12, g);   // 1,000 dirty pages
+        var view = d.LogDirty.Read(clean: true);
+        long bytes = System.GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(1000, view.DirtyPages);
+        // Enable and clean each marked the one EPML4 entry (p2m_change_entry_type_global), no page visited.
+        Assert.Equal(2, d.Counters[PerfCounter.EptInvalidatedEntries] - marked);
+        // The read's bitmap (1 bit a page) and a leaf of the tree are all that grows with the domain.
+        Assert.True(bytes < (long)pages, $"{bytes} bytes allocated for {pages} pages");
+    }
+}
