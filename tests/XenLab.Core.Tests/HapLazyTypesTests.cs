@@ -305,3 +305,34 @@ public class HapPmlTests
         Assert.Equal(new[] { FirstGfn + 7 }, d.LogDirty.Read(clean: true).DirtyGfns());
     }
 }
+
+/// <summary>Lab 04's migration under both HAP log-dirty mechanisms: the same rounds, far fewer exits with PML.</summary>
+public class HapPmlMigrationTests
+{
+    private readonly Xunit.Abstractions.ITestOutputHelper _out;
+    public HapPmlMigrationTests(Xunit.Abstractions.ITestOutputHelper output) => _out = output;
+
+    private (XenLab.Lab.MigrationResult R, long Exits, long Logged, long Faults) Run(HapLogDirty how)
+    {
+        var host = new XenHost(2UL << 30);
+        var c = TestDomains.Config("migrant", 256, vcpus: 2);
+        c.PagingOptions = c.PagingOptions with { HapLogDirty = how };
+        var d = host.CreateDomain(c);
+        var r = XenLab.Lab.LiveMigration.PreCopy(d, dirtyRatio: 0.5);
+        long exits = how == HapLogDirty.Wp ? d.Counters[PerfCounter.EptViolationLogDirty] : d.Counters[PerfCounter.PmlFullExit];
+        return (r, exits, d.Counters[PerfCounter.PmlLogged], d.Counters[PerfCounter.LogDirtyFault]);
+    }
+
+    [Fact]
+    public void BothMechanismsSendTheSamePagesAndPmlSavesTheExits()
+    {
+        var wp = Run(HapLogDirty.Wp);
+        var pml = Run(HapLogDirty.Pml);
+        Assert.Equal(wp.R.PagesSent, pml.R.PagesSent);
+        Assert.Equal(wp.R.Rounds.Count, pml.R.Rounds.Count);
+        Assert.Equal(wp.Faults, wp.Exits);                      // write protection: one exit per first write
+        Assert.True(pml.Logged >= wp.Exits, $"{pml.Logged} logged");
+        Assert.True(pml.Exits <= pml.Logged / 512, $"{pml.Exits} PML-full exits for {pml.Logged} logged");
+        _out.WriteLine($"wp: {wp.Exits} exits; pml: {pml.Logged} logged, {pml.Exits} exits; rounds {pml.R.Rounds.Count}, sent {pml.R.PagesSent}, stop-and-copy {pml.R.StopAndCopyPages}");
+    }
+}
