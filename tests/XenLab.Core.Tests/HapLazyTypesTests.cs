@@ -5,6 +5,7 @@ using XenLab.Guest;
 using XenLab.Memory;
 using XenLab.P2m;
 using XenLab.Paging.Hap;
+using XenLab.Paging.Modes;
 
 namespace XenLab.Tests;
 
@@ -19,10 +20,12 @@ public class HapLazyTypesTests
     private const ulong Va = 0x400000;
     private const ulong DataGfn = 0x2010;          // 2 MiB region 0x10
 
-    private static Domain Hap()
+    internal static Domain Hap(HapLogDirty logDirty = HapLogDirty.Wp)
     {
         var host = new XenHost(4UL << 30);
-        var d = host.CreateDomain(TestDomains.Config("hap", 64, 128));
+        var c = TestDomains.Config("hap", 64, 128);
+        c.PagingOptions = c.PagingOptions with { HapLogDirty = logDirty };
+        var d = host.CreateDomain(c);
         d.Kernel.Map(Va, DataGfn, 4, MapFlags.Writable);
         d.Kernel.Map(Va + 0x200000, 0x2410, 1, MapFlags.Writable);   // region 0x12
         return d;
@@ -132,19 +135,25 @@ public class HapLazyTypesTests
 /// <summary>Issue 11, point 4: hap_track_dirty_vram re-arms exactly the pages found dirty and flushes once.</summary>
 public class HapVramTests
 {
-    [Fact]
-    public void AQueryReArmsExactlyTheDirtyPagesAndFlushesOnce()
+    [Theory]
+    [InlineData(HapLogDirty.Wp)]
+    [InlineData(HapLogDirty.Pml)]
+    public void AQueryReArmsExactlyTheDirtyPagesAndFlushesOnce(HapLogDirty how)
     {
         var d = DirtyVramTests.Build(PagingModeKind.Hap, XenLab.Dirty.VramStrategy.Auto);
+        if (how == HapLogDirty.Wp) d.SetPagingMode(PagingModeKind.Hap, d.Config.PagingOptions with { HapLogDirty = HapLogDirty.Wp });
         const ulong fb = 0xF0000, va = 0x40000000;
         Assert.True(d.Vram.Track(fb, 768).AllDirty);                                   // armed: one lazy range change
         foreach (ulong p in new ulong[] { 3, 64, 700 }) Assert.True(d.Vcpus[0].WriteVirtual(va + (p << 12), new byte[] { 9 }).IsOk);
-        Assert.Equal(P2mType.RamRw, d.GetP2mType(fb + 64));
+        // Write protection: the violation made it ram_rw. PML: still ram_logdirty, the gfn waits in the log.
+        Assert.Equal(how == HapLogDirty.Wp ? P2mType.RamRw : P2mType.RamLogDirty, d.GetP2mType(fb + 64));
         long changes = d.Counters[PerfCounter.P2mTypeChange], flushes = d.Counters[PerfCounter.InveptFlush];
         var r = d.Vram.Track(fb, 768);
         Assert.False(r.AllDirty);
         Assert.Equal(3, r.DirtyPages);
-        Assert.Equal(3, d.Counters[PerfCounter.P2mTypeChange] - changes);               // p2m_change_type_one per dirty page only
+        // p2m_change_type_one per dirty page only: the re-arm; with PML also the flush's ram_logdirty -> ram_rw
+        // (vmx_vcpu_flush_pml_buffer) first, so 3 + 3.
+        Assert.Equal(how == HapLogDirty.Wp ? 3 : 6, d.Counters[PerfCounter.P2mTypeChange] - changes);
         Assert.Equal(1, d.Counters[PerfCounter.InveptFlush] - flushes);                 // one flush per query
         Assert.Equal(P2mType.RamLogDirty, d.GetP2mType(fb + 64));
         Assert.Equal(0, d.Vram.Track(fb, 768).DirtyPages);
@@ -160,7 +169,7 @@ public class VramWithLogDirtyTests
 
     private static Domain Build(XenLab.Dirty.VramWithLogDirty how)
     {
-        var d = DirtyVramTests.Build(PagingModeKind.Hap, XenLab.Dirty.VramStrategy.Auto);
+        var d = DirtyVramTests.Build(PagingModeKind.Hap, XenLab.Dirty.VramStrategy.Auto);   // PML, the default
         d.Vram.WithLogDirty = how;
         return d;
     }
@@ -229,5 +238,101 @@ public class HapLogDirtyCostTests
         Assert.Equal(2, d.Counters[PerfCounter.EptInvalidatedEntries] - marked);
         // The read's bitmap (1 bit a page) and a leaf of the tree are all that grows with the domain.
         Assert.True(bytes < (long)pages, $"{bytes} bytes allocated for {pages} pages");
+    }
+}
+
+/// <summary>
+/// Issue 11, point 6: PML (vmx.c's PML code): ram_logdirty leaves stay writable with the EPT D
+/// bit clear; the CPU logs each first write in a 512-entry per-vCPU buffer (NR_PML_ENTRIES)
+/// and exits only when it is full; the buffers are flushed before every peek or clean.
+/// </summary>
+public class HapPmlTests
+{
+    private const ulong Va = 0x40000000, FirstGfn = 0x2000;
+    private const int Pages = 513;
+
+    private static Domain Build(HapLogDirty how)
+    {
+        var host = new XenHost(4UL << 30);
+        var c = TestDomains.Config("pml", 64, 128);
+        c.PagingOptions = c.PagingOptions with { HapLogDirty = how };
+        var d = host.CreateDomain(c);
+        d.Kernel.Map(Va, FirstGfn, Pages, MapFlags.Writable);
+        // Write every page once first: the guest's A and D bits are then set, so later writes
+        // write no guest page table and only the data pages are logged.
+        for (int p = 0; p < Pages; p++) Assert.True(d.Vcpus[0].WriteVirtual(Va + ((ulong)p << 12), new byte[] { 1 }).IsOk);
+        return d;
+    }
+
+    [Fact]
+    public void PmlLogs512WritesBeforeItsExit()
+    {
+        var d = Build(HapLogDirty.Pml);
+        var hap = (HapMode)d.Mode!;
+        d.LogDirty.Enable();
+        for (int p = 0; p < 512; p++) Assert.True(d.Vcpus[0].WriteVirtual(Va + ((ulong)p << 12), new byte[] { 2 }).IsOk);
+        Assert.Equal(512, d.Counters[PerfCounter.PmlLogged]);
+        Assert.Equal(0, d.Counters[PerfCounter.PmlFullExit]);                 // the log holds 512: no exit yet
+        Assert.Equal(0, d.Counters[PerfCounter.EptViolationLogDirty]);         // and no write-protection fault
+        Assert.Equal(512, hap.PmlPending(0));
+        Assert.Equal(0, d.LogDirty.Bitmap.DirtyCount);                         // nothing in the bitmap until a flush
+        Assert.True(d.Vcpus[0].WriteVirtual(Va + (512UL << 12), new byte[] { 2 }).IsOk);   // the 513th
+        Assert.Equal(1, d.Counters[PerfCounter.PmlFullExit]);
+        Assert.Equal(512, d.LogDirty.Bitmap.DirtyCount);                       // the full log moved into the tree
+        Assert.Equal(1, hap.PmlPending(0));
+        // A second write to a logged page sets nothing: its D bit is set.
+        Assert.True(d.Vcpus[0].WriteVirtual(Va, new byte[] { 3 }).IsOk);
+        Assert.Equal(513, d.Counters[PerfCounter.PmlLogged]);
+        // A peek flushes every vCPU's log first.
+        var view = d.LogDirty.Read(clean: false);
+        Assert.Equal(0, hap.PmlPending(0));
+        Assert.Equal(513, view.DirtyPages);
+    }
+
+    [Theory]
+    [InlineData(HapLogDirty.Wp, 513, 0)]
+    [InlineData(HapLogDirty.Pml, 0, 1)]
+    public void PmlSavesTheExitsWriteProtectionTakes(HapLogDirty how, long wpFaults, long pmlExits)
+    {
+        var d = Build(how);
+        d.LogDirty.Enable();
+        for (int p = 0; p < Pages; p++) Assert.True(d.Vcpus[0].WriteVirtual(Va + ((ulong)p << 12), new byte[] { 2 }).IsOk);
+        Assert.Equal(wpFaults, d.Counters[PerfCounter.EptViolationLogDirty]);
+        Assert.Equal(pmlExits, d.Counters[PerfCounter.PmlFullExit]);
+        var view = d.LogDirty.Read(clean: true);
+        Assert.Equal(Pages, view.DirtyPages);                                  // the same answer either way
+        Assert.True(d.Vcpus[0].WriteVirtual(Va + (7UL << 12), new byte[] { 3 }).IsOk);   // re-armed by the clean
+        Assert.Equal(new[] { FirstGfn + 7 }, d.LogDirty.Read(clean: true).DirtyGfns());
+    }
+}
+
+/// <summary>Lab 04's migration under both HAP log-dirty mechanisms: the same rounds, far fewer exits with PML.</summary>
+public class HapPmlMigrationTests
+{
+    private readonly Xunit.Abstractions.ITestOutputHelper _out;
+    public HapPmlMigrationTests(Xunit.Abstractions.ITestOutputHelper output) => _out = output;
+
+    private (XenLab.Lab.MigrationResult R, long Exits, long Logged, long Faults) Run(HapLogDirty how)
+    {
+        var host = new XenHost(2UL << 30);
+        var c = TestDomains.Config("migrant", 256, vcpus: 2);
+        c.PagingOptions = c.PagingOptions with { HapLogDirty = how };
+        var d = host.CreateDomain(c);
+        var r = XenLab.Lab.LiveMigration.PreCopy(d, dirtyRatio: 0.5);
+        long exits = how == HapLogDirty.Wp ? d.Counters[PerfCounter.EptViolationLogDirty] : d.Counters[PerfCounter.PmlFullExit];
+        return (r, exits, d.Counters[PerfCounter.PmlLogged], d.Counters[PerfCounter.LogDirtyFault]);
+    }
+
+    [Fact]
+    public void BothMechanismsSendTheSamePagesAndPmlSavesTheExits()
+    {
+        var wp = Run(HapLogDirty.Wp);
+        var pml = Run(HapLogDirty.Pml);
+        Assert.Equal(wp.R.PagesSent, pml.R.PagesSent);
+        Assert.Equal(wp.R.Rounds.Count, pml.R.Rounds.Count);
+        Assert.Equal(wp.Faults, wp.Exits);                      // write protection: one exit per first write
+        Assert.True(pml.Logged >= wp.Exits, $"{pml.Logged} logged");
+        Assert.True(pml.Exits <= pml.Logged / 512, $"{pml.Exits} PML-full exits for {pml.Logged} logged");
+        _out.WriteLine($"wp: {wp.Exits} exits; pml: {pml.Logged} logged, {pml.Exits} exits; rounds {pml.R.Rounds.Count}, sent {pml.R.PagesSent}, stop-and-copy {pml.R.StopAndCopyPages}");
     }
 }

@@ -18,11 +18,11 @@ public class HapModeTests
     // with the PML4 at gfn 0x100, which the cache test below must not be confused by.
     private const ulong DataGfn = 0x2010;
 
-    private static Domain Hap(int gpaCache = PagingOptions.DefaultGpaCacheEntries)
+    private static Domain Hap(int gpaCache = PagingOptions.DefaultGpaCacheEntries, HapLogDirty logDirty = HapLogDirty.Pml)
     {
         var host = new XenHost(4UL << 30);
         var c = TestDomains.Config("hap", 64, 128);
-        c.PagingOptions = c.PagingOptions with { HapGpaCacheEntries = gpaCache };
+        c.PagingOptions = c.PagingOptions with { HapGpaCacheEntries = gpaCache, HapLogDirty = logDirty };
         var d = host.CreateDomain(c);
         d.Kernel.Map(Va, DataGfn, 4, MapFlags.Writable);
         return d;
@@ -70,7 +70,7 @@ public class HapModeTests
     [Fact]
     public void ExplainingAWriteToALogDirtyPageChangesNeitherTypeNorCounters()
     {
-        var d = Hap();
+        var d = Hap(logDirty: HapLogDirty.Wp);          // write protection: the violation the note explains
         d.SetP2mType(DataGfn, P2mType.RamLogDirty);
         long violations = d.Counters[PerfCounter.EptViolation], refs = d.Counters[PerfCounter.HapWalkMemRef];
         var trace = new TranslationTrace();
@@ -98,7 +98,7 @@ public class HapModeTests
     [Fact]
     public void TheFirstWriteToALogDirtyPageTurnsItBackToRamRw()
     {
-        var d = Hap();
+        var d = Hap(logDirty: HapLogDirty.Wp);
         var v = d.Vcpus[0];
         v.ReadVirtual(Va, new byte[1]);                     // cached read-only in the TLB
         d.SetP2mType(DataGfn, P2mType.RamLogDirty);

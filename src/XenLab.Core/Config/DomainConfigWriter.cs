@@ -32,6 +32,7 @@ public static class DomainConfigWriter
         if (o.ShadowPrefetch != d.ShadowPrefetch) sb.Append("shadow_prefetch: ").Append(o.ShadowPrefetch ? "on" : "off").Append('\n');
         if (o.ShadowWriteRemoval != d.ShadowWriteRemoval) sb.Append("shadow_write_removal: ").Append(o.ShadowWriteRemoval.ToString().ToLowerInvariant()).Append('\n');
         if (o.HapGpaCacheEntries != d.HapGpaCacheEntries) sb.Append(inv, $"hap_gpa_cache: {o.HapGpaCacheEntries}\n");
+        if (o.HapLogDirty != d.HapLogDirty) sb.Append("hap_logdirty: ").Append(o.HapLogDirty.ToString().ToLowerInvariant()).Append('\n');
         if (o.ArmLeafLookup != d.ArmLeafLookup) sb.Append("arm_leaf_lookup: ").Append(o.ArmLeafLookup.ToString().ToLowerInvariant()).Append('\n');
         if (c.VramStrategy != XenLab.Dirty.VramStrategy.Auto)
             sb.Append("vram_strategy: ").Append(c.VramStrategy switch

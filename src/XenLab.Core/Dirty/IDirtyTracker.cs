@@ -28,6 +28,8 @@ public interface IGlobalDirtyTracker : IDirtyTracker
 {
     void StartGlobal();
     void StopGlobal();
+    /// <summary>p2m_flush_hardware_cached_dirty: what the CPU logged (PML) goes into the bitmap first.</summary>
+    void FlushHardwareCachedDirty();
     /// <summary>Re-arms every page written since the last clean.</summary>
     void CleanGlobal(bool flush);
 }

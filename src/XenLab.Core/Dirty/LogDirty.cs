@@ -52,7 +52,11 @@ public sealed class LogDirty
     {
         using var op = _domain.EnterOperation();
         if (!Enabled) return;
-        if (_domain.Mode!.DirtyTracker is IGlobalDirtyTracker g) g.StopGlobal();
+        if (_domain.Mode!.DirtyTracker is IGlobalDirtyTracker g)
+        {
+            g.FlushHardwareCachedDirty();        // what PML logged still reaches VRAM ranges that coexist
+            g.StopGlobal();
+        }
         else foreach (var (s, e) in _domain.RamRuns()) _domain.Mode!.DirtyTracker.Stop(s, e);
         Enabled = false;
         _domain.Vram.OnLogDirtyDisabled();
@@ -66,6 +70,7 @@ public sealed class LogDirty
         if (!Enabled) throw new InvalidConfigurationException($"Log-dirty is not enabled for domain '{_domain.Name}'; enable it first.");
         var tracker = _domain.Mode!.DirtyTracker;
         var global = tracker as IGlobalDirtyTracker;
+        global?.FlushHardwareCachedDirty();
         if (global is null)
             foreach (var (s, e) in _domain.RamRuns())
             {
@@ -105,6 +110,7 @@ public sealed class LogDirty
         var tracker = _domain.Mode.DirtyTracker;
         if (tracker is IGlobalDirtyTracker g)
         {
+            g.FlushHardwareCachedDirty();
             g.StopGlobal();                     // the tree already holds every write
             return;
         }

@@ -96,6 +96,18 @@ public sealed class Ept
         Root = NewTable();
     }
 
+    /// <summary>PML in use: ram_logdirty leaves are writable with D clear, writable ones get A and D preset (ept_p2m_type_to_flags).</summary>
+    public bool Pml { get; init; }
+
+    /// <summary>The leaf Xen writes for a frame of a type in this EPT (with PML: D clear only on ram_logdirty).</summary>
+    public ulong LeafFor(ulong mfn, P2mType type)
+    {
+        ulong e = EptEntry.Leaf(mfn, type);
+        if (!Pml || !EptEntry.IsPresent(e)) return e;
+        if (type == P2mType.RamLogDirty) return e | EptEntry.Write | EptEntry.Accessed;
+        return (e & EptEntry.Write) != 0 ? e | EptEntry.Accessed | EptEntry.Dirty : e | EptEntry.Accessed;
+    }
+
     /// <summary>The EPT pointer's frame.</summary>
     public Mfn Root { get; }
     public int Pages => _pages.Count;
@@ -214,7 +226,7 @@ public sealed class Ept
             if (!EptEntry.IsMisconfigured(e) && (e & EptEntry.Recalc) == 0) continue;
             var t = EptEntry.TypeOf(e);
             var nt = (e & EptEntry.Recalc) != 0 && EptEntry.IsChangeable(t) ? recalc(baseGfn + (ulong)i, t) : t;
-            _machine.WriteUInt64(leaves, i * 8, EptEntry.Leaf(EptEntry.FrameOf(e), nt) | (e & (EptEntry.Accessed | EptEntry.Dirty)));
+            _machine.WriteUInt64(leaves, i * 8, LeafFor(EptEntry.FrameOf(e), nt));
             n++;
         }
         _counters.Add(PerfCounter.EptRecalcEntries, n);

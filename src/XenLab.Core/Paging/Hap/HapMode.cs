@@ -41,6 +41,56 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
             throw new InvalidConfigurationException($"hap_gpa_cache {options.HapGpaCacheEntries} must be 0 or a power of two up to 4096.");
         _options = options;
         _recalc = (gfn, _) => InLogDirtyRange(gfn) ? P2mType.RamLogDirty : P2mType.RamRw;
+        _pml = options.HapLogDirty == HapLogDirty.Pml;
+    }
+
+    // PML: per vCPU, the gfns logged since the last flush (the 512-entry page the CPU fills).
+    public const int PmlEntries = 512;
+    private readonly bool _pml;
+    private ulong[][] _pmlLog = System.Array.Empty<ulong[]>();
+    private int[] _pmlCount = System.Array.Empty<int>();
+
+    /// <summary>Entries waiting in a vCPU's PML buffer.</summary>
+    public int PmlPending(int vcpu) => _pmlCount[vcpu];
+
+    /// <summary>
+    /// The CPU's side of a write through a writable leaf whose D bit is clear: set D and log the
+    /// gfn. A full buffer first takes the PML-full exit (vmx_vcpu_flush_pml_buffer).
+    /// </summary>
+    private ulong LogWrite(int vcpu, ulong gfn, ulong leaf)
+    {
+        if (_pmlCount[vcpu] == PmlEntries)
+        {
+            _domain.Counters.Inc(PerfCounter.PmlFullExit);
+            FlushPml(vcpu);
+        }
+        leaf |= EptEntry.Dirty | EptEntry.Accessed;
+        _ept!.Set(gfn, leaf);
+        if (_cacheMask >= 0)
+        {
+            int slot = (int)gfn & _cacheMask;
+            if (_cacheTag[vcpu][slot] == gfn + 1) _cacheLeaf[vcpu][slot] = leaf;
+        }
+        _pmlLog[vcpu][_pmlCount[vcpu]++] = gfn;
+        _domain.Counters.Inc(PerfCounter.PmlLogged);
+        return leaf;
+    }
+
+    /// <summary>vmx_vcpu_flush_pml_buffer: each logged gfn goes ram_logdirty -> ram_rw and is marked dirty.</summary>
+    private void FlushPml(int vcpu)
+    {
+        int n = _pmlCount[vcpu];
+        if (n == 0) return;
+        _pmlCount[vcpu] = 0;
+        _domain.Counters.Inc(PerfCounter.PmlFlush);
+        var log = _pmlLog[vcpu];
+        for (int i = 0; i < n; i++) _domain.OnLogDirtyWrite(log[i]);
+    }
+
+    /// <summary>p2m_flush_hardware_cached_dirty: every vCPU's PML buffer, before a peek, clean or VRAM query.</summary>
+    public void FlushHardwareCachedDirty()
+    {
+        for (int v = 0; v < _pmlCount.Length; v++) FlushPml(v);
     }
 
     public PagingModeKind Kind => PagingModeKind.Hap;
@@ -52,14 +102,14 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
     public void Attach(Domain domain)
     {
         _domain = domain;
-        var ept = new Ept(domain.Machine, domain.Counters);
+        var ept = new Ept(domain.Machine, domain.Counters) { Pml = _pml };
         try
         {
             // RAM gets leaves now; identity (MMIO) gfns get mmio_direct on first touch.
             ulong mapped = 0;
             foreach (var (pfn, mfn) in domain.P2m.EnumerateRam())
             {
-                ept.Set(pfn, EptEntry.Leaf(mfn.Value, domain.GetP2mType(pfn)));
+                ept.Set(pfn, ept.LeafFor(mfn.Value, domain.GetP2mType(pfn)));
                 if ((++mapped & (Domain.BuildStepPages - 1)) == 0) domain.BuildCheckpoint(mapped);   // a big build can be stopped here
             }
         }
@@ -75,11 +125,15 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
         _cacheLeaf = new ulong[n][];
         for (int i = 0; i < n; i++) { _cacheTag[i] = new ulong[System.Math.Max(size, 1)]; _cacheLeaf[i] = new ulong[System.Math.Max(size, 1)]; }
         _cacheMask = size - 1;
+        _pmlLog = new ulong[n][];
+        _pmlCount = new int[n];
+        for (int i = 0; i < n; i++) _pmlLog[i] = new ulong[PmlEntries];
     }
 
     public void Detach()
     {
         // The next mode keeps types in the domain's table: hand ours over (ram_rw is the default).
+        if (_ept is not null) FlushHardwareCachedDirty();
         if (_ept is not null)
             foreach (var (pfn, _) in _domain.P2m.EnumerateRam())
             {
@@ -165,6 +219,7 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
             if (EptEntry.IsPresent(leaf) && (!write || (leaf & EptEntry.Write) != 0))
             {
                 failure = TranslateStatus.Ok;
+                if (write && _pml && trace is null && (leaf & EptEntry.Dirty) == 0) leaf = LogWrite(vcpu, gfn, leaf);
                 return leaf;
             }
             var kind = P2mTree.Classify(_domain.P2m.Get(gfn));
@@ -231,7 +286,8 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
             ulong leaf = _m._ept!.PeekWithRecalc(gfn, out bool recalc);
             return recalc ? EptEntry.MarkMisconfigured(leaf, true) : leaf;   // the CPU would take a misconfiguration first
         }
-        public bool IsWritableLeaf(ulong leaf) => EptEntry.IsPresent(leaf) && (leaf & EptEntry.Write) != 0 && !EptEntry.IsMisconfigured(leaf);
+        public bool IsWritableLeaf(ulong leaf) => EptEntry.IsPresent(leaf) && (leaf & EptEntry.Write) != 0 && !EptEntry.IsMisconfigured(leaf)
+            && (!_m._pml || (leaf & EptEntry.Dirty) != 0);     // with PML a clear D bit means the write must be logged
         public bool IsDeviceLeaf(ulong leaf) => EptEntry.TypeOf(leaf) == P2mType.MmioDirect;
         public ulong FrameOf(ulong leaf) => EptEntry.FrameOf(leaf);
         public MachineMemory Machine => _m._domain.Machine;
@@ -261,7 +317,8 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
         if (failure != TranslateStatus.Ok)
             return Translation.Fault(failure, va, t.Gfn, PageFaultErrorCode.None, refs);
         ulong rights = t.Rights;
-        if ((leaf & EptEntry.Write) != 0) rights |= TlbRights.HostWritable;
+        // With PML a leaf whose D bit is clear is not cached writable: the first write must set D and log.
+        if ((leaf & EptEntry.Write) != 0 && (!_pml || (leaf & EptEntry.Dirty) != 0)) rights |= TlbRights.HostWritable;
         if (EptEntry.TypeOf(leaf) == P2mType.MmioDirect) rights |= TlbRights.Mmio;
         trace?.Note($"2D walk: {refs} memory reference(s)");
         return new Translation(TranslateStatus.Ok, va, t.Gfn, EptEntry.FrameOf(leaf), rights, 12, PageFaultErrorCode.None, refs);
@@ -282,8 +339,12 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
         if (!P2mTypeInfo.IsWriteProtected(type)) return GuestWriteAction.Direct;
         if (type == P2mType.RamLogDirty)
         {
-            _domain.Counters.Inc(PerfCounter.EptViolation);
-            _domain.Counters.Inc(PerfCounter.EptViolationLogDirty);
+            // The hypervisor's own write marks the page itself (paging_mark_dirty); only a write-protected leaf counts as a violation.
+            if ((leaf & EptEntry.Write) == 0)
+            {
+                _domain.Counters.Inc(PerfCounter.EptViolation);
+                _domain.Counters.Inc(PerfCounter.EptViolationLogDirty);
+            }
             _domain.OnLogDirtyWrite(gfn);
             return GuestWriteAction.Direct;
         }
@@ -322,7 +383,7 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
     private ulong Expected(ulong gfn)
     {
         if (!_domain.TryGetRam(gfn, out var mfn)) return 0;
-        return EptEntry.Leaf(mfn.Value, _domain.GetP2mType(gfn));
+        return _ept!.LeafFor(mfn.Value, _domain.GetP2mType(gfn));
     }
 
     public void Audit(List<string> problems)
@@ -336,7 +397,7 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
                 continue;
             }
             if (recalc || EptEntry.IsMisconfigured(have)) continue;      // resolved on the next misconfiguration exit
-            ulong want = EptEntry.Leaf(mfn.Value, EptEntry.TypeOf(have));
+            ulong want = _ept.LeafFor(mfn.Value, EptEntry.TypeOf(have)) & ~(EptEntry.Accessed | EptEntry.Dirty);
             have &= ~(EptEntry.Accessed | EptEntry.Dirty);
             if (have != want)
                 problems.Add($"hap: gfn 0x{pfn:x}: EPT leaf 0x{have:x16}, its type says 0x{want:x16} ({EptEntry.Describe(want, 1)})");
@@ -372,7 +433,7 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
     private ulong EffectiveLeaf(ulong gfn)
     {
         ulong leaf = _ept!.Peek(gfn);
-        return EptEntry.IsPresent(leaf) ? EptEntry.Leaf(EptEntry.FrameOf(leaf), TypeOf(gfn)) : 0;
+        return EptEntry.IsPresent(leaf) ? _ept.LeafFor(EptEntry.FrameOf(leaf), TypeOf(gfn)) : 0;
     }
 
     public bool SetType(ulong gfn, P2mType type)
@@ -388,11 +449,13 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
         if (EptEntry.IsPresent(have)) mfn = EptEntry.FrameOf(have);
         else if (_domain.TryGetRam(gfn, out var m)) mfn = m.Value;
         else return false;
-        ulong want = EptEntry.Leaf(mfn, type);
-        if (want == (have & ~(EptEntry.Accessed | EptEntry.Dirty))) return false;
+        ulong want = _ept.LeafFor(mfn, type);
+        if (want == have) return false;
         _ept.Set(gfn, want);
         // Only a removed right or a moved frame can leave a stale cached translation.
-        bool upgrade = EptEntry.IsPresent(have) && ((have & EptEntry.Rwx) & ~(want & EptEntry.Rwx)) == 0;
+        // With PML a cleared D bit counts as a removed right: a TLB entry that saw it set would let writes by unlogged.
+        bool upgrade = EptEntry.IsPresent(have) && ((have & EptEntry.Rwx) & ~(want & EptEntry.Rwx)) == 0
+            && !(_pml && (have & EptEntry.Dirty) != 0 && (want & EptEntry.Dirty) == 0);
         if (upgrade) InvalidateCached(gfn);
         return !upgrade;
     }
@@ -448,13 +511,26 @@ internal sealed class HapDirtyTracker : XenLab.Dirty.IGlobalDirtyTracker
         _ranges = new XenLab.Dirty.TypeDirtyTracker(domain);
     }
 
-    public void Start(ulong startGfn, ulong endGfn) => _ranges.Start(startGfn, endGfn);
+    public void Start(ulong startGfn, ulong endGfn)
+    {
+        FlushHardwareCachedDirty();          // nothing logged before arming may disarm a page after it
+        _ranges.Start(startGfn, endGfn);
+    }
     public void Stop(ulong startGfn, ulong endGfn) => _ranges.Stop(startGfn, endGfn);
-    public void Collect(ulong startGfn, ulong endGfn, System.Span<byte> bitmap, bool clear, bool flush) =>
+    public void Collect(ulong startGfn, ulong endGfn, System.Span<byte> bitmap, bool clear, bool flush)
+    {
+        ((HapMode)_domain.Mode!).FlushHardwareCachedDirty();
         _ranges.Collect(startGfn, endGfn, bitmap, clear, flush);
+    }
+
+    public void FlushHardwareCachedDirty() => ((HapMode)_domain.Mode!).FlushHardwareCachedDirty();
 
     /// <summary>hap_enable_log_dirty: every gfn joins the log-dirty ranges; the root's entries are marked.</summary>
-    public void StartGlobal() => _domain.ChangeP2mTypes(0, P2mTree.MaxPfn, P2mType.RamRw, P2mType.RamLogDirty, flush: true);
+    public void StartGlobal()
+    {
+        FlushHardwareCachedDirty();
+        _domain.ChangeP2mTypes(0, P2mTree.MaxPfn, P2mType.RamRw, P2mType.RamLogDirty, flush: true);
+    }
     /// <summary>hap_disable_log_dirty.</summary>
     public void StopGlobal() => _domain.ChangeP2mTypes(0, P2mTree.MaxPfn, P2mType.RamLogDirty, P2mType.RamRw, flush: true);
     /// <summary>hap_clean_dirty_bitmap: written pages go back to ram_logdirty, lazily, then one flush.</summary>

@@ -34,6 +34,9 @@ internal sealed class HapVramStrategy : IVramStrategy
 
     public void Arm(VramRange r)
     {
+        // Gfns logged before this range existed go out first: flushed later, they would turn a
+        // page of the new range ram_rw with no range yet to mark it, and its next writes unseen.
+        _mode.FlushHardwareCachedDirty();
         r.State = new HapVramBits(r.Pages);
         _domain.ChangeP2mTypes(r.BeginPfn, r.EndPfn, P2mType.RamRw, P2mType.RamLogDirty, flush: true);
     }
@@ -47,6 +50,7 @@ internal sealed class HapVramStrategy : IVramStrategy
     public bool Collect(VramRange r, Span<byte> bitmap, bool clear)
     {
         if (r.State is not HapVramBits bits) return false;              // not armed by us: all dirty
+        _mode.FlushHardwareCachedDirty();                                // PML's logged gfns mark the bits first
         var words = bits.Words;
         bool needFlush = false;
         for (int w = 0; w < words.Length; w++)

@@ -35,6 +35,15 @@ public enum ShadowWriteRemoval
     Rmap,
 }
 
+/// <summary>How HAP notices the first write to a ram_logdirty page (issue 11).</summary>
+public enum HapLogDirty
+{
+    /// <summary>Page Modification Logging: the leaf stays writable with its EPT D bit clear; the CPU logs the gfn in a 512-entry per-vCPU buffer and exits only when it is full (Xen's default where the CPU has PML).</summary>
+    Pml,
+    /// <summary>Write protection: the leaf is read-only and each first write takes an EPT violation.</summary>
+    Wp,
+}
+
 public sealed record PagingOptions
 {
     public const int DefaultOosSlots = 3;          // SHADOW_OOS_PAGES, a prime
@@ -49,6 +58,8 @@ public sealed record PagingOptions
     /// <summary>Entries of each vCPU's nested-walk (guest-physical) cache in HAP mode; 0 = none.</summary>
     public int HapGpaCacheEntries { get; init; } = DefaultGpaCacheEntries;
     public ArmLeafLookup ArmLeafLookup { get; init; } = ArmLeafLookup.Walk;
+    /// <summary>HAP's log-dirty mechanism: PML (as Xen on hardware that has it) or write protection.</summary>
+    public HapLogDirty HapLogDirty { get; init; } = HapLogDirty.Pml;
 
     public static readonly PagingOptions Default = new();
 
@@ -61,6 +72,7 @@ public sealed record PagingOptions
         if (gc < 0 || gc > 4096 || (gc & (gc - 1)) != 0) p.Add($"hap_gpa_cache {gc} must be 0 or a power of two up to 4096");
         if (!Enum.IsDefined(Oos)) p.Add($"oos {(int)Oos} is not a known setting");
         if (!Enum.IsDefined(ShadowWriteRemoval)) p.Add($"shadow_write_removal {(int)ShadowWriteRemoval} is not a known setting");
+        if (!Enum.IsDefined(HapLogDirty)) p.Add($"hap_logdirty {(int)HapLogDirty} is not a known setting");
         if (!Enum.IsDefined(ArmLeafLookup)) p.Add($"arm_leaf_lookup {(int)ArmLeafLookup} is not a known setting");
         return p;
     }
@@ -69,7 +81,7 @@ public sealed record PagingOptions
     {
         PagingModeKind.Shadow => $"oos={Oos.ToString().ToLowerInvariant()} slots={OosSlots} prefetch={(ShadowPrefetch ? "on" : "off")}"
             + (ShadowWriteRemoval == ShadowWriteRemoval.Xen ? "" : " write_removal=rmap"),
-        PagingModeKind.Hap => $"gpa_cache={HapGpaCacheEntries}",
+        PagingModeKind.Hap => HapLogDirty == HapLogDirty.Pml ? $"gpa_cache={HapGpaCacheEntries}" : $"gpa_cache={HapGpaCacheEntries} logdirty=wp",
         _ => $"leaf_lookup={ArmLeafLookup.ToString().ToLowerInvariant()}",
     };
 }
