@@ -203,8 +203,10 @@ public class DirtyVramTests
         // XenLab's one meaning of nr == 0, the same in every mode: stop all VRAM tracking.
         var d = Build(mode, VramStrategy.Auto);
         d.Vram.Track(FbGfn, 768);
-        var overlap = Assert.Throws<VramException>(() => d.Vram.Track(FbGfn, 384));   // another size over a tracked range
-        Assert.Contains("overlaps tracked range", overlap.Message);
+        var replaced = d.Vram.Track(FbGfn, 384);                            // another size over a tracked range replaces it
+        Assert.True(replaced.AllDirty);
+        Assert.Equal(384UL, Assert.Single(d.Vram.Ranges).Pages);
+        Assert.Equal(1, d.Counters[PerfCounter.VramRangeReplaced]);
         var stop = d.Vram.Track(FbGfn, 0);
         Assert.Equal(0UL, stop.Pages);
         Assert.Empty(d.Vram.Ranges);

@@ -148,9 +148,16 @@ public sealed class DirtyVram
         var range = Find(beginPfn, nr);
         if (range is null)
         {
-            foreach (var r in _ranges)
-                if (beginPfn < r.EndPfn && r.BeginPfn < end)
-                    throw new VramException(VramErrno.EINVAL, $"[0x{beginPfn:x}, 0x{end:x}) overlaps tracked range [0x{r.BeginPfn:x}, 0x{r.EndPfn:x}); query its exact bounds or stop tracking (nr = 0).");
+            // A request over a tracked range of other bounds replaces it (mainline tears the old
+            // range down for a new one), so one monitor can change resolution alone.
+            for (int k = _ranges.Count - 1; k >= 0; k--)
+            {
+                var r = _ranges[k];
+                if (beginPfn >= r.EndPfn || r.BeginPfn >= end) continue;
+                _domain.Trace.Add(TraceKind.ModeSwitch, -1, 0, r.BeginPfn, r.EndPfn, beginPfn, "vram range replaced by an overlapping request");
+                _domain.Counters.Inc(PerfCounter.VramRangeReplaced);
+                Stop(r);
+            }
             range = new VramRange(beginPfn, nr, Resolve(Strategy)) { PendingAllDirty = peek };
             ArmFresh(range, peek);
             _ranges.Add(range);
