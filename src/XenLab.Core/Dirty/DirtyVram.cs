@@ -81,6 +81,13 @@ public sealed class VramRange
     internal bool PendingAllDirty { get; set; }
     /// <summary>Memcmp baseline: the device model's copy.</summary>
     internal byte[]? Copy { get; set; }
+    /// <summary>
+    /// Set by a strategy that knows whether its last clearing collect took a dirty bit away (a
+    /// D bit, or a removed mapping's dirtiness): null means "always flush".
+    /// </summary>
+    internal bool? ClearedDirty { get; set; }
+    /// <summary>A flush after clearing was skipped (SkipTlbFlush): the next one is owed whatever is cleared.</summary>
+    internal bool FlushOwed { get; set; }
     /// <summary>Strategy-private state (back-links, the D-bit strategy's mapping address).</summary>
     internal object? State { get; set; }
     public bool Contains(ulong gfn) => gfn >= BeginPfn && gfn < EndPfn;
@@ -190,8 +197,18 @@ public sealed class DirtyVram
     /// <summary>Cleared D bits must not survive in a TLB (seed 003); the tracker strategy flushes itself, memcmp needs none.</summary>
     private void FlushAfterClear(VramRange range)
     {
-        if (SkipTlbFlush) _domain.Counters.Inc(PerfCounter.VramFlushSkipped);
-        else if (range.Strategy != VramStrategy.Memcmp && range.Strategy != VramStrategy.Tracker) _domain.FlushAllTlbs();
+        if (SkipTlbFlush)
+        {
+            _domain.Counters.Inc(PerfCounter.VramFlushSkipped);
+            if (range.ClearedDirty != false) range.FlushOwed = true;
+        }
+        else if (range.ClearedDirty == false && !range.FlushOwed) _domain.Counters.Inc(PerfCounter.VramFlushAvoided);   // nothing cleared: no entry can be stale
+        else if (range.Strategy != VramStrategy.Memcmp && range.Strategy != VramStrategy.Tracker)
+        {
+            _domain.FlushAllTlbs();
+            range.FlushOwed = false;
+        }
+        range.ClearedDirty = null;
     }
 
     /// <summary>

@@ -146,14 +146,17 @@ public sealed partial class ShadowMode
         {
             var bl = (BackLinks)r.State!;
             var machine = _m._machine;
+            bool cleared = false;
             for (ulong i = 0; i < r.Pages; i++)
             {
                 bool dirty = r.RemovedDirty[i];
+                cleared |= dirty;                          // a replaced entry's D may still be cached
                 foreach (var (p, x) in bl.Links[i])
                 {
                     ulong e = machine.ReadUInt64(p.Smfn, x * 8);
                     if ((e & X86Pte.Dirty) == 0) continue;
                     dirty = true;
+                    cleared = true;
                     if (clear) machine.WriteUInt64(p.Smfn, x * 8, e & ~X86Pte.Dirty);
                 }
                 if (bl.Stuck[i])
@@ -167,6 +170,8 @@ public sealed partial class ShadowMode
                 if (clear) r.RemovedDirty[i] = false;
                 if (dirty) bitmap[(int)(i >> 3)] |= (byte)(1 << (int)(i & 7));
             }
+            // Flush after a clear only if a dirty bit went: otherwise no TLB entry caches one.
+            if (clear) r.ClearedDirty = cleared;
             return true;
         }
     }
