@@ -173,6 +173,7 @@ public class DirtyVramOracleTests
                 log.Add($"{step}: query {m.Config.Name} peek {peek}");
                 long allDirtyBefore = d.Counters[PerfCounter.VramAllDirty];
                 long multiBefore = d.Counters[PerfCounter.VramMultiMapDirty];
+                long stuckBefore = d.Counters[PerfCounter.VramStuckDirty];
                 var r = d.Vram.Track(m.Config.FirstGfn, m.Config.Pages, peek);
                 var reported = new HashSet<int>();
                 for (ulong i = 0; i < r.Pages; i++) if ((r.Bitmap[i >> 3] & (1 << (int)(i & 7))) != 0) reported.Add((int)i);
@@ -182,7 +183,8 @@ public class DirtyVramOracleTests
                 if (extra.Count > 0)
                 {
                     bool allowed = r.AllDirty && d.Counters[PerfCounter.VramAllDirty] > allDirtyBefore
-                        || v.Strategy == VramStrategy.DirtyBit && d.Counters[PerfCounter.VramMultiMapDirty] > multiBefore;
+                        || v.Strategy == VramStrategy.DirtyBit && d.Counters[PerfCounter.VramMultiMapDirty] > multiBefore
+                        || d.Counters[PerfCounter.VramStuckDirty] > stuckBefore;      // a page without a link: counted
                     Assert.True(allowed, $"{v.Name} seed {seed} step {step}: {m.Config.Name} pages {string.Join(",", extra)} reported dirty but not written, without an all-dirty report");
                     overReports++;
                 }
@@ -220,47 +222,54 @@ public class DirtyVramOracleTests
     }
 
     [Fact]
-    public void BackLinkExhaustionIsNeverSilent()
+    public void BackLinkExhaustionIsNeverSilentAndStaysOnThatPage()
     {
+        // The review: links for writable mappings only; a link that cannot be had makes that page
+        // alone stuck dirty (counted), the rest of the monitor stays exact.
         var d = DirtyVramTests.Build(PagingModeKind.Shadow, VramStrategy.BackLinks);
+        var v = d.Vcpus[0];
         d.Vram.Track(0xF0000, 768);
-        // 70 more aliases of the first page: more than the 64 links a page may have.
-        for (int a = 0; a < 70; a++)
+        for (int a = 0; a < 70; a++)                               // 70 writable aliases of page 0: more than 64 links
         {
             ulong va = 0x80000000UL + ((ulong)a << 21);
             d.Kernel.Map(va, 0xF0000, 1, MapFlags.Writable);
-            d.Vcpus[0].ReadVirtual(va, new byte[1]);
+            Assert.True(v.WriteVirtual(va, new byte[1]).IsOk);
         }
-        Assert.True(d.Counters[PerfCounter.VramLinkExhausted] > 0);
+        Assert.Equal(70 - 64, d.Counters[PerfCounter.VramLinkExhausted]);   // the mount's mapping was read-only: 64 links, 6 refused
         var r = d.Vram.Track(0xF0000, 768);
-        Assert.True(r.AllDirty);
-        Assert.Contains("exhausted", r.Reason);
-        Assert.True(d.Vram.Track(0xF0000, 768).AllDirty);         // from then on
+        Assert.False(r.AllDirty, r.Reason);
+        Assert.Equal(new[] { 0 }, Dirty(r));
+        Assert.True(v.WriteVirtual(0x40000000 + 5 * 4096, new byte[1]).IsOk);
+        Assert.Equal(new[] { 0, 5 }, Dirty(d.Vram.Track(0xF0000, 768)));
+        long stuck = d.Counters[PerfCounter.VramStuckDirty];
+        Assert.Equal(new[] { 0 }, Dirty(d.Vram.Track(0xF0000, 768)));  // nothing written: page 0 is still reported
+        Assert.Equal(stuck + 1, d.Counters[PerfCounter.VramStuckDirty]);
         ShadowModeTests.AssertAuditClean(d);
     }
 
     [Fact]
     public void SixtyFourLinksOfOnePageStayExactAndTheSixtyFifthIsCounted()
     {
-        // The posted patch's bound is 64 links per page. Page 0 of the framebuffer is mapped
-        // writable by the mount (link 1) and by 63 aliases (links 2..64): still exact. The 65th
-        // writable mapping is one link too many: counted, and the range reports all dirty.
+        // The posted patch's bound is 64 links per page, spent on writable mappings only. Page 0
+        // is mapped by the mount and 63 aliases; reading through them links nothing, writing
+        // through each links it (64 links): still exact. The 65th writable mapping is one link
+        // too many: counted, and that page alone is reported dirty from then on.
         var d = DirtyVramTests.Build(PagingModeKind.Shadow, VramStrategy.BackLinks);
         var v = d.Vcpus[0];
         Assert.True(d.Vram.Track(0xF0000, 768).AllDirty);         // arm
         var aliases = new List<ulong> { 0x40000000 };             // the mount's own mapping of page 0
+        long links = d.Counters[PerfCounter.VramLinks];
         for (int a = 0; a < 63; a++)
         {
             ulong va = 0x80000000UL + ((ulong)a << 21);
             d.Kernel.Map(va, 0xF0000, 1, MapFlags.Writable);
-            Assert.True(v.ReadVirtual(va, new byte[1]).IsOk);     // the shadow entry (and its link) is made
+            Assert.True(v.ReadVirtual(va, new byte[1]).IsOk);     // a read-only shadow entry: no link
             aliases.Add(va);
         }
-        Assert.Equal(0, d.Counters[PerfCounter.VramLinkExhausted]);
+        Assert.Equal(links, d.Counters[PerfCounter.VramLinks]);
         var quiet = d.Vram.Track(0xF0000, 768);
         Assert.False(quiet.AllDirty, quiet.Reason);
         Assert.Empty(Dirty(quiet));                                // 64 readers, no writer: nothing dirty
-        // A write through any one of the 64 mappings is that page alone, the others stay clean.
         for (int k = 0; k < aliases.Count; k++)
         {
             Assert.True(v.WriteVirtual(aliases[k] + 8, new[] { (byte)k }).IsOk);
@@ -268,17 +277,19 @@ public class DirtyVramOracleTests
             Assert.False(r.AllDirty, $"alias {k}: {r.Reason}");
             Assert.Equal(new[] { 0 }, Dirty(r));
         }
+        Assert.Equal(links + 64, d.Counters[PerfCounter.VramLinks]);
         Assert.Equal(0, d.Counters[PerfCounter.VramLinkExhausted]);
-        Assert.Equal(1, d.Counters[PerfCounter.VramAllDirty]);       // only the arming query was all dirty
+        Assert.Empty(Dirty(d.Vram.Track(0xF0000, 768)));
 
         // The 65th.
         d.Kernel.Map(0x80000000UL + (63UL << 21), 0xF0000, 1, MapFlags.Writable);
-        Assert.True(v.ReadVirtual(0x80000000UL + (63UL << 21), new byte[1]).IsOk);
+        Assert.True(v.WriteVirtual(0x80000000UL + (63UL << 21), new byte[1]).IsOk);
         Assert.Equal(1, d.Counters[PerfCounter.VramLinkExhausted]);
         var over = d.Vram.Track(0xF0000, 768);
-        Assert.True(over.AllDirty);
-        Assert.Contains("exhausted", over.Reason);
-        Assert.Equal(768, Dirty(over).Count);
+        Assert.False(over.AllDirty, over.Reason);
+        Assert.Equal(new[] { 0 }, Dirty(over));
+        Assert.Equal(new[] { 0 }, Dirty(d.Vram.Track(0xF0000, 768)));  // stuck: reported although not written
+        Assert.Equal(1, d.Counters[PerfCounter.VramAllDirty]);        // only the arming query was all dirty
         ShadowModeTests.AssertAuditClean(d);
     }
 

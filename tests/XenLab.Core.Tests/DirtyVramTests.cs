@@ -86,6 +86,29 @@ public class DirtyVramTests
         Assert.Equal(new[] { 3 }, Dirty(read));
     }
 
+    [Fact]
+    public void BackLinksFlushAfterAQueryOnlyWhenItClearedADirtyBit()
+    {
+        // The review: a flush is needed after clearing D bits (seed 003), and only then.
+        var d = Build(PagingModeKind.Shadow, VramStrategy.BackLinks);
+        var v = d.Vcpus[0];
+        d.Vram.Track(FbGfn, 768);                                            // arm
+        Assert.True(v.WriteVirtual(MountVa + 7 * 4096, new byte[1]).IsOk);
+        long flushes = d.Counters[PerfCounter.TlbFlushAll];
+        Assert.Equal(new[] { 7 }, Dirty(d.Vram.Track(FbGfn, 768)));
+        Assert.Equal(flushes + 2, d.Counters[PerfCounter.TlbFlushAll]);      // one per vCPU: a D bit was cleared
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));
+        Assert.Equal(flushes + 2, d.Counters[PerfCounter.TlbFlushAll]);      // nothing cleared, nothing flushed
+        Assert.Equal(1, d.Counters[PerfCounter.VramFlushAvoided]);
+        d.Vram.SkipTlbFlush = true;                                          // the teaching switch: a flush is skipped...
+        Assert.True(v.WriteVirtual(MountVa + 8 * 4096, new byte[1]).IsOk);
+        Assert.Equal(new[] { 8 }, Dirty(d.Vram.Track(FbGfn, 768)));
+        d.Vram.SkipTlbFlush = false;
+        flushes = d.Counters[PerfCounter.TlbFlushAll];
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));
+        Assert.Equal(flushes + 2, d.Counters[PerfCounter.TlbFlushAll]);      // ...and owed: the next query flushes
+    }
+
     // ---- the D-bit design (seed 003): when it may give up, and that otherwise it is exact ----
 
     private static Domain DbitArmed(out Vcpu v)
@@ -203,8 +226,10 @@ public class DirtyVramTests
         // XenLab's one meaning of nr == 0, the same in every mode: stop all VRAM tracking.
         var d = Build(mode, VramStrategy.Auto);
         d.Vram.Track(FbGfn, 768);
-        var overlap = Assert.Throws<VramException>(() => d.Vram.Track(FbGfn, 384));   // another size over a tracked range
-        Assert.Contains("overlaps tracked range", overlap.Message);
+        var replaced = d.Vram.Track(FbGfn, 384);                            // another size over a tracked range replaces it
+        Assert.True(replaced.AllDirty);
+        Assert.Equal(384UL, Assert.Single(d.Vram.Ranges).Pages);
+        Assert.Equal(1, d.Counters[PerfCounter.VramRangeReplaced]);
         var stop = d.Vram.Track(FbGfn, 0);
         Assert.Equal(0UL, stop.Pages);
         Assert.Empty(d.Vram.Ranges);

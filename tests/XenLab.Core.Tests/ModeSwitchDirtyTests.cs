@@ -147,7 +147,7 @@ public class ModeSwitchDirtyTests
         // a back-links range armed by the old shadow instance was disarmed by the new one, which
         // released the old pool's link pages (already given back to the host) into its own pool.
         var d = Build(PagingModeKind.Shadow, VramStrategy.BackLinks);
-        for (ulong p = 0; p < 16; p++) d.Vcpus[0].ReadVirtual(Va + (p << 12), new byte[1]);
+        for (ulong p = 0; p < 16; p++) d.Vcpus[0].WriteVirtual(Va + (p << 12), new byte[1]);   // writable: linked
         d.Vram.Track(M0.FirstGfn, 16);                                         // links taken from the pool
         var before = (Paging.Shadow.ShadowMode)d.Mode!;
         Assert.True(d.Counters[Diagnostics.PerfCounter.VramLinkPages] > 0);

@@ -96,6 +96,13 @@ public sealed class VramRange
     internal string PendingReason { get; set; } = "armed by a peek: repaint everything";
     /// <summary>Memcmp baseline: the device model's copy.</summary>
     internal byte[]? Copy { get; set; }
+    /// <summary>
+    /// Set by a strategy that knows whether its last clearing collect took a dirty bit away (a
+    /// D bit, or a removed mapping's dirtiness): null means "always flush".
+    /// </summary>
+    internal bool? ClearedDirty { get; set; }
+    /// <summary>A flush after clearing was skipped (SkipTlbFlush): the next one is owed whatever is cleared.</summary>
+    internal bool FlushOwed { get; set; }
     /// <summary>Strategy-private state (back-links, the D-bit strategy's mapping address).</summary>
     internal object? State { get; set; }
     public bool Contains(ulong gfn) => gfn >= BeginPfn && gfn < EndPfn;
@@ -168,9 +175,16 @@ public sealed class DirtyVram
         var range = Find(beginPfn, nr);
         if (range is null)
         {
-            foreach (var r in _ranges)
-                if (beginPfn < r.EndPfn && r.BeginPfn < end)
-                    throw new VramException(VramErrno.EINVAL, $"[0x{beginPfn:x}, 0x{end:x}) overlaps tracked range [0x{r.BeginPfn:x}, 0x{r.EndPfn:x}); query its exact bounds or stop tracking (nr = 0).");
+            // A request over a tracked range of other bounds replaces it (mainline tears the old
+            // range down for a new one), so one monitor can change resolution alone.
+            for (int k = _ranges.Count - 1; k >= 0; k--)
+            {
+                var r = _ranges[k];
+                if (beginPfn >= r.EndPfn || r.BeginPfn >= end) continue;
+                _domain.Trace.Add(TraceKind.ModeSwitch, -1, 0, r.BeginPfn, r.EndPfn, beginPfn, "vram range replaced by an overlapping request");
+                _domain.Counters.Inc(PerfCounter.VramRangeReplaced);
+                Stop(r);
+            }
             range = new VramRange(beginPfn, nr, Resolve(Strategy)) { PendingAllDirty = peek };
             ArmFresh(range, peek);
             _ranges.Add(range);
@@ -212,8 +226,18 @@ public sealed class DirtyVram
     /// <summary>Cleared D bits must not survive in a TLB (seed 003); the tracker strategy flushes itself, memcmp needs none.</summary>
     private void FlushAfterClear(VramRange range)
     {
-        if (SkipTlbFlush) _domain.Counters.Inc(PerfCounter.VramFlushSkipped);
-        else if (range.Strategy != VramStrategy.Memcmp && range.Strategy != VramStrategy.Tracker) _domain.FlushAllTlbs();
+        if (SkipTlbFlush)
+        {
+            _domain.Counters.Inc(PerfCounter.VramFlushSkipped);
+            if (range.ClearedDirty != false) range.FlushOwed = true;
+        }
+        else if (range.ClearedDirty == false && !range.FlushOwed) _domain.Counters.Inc(PerfCounter.VramFlushAvoided);   // nothing cleared: no entry can be stale
+        else if (range.Strategy != VramStrategy.Memcmp && range.Strategy != VramStrategy.Tracker)
+        {
+            _domain.FlushAllTlbs();
+            range.FlushOwed = false;
+        }
+        range.ClearedDirty = null;
     }
 
     /// <summary>

@@ -602,6 +602,7 @@ internal sealed class OracleRun : IDisposable
         bool peek = (uint)op.B % 6 == 0;
         long allDirtyBefore = _d.Counters[PerfCounter.VramAllDirty];
         long multiBefore = _d.Counters[PerfCounter.VramMultiMapDirty];
+        long stuckBefore = _d.Counters[PerfCounter.VramStuckDirty];
         VramQueryResult r;
         try
         {
@@ -629,7 +630,8 @@ internal sealed class OracleRun : IDisposable
             else if (!m.Truth[i] && reported) extra++;
         }
         if (r.AllDirty && _d.Counters[PerfCounter.VramAllDirty] > allDirtyBefore) AllDirtyAnswers++;
-        else if (extra > 0 && !(_d.Vram.Find(m.Config.FirstGfn, m.Pages)?.Strategy == VramStrategy.DirtyBit && _d.Counters[PerfCounter.VramMultiMapDirty] > multiBefore))
+        else if (extra > 0 && !(_d.Vram.Find(m.Config.FirstGfn, m.Pages)?.Strategy == VramStrategy.DirtyBit && _d.Counters[PerfCounter.VramMultiMapDirty] > multiBefore)
+                 && _d.Counters[PerfCounter.VramStuckDirty] == stuckBefore)
             OverReportedPages += extra;
         Note($"{step}: {(peek ? "peek" : "query")} {m.Config.Name}: {(r.AllDirty ? "all dirty (" + r.Reason + ")" : r.DirtyPages + " dirty page(s)")}{(missed > 0 ? $" -- MISSED {missed} written page(s), first page {firstMissed}" : "")}");
         if (missed > 0)

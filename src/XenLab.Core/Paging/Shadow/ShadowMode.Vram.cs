@@ -3,8 +3,10 @@
 // Back-links (seed 000, the multi-framebuffer patch as the reviewer asked for it): every
 // VRAM page keeps links to each shadow L1 entry that maps it (a guest may map a framebuffer
 // more than once). Links are bounded (64 per page, as the posted patch) and live in pages of
-// the shadow pool; when one cannot be had tracking is never silently lost: the range reports
-// all dirty from then on (vram_link_exhausted). A query test-and-clears the D bit of every
+// the shadow pool. Only writable mappings are linked (a read-only one cannot dirty the page, and
+// would spend the budget); when a link cannot be had tracking is never silently lost: that page
+// alone is stuck dirty (vram_link_exhausted, vram_stuck_dirty) until its last mapping goes. A
+// query test-and-clears the D bit of every
 // linked entry and adds the dirtiness of entries that went away since the last query; the
 // range is kept when its mapping count reaches zero (the guest may remap).
 //
@@ -29,6 +31,7 @@ public sealed partial class ShadowMode
     {
         public required VramRange Range;
         public required List<(ShadowPage Page, int Index)>[] Links;
+        public required bool[] Stuck;
         public readonly List<Mfn> PoolPages = new();
         public int Used;
     }
@@ -45,12 +48,12 @@ public sealed partial class ShadowMode
     };
 
     /// <summary>A present shadow L1 entry now maps <paramref name="gfn"/>.</summary>
-    private void VramOnMapped(ulong gfn, ShadowPage sp, int index)
+    private void VramOnMapped(ulong gfn, ShadowPage sp, int index, ulong entry)
     {
         if (!_vramPages.TryGetValue(gfn, out var t)) return;
         int i = (int)(gfn - t.Range.BeginPfn);
         if (t.Links is null) { t.Range.RemovedDirty[i] = true; return; }   // D-bit design: made -> dirty
-        AddLink(t.Links, i, sp, index);
+        if ((entry & X86Pte.Writable) != 0) AddLink(t.Links, i, sp, index);   // read-only entries cannot dirty it
     }
 
     /// <summary>A shadow L1 entry that mapped <paramref name="gfn"/> is gone or replaced.</summary>
@@ -82,9 +85,9 @@ public sealed partial class ShadowMode
         foreach (var (p, x) in list) if (ReferenceEquals(p, sp) && x == index) return;
         if (list.Count >= MaxLinksPerPage || (bl.Used % LinksPerPoolPage == 0 && bl.Used / LinksPerPoolPage >= bl.PoolPages.Count && !TakeLinkPage(bl)))
         {
-            if (!bl.Range.AllDirtyForever)
-                _domain.Trace.Add(TraceKind.ShadowRecycle, -1, 0, bl.Range.BeginPfn + (ulong)i, 0, (ulong)list.Count, "vram back-links exhausted: range all dirty from now on");
-            bl.Range.AllDirtyForever = true;
+            if (!bl.Stuck[i])
+                _domain.Trace.Add(TraceKind.ShadowRecycle, -1, 0, bl.Range.BeginPfn + (ulong)i, 0, (ulong)list.Count, "vram back-link not had: this page stuck dirty");
+            bl.Stuck[i] = true;
             _counters.Inc(PerfCounter.VramLinkExhausted);
             return;
         }
@@ -116,7 +119,7 @@ public sealed partial class ShadowMode
 
         public void Arm(VramRange r)
         {
-            var bl = new BackLinks { Range = r, Links = new List<(ShadowPage, int)>[r.Pages] };
+            var bl = new BackLinks { Range = r, Links = new List<(ShadowPage, int)>[r.Pages], Stuck = new bool[r.Pages] };
             for (ulong i = 0; i < r.Pages; i++) bl.Links[i] = new List<(ShadowPage, int)>(1);
             r.State = bl;
             for (ulong i = 0; i < r.Pages; i++)
@@ -124,7 +127,8 @@ public sealed partial class ShadowMode
                 ulong gfn = r.BeginPfn + i;
                 _m._vramPages[gfn] = (r, bl);
                 if (_m._rmap.TryGetValue(gfn, out var maps))
-                    foreach (var (p, x) in maps) _m.AddLink(bl, (int)i, p, x);
+                    foreach (var (p, x) in maps)
+                        if ((_m._machine.ReadUInt64(p.Smfn, x * 8) & X86Pte.Writable) != 0) _m.AddLink(bl, (int)i, p, x);
             }
         }
 
@@ -142,19 +146,32 @@ public sealed partial class ShadowMode
         {
             var bl = (BackLinks)r.State!;
             var machine = _m._machine;
+            bool cleared = false;
             for (ulong i = 0; i < r.Pages; i++)
             {
                 bool dirty = r.RemovedDirty[i];
+                cleared |= dirty;                          // a replaced entry's D may still be cached
                 foreach (var (p, x) in bl.Links[i])
                 {
                     ulong e = machine.ReadUInt64(p.Smfn, x * 8);
                     if ((e & X86Pte.Dirty) == 0) continue;
                     dirty = true;
+                    cleared = true;
                     if (clear) machine.WriteUInt64(p.Smfn, x * 8, e & ~X86Pte.Dirty);
+                }
+                if (bl.Stuck[i])
+                {
+                    // A writable mapping without a link: its D bit cannot be read, so always dirty,
+                    // until the page has no mapping left at all.
+                    dirty = true;
+                    _m._counters.Inc(PerfCounter.VramStuckDirty);
+                    if (clear && !_m._rmap.ContainsKey(r.BeginPfn + i)) bl.Stuck[i] = false;
                 }
                 if (clear) r.RemovedDirty[i] = false;
                 if (dirty) bitmap[(int)(i >> 3)] |= (byte)(1 << (int)(i & 7));
             }
+            // Flush after a clear only if a dirty bit went: otherwise no TLB entry caches one.
+            if (clear) r.ClearedDirty = cleared;
             return true;
         }
     }

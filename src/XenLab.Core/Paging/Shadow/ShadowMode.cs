@@ -391,7 +391,7 @@ public sealed partial class ShadowMode : IPagingMode
             RmapAdd(gfn, l1, index);
             // shadow_set_l1e: a writable mapping of an out-of-sync page is remembered as a fix-up.
             if ((entry & X86Pte.Writable) != 0 && _oosPages.Count != 0 && IsOutOfSync(gfn)) FixupAdd(gfn, l1, index);
-            if (_vramPages.Count != 0) VramOnMapped(gfn, l1, index);
+            if (_vramPages.Count != 0) VramOnMapped(gfn, l1, index, entry);
         }
         // No flush here (Xen's shadow_set_l1e): the entry maps the frame the guest entry names, so
         // a stale TLB entry is the guest's to invlpg, as on hardware. Callers that take rights away
