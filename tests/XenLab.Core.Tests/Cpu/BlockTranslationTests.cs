@@ -226,6 +226,35 @@ public class BlockTranslationTests
     }
 
     [Fact]
+    public void BlocksFollowTheirLinksAndLoseThemWhenTheirPageChanges()
+    {
+        // shl is not translated: each pass runs block [add] -> interpreted shl -> block [dec, jnz] -> back to [add].
+        const string Split = """
+                mov ecx, 1000
+                xor eax, eax
+            top:
+                add eax, ecx
+                shl edx, 1
+                dec ecx
+                jnz top
+                hlt
+            """;
+        var rig = Rig(translate: true);
+        rig.Load(Split);
+        Assert.Equal(StopReason.Halted, rig.Cpu.Run(100_000).Reason);
+        Assert.Equal(500500UL, rig.Cpu[Reg.Rax]);
+        var c = rig.Domain.Counters;
+        long translated = c[PerfCounter.CpuBlockTranslated];
+        Assert.True(c[PerfCounter.CpuBlockChained] >= 990, $"chained {c[PerfCounter.CpuBlockChained]}");   // [dec, jnz] -> [add] each pass
+        Assert.Equal(0, c[PerfCounter.CpuBlockInvalidated]);
+        // The code written again from outside: the next run finds the page changed and drops every block on it.
+        rig.Load(Split.Replace("1000", "10"));
+        Assert.Equal(StopReason.Halted, rig.Cpu.Run(100_000).Reason);
+        Assert.Equal(55UL, rig.Cpu[Reg.Rax]);
+        Assert.Equal(translated, c[PerfCounter.CpuBlockInvalidated]);
+    }
+
+    [Fact]
     public void TheTranslateKeyTurnsTranslationOff()
     {
         var c = TestDomains.Config("off", 64);
