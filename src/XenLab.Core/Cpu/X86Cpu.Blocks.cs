@@ -182,6 +182,9 @@ public sealed partial class X86Cpu
         _counters.Add(PerfCounter.GuestVirtWrite, writes);
     }
 
+    /// <summary>A shift or rotate for translated code (which has put the lazy record in the fields): the interpreter's Shift.</summary>
+    internal ulong BlockShift(int kind, ulong value, int count, int size) => Shift((ShiftKind)kind, value, count, size);
+
     /// <summary>#GP for a jump to a non-canonical target, recorded as the interpreter does.</summary>
     internal void BlockGeneralProtection(ulong target) => GeneralProtection(target);
 

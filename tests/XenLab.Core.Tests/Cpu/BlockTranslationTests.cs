@@ -34,7 +34,7 @@ public class BlockTranslationTests
         return $"{r.Reason} rip={r.Rip:x} cpu.rip={rig.Cpu.Rip:x} n={r.Instructions} fault={r.FaultAddress:x}/{r.ErrorCode:x} {regs} flags={rig.Cpu.Rflags:x} mem={Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(mem))}";
     }
 
-    // A loop of loads, read-modify-writes, stores, byte/word registers, lea, setcc and cmov.
+    // A loop of loads, read-modify-writes, stores, byte/word registers, lea, setcc, cmov and shifts.
     private const string Mixed = """
             mov rsi, 0x600000
             mov ecx, 3000
@@ -60,6 +60,9 @@ public class BlockTranslationTests
             inc edx
             neg r15
             not r15
+            shl r9, 3
+            sar r11d, cl
+            rol bx, 1
             dec ecx
             jnz top
             hlt
@@ -156,7 +159,7 @@ public class BlockTranslationTests
             Assert.Equal(bp, r.Rip);
             var r2 = rig.Cpu.Run(100_000, new[] { bp });               // resumes past it, stops there next pass
             Assert.Equal(StopReason.Breakpoint, r2.Reason);
-            Assert.Equal(21, r2.Instructions);                         // exactly one pass of the loop body
+            Assert.Equal(24, r2.Instructions);                         // exactly one pass of the loop body
             string s = State(rig, r) + State(rig, r2);
             reference ??= s;
             Assert.Equal(reference, s);
@@ -228,13 +231,13 @@ public class BlockTranslationTests
     [Fact]
     public void BlocksFollowTheirLinksAndLoseThemWhenTheirPageChanges()
     {
-        // shl is not translated: each pass runs block [add] -> interpreted shl -> block [dec, jnz] -> back to [add].
+        // imul is not translated: each pass runs block [add] -> interpreted imul -> block [dec, jnz] -> back to [add].
         const string Split = """
                 mov ecx, 1000
                 xor eax, eax
             top:
                 add eax, ecx
-                shl edx, 1
+                imul edx, edx, 3
                 dec ecx
                 jnz top
                 hlt
