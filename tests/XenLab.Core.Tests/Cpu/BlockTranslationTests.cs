@@ -34,7 +34,7 @@ public class BlockTranslationTests
         return $"{r.Reason} rip={r.Rip:x} cpu.rip={rig.Cpu.Rip:x} n={r.Instructions} fault={r.FaultAddress:x}/{r.ErrorCode:x} {regs} flags={rig.Cpu.Rflags:x} mem={Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(mem))}";
     }
 
-    // A loop of loads, read-modify-writes, stores, byte/word registers, lea, setcc, cmov and shifts.
+    // A loop of loads, read-modify-writes, stores, byte/word registers, lea, setcc, cmov, shifts, push and pop.
     private const string Mixed = """
             mov rsi, 0x600000
             mov ecx, 3000
@@ -63,6 +63,8 @@ public class BlockTranslationTests
             shl r9, 3
             sar r11d, cl
             rol bx, 1
+            push rdx
+            pop r14
             dec ecx
             jnz top
             hlt
@@ -159,7 +161,7 @@ public class BlockTranslationTests
             Assert.Equal(bp, r.Rip);
             var r2 = rig.Cpu.Run(100_000, new[] { bp });               // resumes past it, stops there next pass
             Assert.Equal(StopReason.Breakpoint, r2.Reason);
-            Assert.Equal(24, r2.Instructions);                         // exactly one pass of the loop body
+            Assert.Equal(26, r2.Instructions);                         // exactly one pass of the loop body
             string s = State(rig, r) + State(rig, r2);
             reference ??= s;
             Assert.Equal(reference, s);
