@@ -48,7 +48,7 @@ public sealed partial class X86Cpu
         get => _threshold;
         set
         {
-            if (value < 0 || value > 255) throw new ArgumentOutOfRangeException(nameof(value), "translation threshold must be 0..255");
+            if (value < 0 || value > 255) throw new InvalidConfigurationException($"Translation threshold {value} must be 0 to 255 executions.");
             _threshold = value;
         }
     }
@@ -115,7 +115,6 @@ public sealed partial class X86Cpu
             retired += _blockRetired;
             if (exit == TranslatedBlock.ExitSlow) { _interpretNext = true; return Continue; }
             if (exit == TranslatedBlock.ExitFault) return FaultOrDeliver(_rip, ref delivered);
-            if (exit == TranslatedBlock.ExitNoChain) return Continue;
             var page = block.Page;
             ulong rip = _rip;
             if (!page.Valid || !ReferenceEquals(page, _page) || (rip & ~Page.OffsetMask) != _pageVa) return Continue;
@@ -182,6 +181,9 @@ public sealed partial class X86Cpu
         _counters.Add(PerfCounter.GuestVirtRead, reads);
         _counters.Add(PerfCounter.GuestVirtWrite, writes);
     }
+
+    /// <summary>A shift or rotate for translated code (which has put the lazy record in the fields): the interpreter's Shift.</summary>
+    internal ulong BlockShift(int kind, ulong value, int count, int size) => Shift((ShiftKind)kind, value, count, size);
 
     /// <summary>#GP for a jump to a non-canonical target, recorded as the interpreter does.</summary>
     internal void BlockGeneralProtection(ulong target) => GeneralProtection(target);

@@ -34,7 +34,7 @@ public class BlockTranslationTests
         return $"{r.Reason} rip={r.Rip:x} cpu.rip={rig.Cpu.Rip:x} n={r.Instructions} fault={r.FaultAddress:x}/{r.ErrorCode:x} {regs} flags={rig.Cpu.Rflags:x} mem={Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(mem))}";
     }
 
-    // A loop of loads, read-modify-writes, stores, byte/word registers, lea, setcc and cmov.
+    // A loop of loads, read-modify-writes, stores, byte/word registers, lea, setcc, cmov, shifts, push and pop.
     private const string Mixed = """
             mov rsi, 0x600000
             mov ecx, 3000
@@ -60,6 +60,11 @@ public class BlockTranslationTests
             inc edx
             neg r15
             not r15
+            shl r9, 3
+            sar r11d, cl
+            rol bx, 1
+            push rdx
+            pop r14
             dec ecx
             jnz top
             hlt
@@ -156,7 +161,7 @@ public class BlockTranslationTests
             Assert.Equal(bp, r.Rip);
             var r2 = rig.Cpu.Run(100_000, new[] { bp });               // resumes past it, stops there next pass
             Assert.Equal(StopReason.Breakpoint, r2.Reason);
-            Assert.Equal(21, r2.Instructions);                         // exactly one pass of the loop body
+            Assert.Equal(26, r2.Instructions);                         // exactly one pass of the loop body
             string s = State(rig, r) + State(rig, r2);
             reference ??= s;
             Assert.Equal(reference, s);
@@ -223,6 +228,35 @@ public class BlockTranslationTests
             Assert.Equal(reference, s);
             if (translate) Assert.True(rig.Domain.Counters[PerfCounter.CpuBlockInvalidated] > 0);
         }
+    }
+
+    [Fact]
+    public void BlocksFollowTheirLinksAndLoseThemWhenTheirPageChanges()
+    {
+        // imul is not translated: each pass runs block [add] -> interpreted imul -> block [dec, jnz] -> back to [add].
+        const string Split = """
+                mov ecx, 1000
+                xor eax, eax
+            top:
+                add eax, ecx
+                imul edx, edx, 3
+                dec ecx
+                jnz top
+                hlt
+            """;
+        var rig = Rig(translate: true);
+        rig.Load(Split);
+        Assert.Equal(StopReason.Halted, rig.Cpu.Run(100_000).Reason);
+        Assert.Equal(500500UL, rig.Cpu[Reg.Rax]);
+        var c = rig.Domain.Counters;
+        long translated = c[PerfCounter.CpuBlockTranslated];
+        Assert.True(c[PerfCounter.CpuBlockChained] >= 990, $"chained {c[PerfCounter.CpuBlockChained]}");   // [dec, jnz] -> [add] each pass
+        Assert.Equal(0, c[PerfCounter.CpuBlockInvalidated]);
+        // The code written again from outside: the next run finds the page changed and drops every block on it.
+        rig.Load(Split.Replace("1000", "10"));
+        Assert.Equal(StopReason.Halted, rig.Cpu.Run(100_000).Reason);
+        Assert.Equal(55UL, rig.Cpu[Reg.Rax]);
+        Assert.Equal(translated, c[PerfCounter.CpuBlockInvalidated]);
     }
 
     [Fact]

@@ -26,6 +26,7 @@ internal static class BlockTranslator
     public const int MaxInstructions = 64;
 
     private const byte LzNone = 0, LzAdd = 1, LzAdc = 2, LzSub = 3, LzSbb = 4, LzLogic = 5, LzInc = 6, LzDec = 7;
+    private const int RspIndex = 4;
     private const BindingFlags Private = BindingFlags.NonPublic | BindingFlags.Instance;
     private static readonly Type Cpu = typeof(X86Cpu);
     private static readonly FieldInfo FRegs = Cpu.GetField("_r", Private)!;
@@ -46,6 +47,7 @@ internal static class BlockTranslator
     private static readonly MethodInfo MDataRef = typeof(System.Runtime.InteropServices.MemoryMarshal)
         .GetMethods().Single(m => m.Name == nameof(System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference) && m.IsGenericMethodDefinition)
         .MakeGenericMethod(typeof(byte));
+    private static readonly MethodInfo MShift = Cpu.GetMethod(nameof(X86Cpu.BlockShift), Private)!;
     private static readonly FieldInfo FMissVa = Cpu.GetField("_missVa", Private)!;
     private static readonly MethodInfo MCounts = Cpu.GetMethod(nameof(X86Cpu.BlockCounts), Private)!;
     private static readonly MethodInfo MGp = Cpu.GetMethod(nameof(X86Cpu.BlockGeneralProtection), Private)!;
@@ -57,7 +59,7 @@ internal static class BlockTranslator
     {
         Op.Nop or Op.MovRR or Op.MovRI or Op.Lea or Op.ExtRR or Op.ExtRM or Op.MovRM or Op.MovMR or Op.MovMI
             or Op.AluRR or Op.AluRI or Op.AluRM or Op.AluMR or Op.AluMI or Op.UnaryR
-            or Op.SetccR or Op.CmovR or Op.Jcc or Op.JmpRel => true,
+            or Op.ShiftR or Op.PushR or Op.PushI or Op.PopR or Op.SetccR or Op.CmovR or Op.Jcc or Op.JmpRel => true,
         _ => false,
     };
 
@@ -350,7 +352,8 @@ internal static class BlockTranslator
         private static (int, int, int) Accesses(in DecodedInstruction d) => d.Op switch
         {
             Op.MovRM or Op.ExtRM or Op.AluRM => (1, 1, 0),
-            Op.MovMR or Op.MovMI => (1, 0, 1),
+            Op.MovMR or Op.MovMI or Op.PushR or Op.PushI => (1, 0, 1),
+            Op.PopR => (1, 1, 0),
             Op.AluMR or Op.AluMI => (1, 1, d.Sub < (byte)AluKind.Cmp ? 1 : 0),
             _ => (0, 0, 0),
         };
@@ -383,6 +386,10 @@ internal static class BlockTranslator
                 case Op.AluMR: UseReg(d.R1); UseAddress(in d); _usesFlags = _usesMemory = true; break;
                 case Op.AluMI: UseAddress(in d); _usesFlags = _usesMemory = true; break;
                 case Op.UnaryR: UseReg(d.R0); if (d.Sub != (byte)UnaryKind.Not) _usesFlags = true; break;
+                case Op.PushR:
+                case Op.PopR: UseReg(d.R0); UseReg(RspIndex); _usesMemory = true; break;
+                case Op.PushI: UseReg(RspIndex); _usesMemory = true; break;
+                case Op.ShiftR: UseReg(d.R0); if ((d.Flags & DecodedFlags.CountCl) != 0) UseReg(1); _usesFlags = true; break;
                 case Op.SetccR: UseReg(d.R0); _usesFlags = true; break;
                 case Op.CmovR: UseReg(d.R0); UseReg(d.R1); _usesFlags = true; break;
                 case Op.Jcc: _usesFlags = true; break;
@@ -514,6 +521,66 @@ internal static class BlockTranslator
                         StoreIndirect(size);
                     }
                     SideExit(slow, k, write: writes);
+                    break;
+                }
+                case Op.PushR:
+                case Op.PushI:
+                {
+                    // RSP moves only once the store has gone through the fast path.
+                    GetReg(RspIndex, 8);
+                    il.Emit(OpCodes.Ldc_I8, (long)size);
+                    il.Emit(OpCodes.Sub);
+                    il.Emit(OpCodes.Stloc, _tva);
+                    Label slow = FastEntry(size, write: true);
+                    PointerFast();
+                    il.Emit(OpCodes.Ldloc, _ptr);
+                    if (d.Op == Op.PushR) GetReg(d.R0, size);
+                    else il.Emit(OpCodes.Ldc_I8, d.Imm);
+                    StoreIndirect(size);
+                    il.Emit(OpCodes.Ldloc, _tva);
+                    SetReg(RspIndex, 8);
+                    SideExit(slow, k, write: true);
+                    break;
+                }
+                case Op.PopR:
+                {
+                    GetReg(RspIndex, 8);
+                    il.Emit(OpCodes.Stloc, _tva);
+                    Label slow = FastEntry(size, write: false);
+                    LoadFast(size);
+                    il.Emit(OpCodes.Stloc, _tv);
+                    il.Emit(OpCodes.Ldloc, _tva);
+                    il.Emit(OpCodes.Ldc_I8, (long)size);
+                    il.Emit(OpCodes.Add);
+                    SetReg(RspIndex, 8);
+                    il.Emit(OpCodes.Ldloc, _tv);
+                    SetReg(d.R0, size);                               // pop rsp: the loaded value wins
+                    SideExit(slow, k, write: false);
+                    break;
+                }
+                case Op.ShiftR:
+                {
+                    // Shifts set flags eagerly: hand the record to the interpreter's fields, let its
+                    // Shift materialise and set RFLAGS, and read the (now empty) record back.
+                    Commit();
+                    SpillRecord();
+                    il.Emit(OpCodes.Ldarg_0);
+                    il.Emit(OpCodes.Ldc_I4, (int)d.Sub);
+                    GetReg(d.R0, size);
+                    if ((d.Flags & DecodedFlags.CountCl) != 0)
+                    {
+                        il.Emit(OpCodes.Ldloc, _reg[1]!);
+                        il.Emit(OpCodes.Conv_I4);
+                        il.Emit(OpCodes.Ldc_I4, 0xFF);
+                        il.Emit(OpCodes.And);
+                    }
+                    else il.Emit(OpCodes.Ldc_I4, (int)d.Imm);
+                    il.Emit(OpCodes.Ldc_I4, size == 8 ? 63 : 31);
+                    il.Emit(OpCodes.And);
+                    il.Emit(OpCodes.Ldc_I4, size);
+                    il.Emit(OpCodes.Call, MShift);
+                    SetReg(d.R0, size);
+                    ReloadRecord();
                     break;
                 }
                 case Op.UnaryR:
@@ -1143,6 +1210,31 @@ internal static class BlockTranslator
         {
             _il.Emit(OpCodes.Ldc_I4_0);
             _il.Emit(OpCodes.Ceq);
+        }
+
+        /// <summary>The _lz locals to the vCPU's fields, for an interpreter helper that reads or folds them.</summary>
+        private void SpillRecord()
+        {
+            StoreField(FLzOp, _lzOp, OpCodes.Conv_U1);
+            StoreField(FLzSize, _lzSize, OpCodes.Conv_U1);
+            StoreField(FLzA, _lzA, null);
+            StoreField(FLzB, _lzB, null);
+            StoreField(FLzR, _lzR, null);
+            StoreField(FLzCarry, _lzC, null);
+        }
+
+        /// <summary>The vCPU's fields back into the _lz locals; nothing is known about the record now.</summary>
+        private void ReloadRecord()
+        {
+            LoadField(FLzOp, _lzOp);
+            LoadField(FLzSize, _lzSize);
+            LoadField(FLzA, _lzA);
+            LoadField(FLzB, _lzB);
+            LoadField(FLzR, _lzR);
+            LoadField(FLzCarry, _lzC);
+            _knownOp = LzNone;
+            _knownSize = 0;
+            _pk = -1;
         }
 
         private void LoadField(FieldInfo f, LocalBuilder into)

@@ -11,10 +11,11 @@ internal sealed class TranslatedBlock
 {
     /// <summary>
     /// How a block's code returns: by its branch (taken / not taken or falling through), with a
-    /// fault recorded, or before an instruction whose memory operand has no fast access
-    /// (ExitSlow: the interpreter runs that instruction next, with every side effect).
+    /// fault recorded (#GP on a jump to a non-canonical target), or before an instruction whose
+    /// memory operand has no fast access (ExitSlow: the interpreter runs that instruction next,
+    /// with every side effect).
     /// </summary>
-    public const int ExitTaken = 0, ExitNext = 1, ExitFault = 2, ExitNoChain = 3, ExitSlow = 4;
+    public const int ExitTaken = 0, ExitNext = 1, ExitFault = 2, ExitSlow = 3;
 
     /// <summary>Marks a slot whose first instruction cannot be translated (the interpreter runs it).</summary>
     public static readonly TranslatedBlock Untranslatable = new(null!, null, 0, 0, false);
