@@ -97,6 +97,19 @@ public class MisuseTests
     }
 
     [Fact]
+    public void WorkloadsAndMigrationRefuseUnboundedOrNonsenseArguments()
+    {
+        var (_, d) = TestDomains.Create();
+        // A NaN dirty ratio passed both "< 0" and "> 100" and ran with an undefined write count.
+        Assert.Throws<InvalidConfigurationException>(() => LiveMigration.PreCopy(d, double.NaN));
+        // The public workload entry points ran int.MaxValue rounds (hours) or pages past their 2 MiB region.
+        Assert.Throws<InvalidConfigurationException>(() => MemoryWorkloads.PageTableChurn(d, int.MaxValue));
+        Assert.Throws<InvalidConfigurationException>(() => MemoryWorkloads.PageTableChurn(d, 1, pages: 513));
+        Assert.Throws<InvalidConfigurationException>(() => MemoryWorkloads.PteUpdates(d, 0));
+        Assert.True(XenLab.Views.PagingAuditView.Of(d).IsClean);
+    }
+
+    [Fact]
     public void RunFrameChecksTheVcpuAsLoadDoes()
     {
         var (_, d) = TestDomains.Create();

@@ -52,7 +52,7 @@ public static class LiveMigration
         IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
         using var op = d.EnterOperation();
-        if (dirtyRatio < 0 || dirtyRatio > 100) throw new InvalidConfigurationException($"dirty ratio {dirtyRatio} must be between 0 and 100.");
+        if (!(dirtyRatio >= 0 && dirtyRatio <= 100)) throw new InvalidConfigurationException($"dirty ratio {dirtyRatio} must be between 0 and 100.");
         if (workingSetPages < 16 || workingSetPages > 1 << 20) throw new InvalidConfigurationException($"working set {workingSetPages} pages must be between 16 and 1048576.");
         if (maxRounds < 1 || maxRounds > 1000) throw new InvalidConfigurationException($"max rounds {maxRounds} must be between 1 and 1000.");
         for (ulong g = WorkingSetGfn; g < WorkingSetGfn + (ulong)workingSetPages; g++)

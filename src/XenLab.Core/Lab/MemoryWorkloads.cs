@@ -31,11 +31,18 @@ public static class MemoryWorkloads
 
     public static readonly string[] Names = { "pt-churn", "pte-update" };
 
+    /// <summary>The most rounds one call runs (Invoke-XenWorkload -Rounds has the same bound).</summary>
+    public const int MaxRounds = 1_000_000;
+
+    private static void CheckRounds(int rounds)
+    {
+        if (rounds < 1 || rounds > MaxRounds) throw new InvalidConfigurationException($"rounds {rounds} must be between 1 and {MaxRounds}.");
+    }
+
     /// <summary>Runs a built-in workload; a stop (<paramref name="cancel"/>) comes between rounds as OperationCanceledException.</summary>
     public static WorkloadResult Run(Domain d, string name, int rounds, IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
         using var op = d.EnterOperation();
-        if (rounds < 1 || rounds > 1_000_000) throw new InvalidConfigurationException($"rounds {rounds} must be between 1 and 1000000.");
         return name switch
         {
             "pt-churn" => PageTableChurn(d, rounds, progress: progress, cancel: cancel),
@@ -51,6 +58,9 @@ public static class MemoryWorkloads
     public static WorkloadResult PageTableChurn(Domain d, int rounds, int pages = 64, IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
         using var op = d.EnterOperation();
+        CheckRounds(rounds);
+        // Each round's pages sit in one 2 MiB region of four.
+        if (pages < 1 || pages > 512) throw new InvalidConfigurationException($"pages {pages} must be between 1 and 512 (one 2 MiB region).");
         RequireFrames(d, (ulong)pages * 4);
         var reporter = new ProgressReporter(progress, cancel);
         reporter.Begin($"Workload pt-churn on domain '{d.Name}'", rounds, "round");
@@ -87,6 +97,7 @@ public static class MemoryWorkloads
     public static WorkloadResult PteUpdates(Domain d, int rounds, IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
     {
         using var op = d.EnterOperation();
+        CheckRounds(rounds);
         const int Pages = 512;
         RequireFrames(d, Pages * 2);
         var k = d.Kernel;
