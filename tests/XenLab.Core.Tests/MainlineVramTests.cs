@@ -118,13 +118,17 @@ public class MainlineVramTests
     }
 
     [Fact]
-    public void GuestInstructionsAdvanceTheDomainClock()
+    public void GuestInstructionsAndAdvanceClockMoveTheDomainClock()
     {
-        var d = DirtyVramTests.Build(PagingModeKind.Shadow, VramStrategy.Mainline);
-        long before = d.ClockNs;
-        d.AdvanceClock(5);
-        Assert.Equal(before + 5, d.ClockNs);
-        Assert.Throws<XenLabException>(() => d.AdvanceClock(-1));
+        var rig = new XenLab.Tests.Cpu.CpuRig();
+        rig.Load("mov ecx, 10\ntop:\ndec rcx\njnz top\nhlt");
+        long before = rig.Domain.ClockNs;
+        var r = rig.Cpu.Run(1000);
+        Assert.Equal(1 + 2 * 10 + 1, r.Instructions);
+        Assert.Equal(before + 22 * XenLab.Cpu.X86Cpu.NsPerInstruction, rig.Domain.ClockNs);   // 1 ns per retired instruction
+        rig.Domain.AdvanceClock(5);
+        Assert.Equal(before + 27, rig.Domain.ClockNs);
+        Assert.Throws<XenLabException>(() => rig.Domain.AdvanceClock(-1));
     }
 
     [Fact]
