@@ -90,6 +90,26 @@ public class MainlineVramTests
     }
 
     [Fact]
+    public void WhenTheRecordedMappingGoesTheOtherIsUnknownDirtyOnceThenRecordedAnew()
+    {
+        var d = Armed(out var v);
+        d.Kernel.Map(0x80000000, FbGfn + 9, 1, MapFlags.Writable);
+        Assert.True(v.WriteVirtual(0x80000000, new byte[] { 1 }).IsOk);            // the alias is recorded (first)
+        Assert.True(v.WriteVirtual(MountVa + 9 * 4096, new byte[] { 2 }).IsOk);
+        Assert.Equal(new[] { 9 }, Dirty(d.Vram.Track(FbGfn, 768)));
+        d.Kernel.Unmap(0x80000000, 1);                                             // put_l1e: not the last one, it was the recorded one
+        long unknown = d.Counters[PerfCounter.VramMainlineUnknownMapping];
+        Assert.Equal(new[] { 9 }, Dirty(d.Vram.Track(FbGfn, 768)));               // one mapping, none recorded: dirty, mappings dropped
+        Assert.Equal(unknown + 1, d.Counters[PerfCounter.VramMainlineUnknownMapping]);
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));                            // no mapping left: clean
+        Assert.True(v.WriteVirtual(MountVa + 9 * 4096, new byte[] { 3 }).IsOk);    // faults, recorded anew
+        Assert.Equal(new[] { 9 }, Dirty(d.Vram.Track(FbGfn, 768)));
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));
+        Assert.Equal(unknown + 1, d.Counters[PerfCounter.VramMainlineUnknownMapping]);
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
     public void TwoSecondsOfDomainTimeWithNothingDirtyRemoveWriteAccess()
     {
         var d = Armed(out var v);
