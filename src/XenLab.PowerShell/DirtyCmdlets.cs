@@ -218,7 +218,7 @@ public sealed class SetXenVramTrackingCommand : DomainCmdlet
 
     protected override void Process(Domain domain)
     {
-        if (_strategy is VramStrategy.BackLinks or VramStrategy.DirtyBit && domain.Mode?.CreateVramStrategy(_strategy.Value) is null)
+        if (_strategy is VramStrategy.BackLinks or VramStrategy.DirtyBit or VramStrategy.Mainline && domain.Mode?.CreateVramStrategy(_strategy.Value) is null)
         {
             WriteFailure("VramStrategyUnavailable", ErrorCategory.InvalidArgument, domain,
                 $"VRAM strategy {_strategy} works on shadow page tables; domain '{domain.Name}' runs {domain.PagingMode} paging (Auto, Tracker and Memcmp work in every mode).");

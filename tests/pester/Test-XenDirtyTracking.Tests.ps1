@@ -1,7 +1,7 @@
 BeforeDiscovery {
     $modes = @(
         @{ Mode = 'Hap'; Count = 2 }
-        @{ Mode = 'Shadow'; Count = 8 }
+        @{ Mode = 'Shadow'; Count = 9 }
         @{ Mode = 'Arm'; Count = 3 }
     )
 }

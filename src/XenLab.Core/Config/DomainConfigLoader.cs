@@ -258,7 +258,8 @@ public static class DomainConfigLoader
                     case "vram_strategy":
                         c.VramStrategy = Enum<XenLab.Dirty.VramStrategy>(value, "vram_strategy", ("auto", XenLab.Dirty.VramStrategy.Auto),
                             ("backlinks", XenLab.Dirty.VramStrategy.BackLinks), ("dbit", XenLab.Dirty.VramStrategy.DirtyBit),
-                            ("tracker", XenLab.Dirty.VramStrategy.Tracker), ("memcmp", XenLab.Dirty.VramStrategy.Memcmp));
+                            ("tracker", XenLab.Dirty.VramStrategy.Tracker), ("memcmp", XenLab.Dirty.VramStrategy.Memcmp),
+                            ("mainline", XenLab.Dirty.VramStrategy.Mainline));
                         break;
                     case "translate": c.Translate = Enum<bool>(value, "translate", ("on", true), ("off", false), ("true", true), ("false", false)); break;
                     case "vram_with_logdirty":

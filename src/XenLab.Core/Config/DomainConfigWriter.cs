@@ -40,6 +40,7 @@ public static class DomainConfigWriter
                 XenLab.Dirty.VramStrategy.BackLinks => "backlinks",
                 XenLab.Dirty.VramStrategy.DirtyBit => "dbit",
                 XenLab.Dirty.VramStrategy.Tracker => "tracker",
+                XenLab.Dirty.VramStrategy.Mainline => "mainline",
                 _ => "memcmp",
             }).Append('\n');
         if (!c.VramTlbFlush) sb.Append("vram_tlb_flush: off\n");

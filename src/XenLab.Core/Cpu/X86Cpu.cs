@@ -169,11 +169,15 @@ public sealed partial class X86Cpu
         FlushBlockCounters();
         long misses = _decodeMisses - missesBefore;
         InstructionsRetired += retired;
+        _domain.AdvanceClock(retired * NsPerInstruction);
         _counters.Add(PerfCounter.CpuInstructionsRetired, retired);
         _counters.Add(PerfCounter.CpuDecodeMiss, misses);
         _counters.Add(PerfCounter.CpuDecodeHit, Math.Max(0, retired - misses));
         return Stopped(retired);
     }
+
+    /// <summary>Domain time per retired instruction (a 1 GHz, one-per-cycle guest).</summary>
+    public const long NsPerInstruction = 1;
 
     private const int Continue = 0, StopHere = 1, StopAfterRetire = 2, Fault = 3;
 

@@ -34,6 +34,8 @@ public enum VramStrategy
     Tracker,
     /// <summary>The device model keeps a copy of the framebuffer and compares page by page.</summary>
     Memcmp,
+    /// <summary>Shadow: mainline Xen's shadow_track_dirty_vram, one range per domain, one recorded mapping per page (SPEC 5).</summary>
+    Mainline,
 }
 
 /// <summary>What a VRAM query does while whole-domain log-dirty is on.</summary>
@@ -185,10 +187,23 @@ public sealed class DirtyVram
                 _domain.Counters.Inc(PerfCounter.VramRangeReplaced);
                 Stop(r);
             }
-            range = new VramRange(beginPfn, nr, Resolve(Strategy)) { PendingAllDirty = peek };
+            var strategy = Resolve(Strategy);
+            if (strategy == VramStrategy.Mainline)
+            {
+                // Mainline keeps one range per domain: a new one frees the old (dirty_vram).
+                for (int k = _ranges.Count - 1; k >= 0; k--)
+                {
+                    if (_ranges[k].Strategy != VramStrategy.Mainline) continue;
+                    _domain.Counters.Inc(PerfCounter.VramRangeReplaced);
+                    Stop(_ranges[k]);
+                }
+            }
+            range = new VramRange(beginPfn, nr, strategy) { PendingAllDirty = peek };
             ArmFresh(range, peek);
             _ranges.Add(range);
-            return AllDirty(range, bitmap, "new range: tracking starts, repaint everything");
+            return AllDirty(range, bitmap, strategy == VramStrategy.Mainline
+                ? "new range: all shadows blown, -ENODATA, repaint everything"
+                : "new range: tracking starts, repaint everything");
         }
         if (range.Strategy != VramStrategy.Memcmp && !ReferenceEquals(range.ArmedBy, _domain.Mode))
         {

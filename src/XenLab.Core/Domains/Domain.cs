@@ -139,6 +139,20 @@ public sealed class Domain
     /// <summary>Machine frames the paging mode holds for this domain (EPT, stage-2 tables, shadow pool).</summary>
     public ulong PagingFrames => Mode?.FramesHeld ?? 0;
 
+    /// <summary>
+    /// The domain's own clock in nanoseconds (Xen's NOW() for what a lab times, e.g. mainline VRAM
+    /// tracking's two seconds): advanced by guest instructions (1 ns each) and by AdvanceClock,
+    /// never by the wall clock, so runs are reproducible.
+    /// </summary>
+    public long ClockNs { get; private set; }
+
+    /// <summary>Lets domain time pass (a frame, an idle period) without running guest code.</summary>
+    public void AdvanceClock(long nanoseconds)
+    {
+        if (nanoseconds < 0) throw new XenLabException($"Domain '{Name}': the clock cannot go back ({nanoseconds} ns).");
+        ClockNs += nanoseconds;
+    }
+
     /// <summary>Reports and stops a build in progress; nothing once built (later mode switches run to the end).</summary>
     private Progress.ProgressReporter _build = Progress.ProgressReporter.None;
 

@@ -44,6 +44,7 @@ public sealed partial class ShadowMode
     {
         VramStrategy.BackLinks => new BackLinkStrategy(this),
         VramStrategy.DirtyBit => new DirtyBitStrategy(this),
+        VramStrategy.Mainline => new MainlineStrategy(this),
         _ => null,
     };
 
@@ -52,6 +53,7 @@ public sealed partial class ShadowMode
     {
         if (!_vramPages.TryGetValue(gfn, out var t)) return;
         int i = (int)(gfn - t.Range.BeginPfn);
+        if (t.Range.State is MainlineVram mv) { MainlineOnMapped(mv, i, gfn, sp, index, entry); return; }
         if (t.Links is null) { t.Range.RemovedDirty[i] = true; return; }   // D-bit design: made -> dirty
         if ((entry & X86Pte.Writable) != 0) AddLink(t.Links, i, sp, index);   // read-only entries cannot dirty it
     }
@@ -61,6 +63,7 @@ public sealed partial class ShadowMode
     {
         if (!_vramPages.TryGetValue(gfn, out var t)) return;
         int i = (int)(gfn - t.Range.BeginPfn);
+        if (t.Range.State is MainlineVram mv) { MainlineOnUnmapped(mv, i, gfn, sp, index, oldEntry); return; }
         if (t.Links is null) { t.Range.RemovedDirty[i] = true; return; }   // D-bit design: cleared -> dirty
         var list = t.Links.Links[i];
         for (int k = 0; k < list.Count; k++)

@@ -314,6 +314,7 @@ public sealed partial class ShadowMode : IPagingMode
             if (_levelsOf.ContainsKey(gfn) && !(demandWrite && IsOutOfSync(gfn))) e &= ~X86Pte.Writable;   // guest page tables trap writes
             if (P2mTypeInfo.IsWriteProtected(_domain.GetP2mType(gfn))) e &= ~X86Pte.Writable;
             if (LogDirtyClean(gfn)) e &= ~X86Pte.Writable;                  // log-dirty: writable once dirty
+            if (!demandWrite && _vramPages.Count != 0 && VramMainlineKeepsReadOnly(gfn)) e &= ~X86Pte.Writable;   // clean VRAM: writes must fault
         }
         return e;
     }

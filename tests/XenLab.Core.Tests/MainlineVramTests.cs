@@ -1,0 +1,182 @@
+using System.Collections.Generic;
+using XenLab.Config;
+using XenLab.Diagnostics;
+using XenLab.Dirty;
+using XenLab.Domains;
+using XenLab.Guest;
+using XenLab.Paging.Modes;
+
+namespace XenLab.Tests;
+
+/// <summary>
+/// vram_strategy: mainline, against the rules of Xen's shadow_track_dirty_vram (hvm.c) and
+/// shadow_vram_get_l1e/put_l1e, with expectations worked out by hand from those rules.
+/// </summary>
+public class MainlineVramTests
+{
+    private const ulong FbGfn = 0xF0000;
+    private const ulong MountVa = 0x40000000;
+    private const long Second = 1_000_000_000;
+
+    private static Domain Armed(out Vcpu v)
+    {
+        var d = DirtyVramTests.Build(PagingModeKind.Shadow, VramStrategy.Mainline);
+        v = d.Vcpus[0];
+        var first = d.Vram.Track(FbGfn, 768);
+        Assert.True(first.AllDirty);
+        return d;
+    }
+
+    private static List<int> Dirty(VramQueryResult r)
+    {
+        var list = new List<int>();
+        for (ulong i = 0; i < r.Pages; i++) if ((r.Bitmap[i >> 3] & (1 << (int)(i & 7))) != 0) list.Add((int)i);
+        return list;
+    }
+
+    [Fact]
+    public void TheFirstCallBlowsEveryShadowAndAnswersAllDirty()
+    {
+        var d = DirtyVramTests.Build(PagingModeKind.Shadow, VramStrategy.Mainline);
+        long blows = d.Counters[PerfCounter.ShadowBlowTables];
+        var first = d.Vram.Track(FbGfn, 768);
+        Assert.True(first.AllDirty);
+        Assert.Equal(768, first.DirtyPages);
+        Assert.Contains("ENODATA", first.Reason);
+        Assert.Equal(blows + 1, d.Counters[PerfCounter.ShadowBlowTables]);
+        Assert.Equal(1, d.Counters[PerfCounter.VramMainlineBlow]);
+        Assert.Equal(VramStrategy.Mainline, d.Vram.Ranges[0].Strategy);
+        // Every shadow went: Build's reads had left the framebuffer mapped, now nothing maps it.
+        var again = d.Vram.Track(FbGfn, 768);
+        Assert.False(again.AllDirty, again.Reason);
+        Assert.Empty(Dirty(again));
+        Assert.Equal(blows + 1, d.Counters[PerfCounter.ShadowBlowTables]);   // the same range again blows nothing
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void OneWritableMappingIsExactByItsDirtyBit()
+    {
+        var d = Armed(out var v);
+        for (int round = 0; round < 3; round++)
+        {
+            int[] pages = { round, 100 + round, 767 - round };
+            foreach (int p in pages) Assert.True(v.WriteVirtual(MountVa + ((ulong)p << 12) + 9, new byte[] { (byte)(round + 1) }).IsOk);
+            var r = d.Vram.Track(FbGfn, 768);
+            Assert.False(r.AllDirty, r.Reason);
+            Assert.Equal(pages, Dirty(r));
+        }
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));
+        // A read of a page never written maps it read-only (guest D clear): no writable mapping, clean.
+        v.ReadVirtual(MountVa + 50 * 4096, new byte[1]);
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));
+        Assert.Equal(0, d.Counters[PerfCounter.VramMultiMapDirty]);
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void APageMappedWritableTwiceIsAlwaysDirty()
+    {
+        var d = Armed(out var v);
+        d.Kernel.Map(0x80000000, FbGfn + 9, 1, MapFlags.Writable);
+        Assert.True(v.WriteVirtual(MountVa + 9 * 4096, new byte[] { 1 }).IsOk);   // recorded (the first)
+        Assert.True(v.WriteVirtual(0x80000000, new byte[] { 2 }).IsOk);           // a second writable mapping
+        Assert.True(v.WriteVirtual(MountVa + 20 * 4096, new byte[] { 3 }).IsOk);
+        Assert.Equal(new[] { 9, 20 }, Dirty(d.Vram.Track(FbGfn, 768)));
+        long multi = d.Counters[PerfCounter.VramMultiMapDirty];
+        Assert.Equal(new[] { 9 }, Dirty(d.Vram.Track(FbGfn, 768)));               // nothing written: still dirty
+        Assert.Equal(new[] { 9 }, Dirty(d.Vram.Track(FbGfn, 768)));
+        Assert.Equal(multi + 2, d.Counters[PerfCounter.VramMultiMapDirty]);
+    }
+
+    [Fact]
+    public void WhenTheRecordedMappingGoesTheOtherIsUnknownDirtyOnceThenRecordedAnew()
+    {
+        var d = Armed(out var v);
+        d.Kernel.Map(0x80000000, FbGfn + 9, 1, MapFlags.Writable);
+        Assert.True(v.WriteVirtual(0x80000000, new byte[] { 1 }).IsOk);            // the alias is recorded (first)
+        Assert.True(v.WriteVirtual(MountVa + 9 * 4096, new byte[] { 2 }).IsOk);
+        Assert.Equal(new[] { 9 }, Dirty(d.Vram.Track(FbGfn, 768)));
+        d.Kernel.Unmap(0x80000000, 1);                                             // put_l1e: not the last one, it was the recorded one
+        long unknown = d.Counters[PerfCounter.VramMainlineUnknownMapping];
+        Assert.Equal(new[] { 9 }, Dirty(d.Vram.Track(FbGfn, 768)));               // one mapping, none recorded: dirty, mappings dropped
+        Assert.Equal(unknown + 1, d.Counters[PerfCounter.VramMainlineUnknownMapping]);
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));                            // no mapping left: clean
+        Assert.True(v.WriteVirtual(MountVa + 9 * 4096, new byte[] { 3 }).IsOk);    // faults, recorded anew
+        Assert.Equal(new[] { 9 }, Dirty(d.Vram.Track(FbGfn, 768)));
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));
+        Assert.Equal(unknown + 1, d.Counters[PerfCounter.VramMainlineUnknownMapping]);
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void TwoSecondsOfDomainTimeWithNothingDirtyRemoveWriteAccess()
+    {
+        var d = Armed(out var v);
+        Assert.True(v.WriteVirtual(MountVa + 3 * 4096, new byte[] { 1 }).IsOk);
+        d.AdvanceClock(1 * Second);
+        Assert.Equal(new[] { 3 }, Dirty(d.Vram.Track(FbGfn, 768)));               // last_dirty = now
+        d.AdvanceClock(2 * Second);
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));                            // exactly 2 s: not more than 2 s
+        Assert.Equal(0, d.Counters[PerfCounter.VramMainlineWriteRemoved]);
+        d.AdvanceClock(1);
+        long flushes = d.Counters[PerfCounter.TlbFlushAll];
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));                            // 2 s + 1 ns: write access goes
+        Assert.Equal(1, d.Counters[PerfCounter.VramMainlineWriteRemoved]);
+        Assert.True(d.Counters[PerfCounter.TlbFlushAll] > flushes);
+        d.AdvanceClock(10 * Second);
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));                            // clean: the empty bitmap, nothing removed again
+        Assert.Equal(1, d.Counters[PerfCounter.VramMainlineWriteRemoved]);
+        // The next write faults (the mapping is read-only now) and starts the clock again.
+        long faults = d.Counters[PerfCounter.ShadowFaultFixed];
+        Assert.True(v.WriteVirtual(MountVa + 3 * 4096, new byte[] { 2 }).IsOk);
+        Assert.Equal(faults + 1, d.Counters[PerfCounter.ShadowFaultFixed]);
+        Assert.Equal(new[] { 3 }, Dirty(d.Vram.Track(FbGfn, 768)));
+        Assert.True(v.WriteVirtual(MountVa + 4 * 4096, new byte[] { 2 }).IsOk);
+        Assert.Equal(new[] { 4 }, Dirty(d.Vram.Track(FbGfn, 768)));
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void GuestInstructionsAndAdvanceClockMoveTheDomainClock()
+    {
+        var rig = new XenLab.Tests.Cpu.CpuRig();
+        rig.Load("mov ecx, 10\ntop:\ndec rcx\njnz top\nhlt");
+        long before = rig.Domain.ClockNs;
+        var r = rig.Cpu.Run(1000);
+        Assert.Equal(1 + 2 * 10 + 1, r.Instructions);
+        Assert.Equal(before + 22 * XenLab.Cpu.X86Cpu.NsPerInstruction, rig.Domain.ClockNs);   // 1 ns per retired instruction
+        rig.Domain.AdvanceClock(5);
+        Assert.Equal(before + 27, rig.Domain.ClockNs);
+        Assert.Throws<XenLabException>(() => rig.Domain.AdvanceClock(-1));
+    }
+
+    [Fact]
+    public void ASecondRangeReplacesTheFirst()
+    {
+        var d = DirtyVramTests.Build(PagingModeKind.Shadow, VramStrategy.Mainline);
+        d.Vram.Track(FbGfn, 100);
+        Assert.True(d.Vram.Track(FbGfn + 200, 100).AllDirty);
+        Assert.Single(d.Vram.Ranges);
+        Assert.Equal(FbGfn + 200, d.Vram.Ranges[0].BeginPfn);
+        Assert.Equal(2, d.Counters[PerfCounter.VramMainlineBlow]);
+        Assert.True(d.Vram.Track(FbGfn, 100).AllDirty);                           // and back: new again
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void UnderHapMainlineFallsBackToTheModesOwnTracker()
+    {
+        var d = DirtyVramTests.Build(PagingModeKind.Hap, VramStrategy.Mainline);
+        d.Vram.Track(FbGfn, 768);
+        Assert.Equal(VramStrategy.Tracker, d.Vram.Ranges[0].Strategy);
+    }
+
+    [Fact]
+    public void TheConfigKeyRoundTrips()
+    {
+        var c = DomainConfigLoader.Load("name: a\nmemory: 64\npaging: shadow\nvram_strategy: mainline\n", "m.yaml");
+        Assert.Equal(VramStrategy.Mainline, c.VramStrategy);
+        Assert.Contains("vram_strategy: mainline\n", DomainConfigWriter.ToYaml(c));
+    }
+}
