@@ -107,6 +107,16 @@ public class EptSuperpageTests
         Assert.Equal(dataMfn.Value, t.Mfn);
         Assert.Equal(23, t.MemoryReferences);
         Assert.Equal(19, d.Counters[PerfCounter.HapNestedMemRef]);
+        // Explained: the last nested walk's third step is the 2 MiB EPDE itself.
+        var trace = new TranslationTrace();
+        Assert.Equal(23, d.Vcpus[0].Explain(Va, AccessKind.Read, trace).MemoryReferences);
+        Assert.Equal(19, trace.Steps.FindAll(s => s.Table == "ept").Count);
+        Assert.Equal(2, trace.Steps[^1].Level);
+        Assert.Contains("2M ram_rw", trace.Steps[^1].Decoded);
+        // The walk picture: 5 rows, the last one short by the EPT level the superpage saves.
+        var diagram = XenLab.Pictures.WalkPicture.Layout(XenLab.Views.TranslationView.Of(d, 0, Va, AccessKind.Read));
+        Assert.Equal(23, diagram.References);
+        Assert.Equal(5, diagram.Rows.Count);
         // Off: 24 (SPEC 5's cold walk).
         var host = new XenHost(4UL << 30);
         var c = TestDomains.Config("sp4k", 64, 128);
@@ -168,6 +178,27 @@ public class EptSuperpageTests
         Assert.Equal(P2mType.RamRw, d.GetP2mType(0x2104));
         Assert.Equal(mfn, EptEntry.FrameOf(EptOf(d).Peek(0x2105)));
         Assert.Equal(mfn - 1, EptEntry.FrameOf(EptOf(d).Peek(0x2104)));
+        Assert.Empty(Audit(d));
+    }
+
+    [Fact]
+    public void BallooningPagesOutOfASuperpageSplitsItAndUnmapsOnlyThem()
+    {
+        var d = Hap();
+        // RAM ends at 0x4060 (64 MiB less the 0x61-page hole, plus the hole's worth past 64 MiB):
+        // the 97 pages 0x4000-0x4060 have 4 KiB leaves, the next 3 down (0x3FFD-0x3FFF) sit in
+        // region 0x1F's superpage.
+        var r = d.Balloon(d.PopulatedPages - 100);
+        Assert.Equal(-100, r.PagesChanged);                                   // released
+        Assert.Equal(1, d.Counters[PerfCounter.EptSplit]);
+        Assert.False(EptEntry.IsPresent(EptOf(d).Peek(0x3FFD)));
+        Assert.True(d.TryGetRam(0x3FFC, out var m));
+        Assert.Equal(m.Value, EptEntry.FrameOf(EptOf(d).Peek(0x3FFC)));
+        Assert.DoesNotContain(0x3E00UL, SuperpageGfns(d));
+        Assert.Empty(Audit(d));
+        d.Balloon(d.PopulatedPages + 100);                                     // back: 4 KiB leaves
+        Assert.True(d.TryGetRam(0x3FFD, out m));
+        Assert.Equal(m.Value, EptEntry.FrameOf(EptOf(d).Peek(0x3FFD)));
         Assert.Empty(Audit(d));
     }
 
