@@ -167,6 +167,19 @@ public class EptSuperpageTests
     }
 
     [Fact]
+    public void HapSuperpagesOffIsReadAndWrittenBackAndMapsFourKiBLeavesOnly()
+    {
+        var c = XenLab.Config.DomainConfigLoader.Load("name: x\nmemory: 64\npaging: hap\nhap_superpages: off\n", "x.yaml");
+        Assert.False(c.PagingOptions.HapSuperpages);
+        Assert.Contains("hap_superpages: off", XenLab.Config.DomainConfigWriter.ToYaml(c));
+        Assert.DoesNotContain("hap_superpages", XenLab.Config.DomainConfigWriter.ToYaml(XenLab.Config.DomainConfigLoader.Load("name: x\nmemory: 64\n", "x.yaml")));
+        var d = new XenHost(4UL << 30).CreateDomain(c);
+        Assert.Empty(SuperpageGfns(d));
+        Assert.Empty(Audit(d));
+        Assert.Throws<ConfigFileException>(() => XenLab.Config.DomainConfigLoader.Load("name: x\nhap_superpages: maybe\n", "x.yaml"));
+    }
+
+    [Fact]
     public void AChangeToOnePageSplitsItsSuperpageFirst()
     {
         var d = Hap();
