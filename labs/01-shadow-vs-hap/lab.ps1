@@ -19,7 +19,7 @@ Add-XenGuestMapping -Domain $d -VirtualAddress 0x400000 -Gfn 0x4000 -Count 16
 Write-Host "`n== 1. One cold translation under HAP: guest entries, each reached through the EPT"
 Set-XenPagingMode -Domain $d -Mode Hap -HapGpaCache 0
 $t = Get-XenTranslation -Domain $d -VirtualAddress 0x400000
-"{0} memory references (the (4+1)x(4+1)-1 = 24 of a 2D walk)" -f $t.MemoryReferences
+"{0} memory references ((4+1)x(4+1)-1 = 24 of a 2D walk, less 1: gfn 0x4000 is in a 2 MiB EPT leaf, 3 reads)" -f $t.MemoryReferences
 Get-XenTranslation -Domain $d -VirtualAddress 0x400000 -Step | Format-Table Step, Table, Name, Index, RawEntry, Decoded
 Export-XenPicture -Domain $d -Kind Walk -VirtualAddress 0x400000 -Path (Join-Path $PSScriptRoot 'walk-hap.png') | Format-Table Kind, Width, Height, Path
 

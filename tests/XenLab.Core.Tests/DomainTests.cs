@@ -12,7 +12,11 @@ public class DomainTests
     [Fact]
     public void BuildPopulatesRamPfnsWithDescendingMfns()
     {
-        var (host, d) = TestDomains.Create(memoryMiB: 64, hostBytes: 1UL << 30);
+        // Shadow: HAP and ARM domains are rearranged into 2 MiB extents (BlockPlacement) for superpages.
+        var host = new XenHost(1UL << 30);
+        var c = TestDomains.Config("t", 64);
+        c.Paging = PagingModeKind.Shadow;
+        var d = host.CreateDomain(c);
         ulong top = host.Machine.FrameCount - 1;             // 0x3FFFF for 1 GiB
         Assert.Equal(top, d.P2m.Get(0));                     // pfn 0 gets the highest frame
         Assert.Equal(top - 1, d.P2m.Get(1));

@@ -19,7 +19,7 @@ public static class DomainConfigLoader
     {
         "name", "memory", "maxmem", "vcpus", "shadow_memory", "videoram", "paging", "mmio_hole",
         "e820", "identity", "identity_strategy", "framebuffers", "kernel_pt_pages", "tlb_entries",
-        "oos", "oos_slots", "shadow_prefetch", "shadow_write_removal", "hap_gpa_cache", "hap_logdirty", "arm_leaf_lookup", "vram_strategy", "vram_tlb_flush", "vram_with_logdirty", "translate", "workload",
+        "oos", "oos_slots", "shadow_prefetch", "shadow_write_removal", "hap_gpa_cache", "hap_logdirty", "hap_superpages", "arm_leaf_lookup", "vram_strategy", "vram_tlb_flush", "vram_with_logdirty", "translate", "workload",
         "builder", "type",
     };
     private static readonly string[] WorkloadKeys = { "frames", "budget", "steps" };
@@ -250,6 +250,9 @@ public static class DomainConfigLoader
                         break;
                     case "hap_logdirty":
                         c.PagingOptions = c.PagingOptions with { HapLogDirty = Enum<XenLab.Paging.Modes.HapLogDirty>(value, "hap_logdirty", ("pml", XenLab.Paging.Modes.HapLogDirty.Pml), ("wp", XenLab.Paging.Modes.HapLogDirty.Wp)) };
+                        break;
+                    case "hap_superpages":
+                        c.PagingOptions = c.PagingOptions with { HapSuperpages = Enum<bool>(value, "hap_superpages", ("on", true), ("off", false), ("true", true), ("false", false)) };
                         break;
                     case "hap_gpa_cache": c.PagingOptions = c.PagingOptions with { HapGpaCacheEntries = Int(value, "hap_gpa_cache", 0, 4096) }; break;
                     case "arm_leaf_lookup":

@@ -194,8 +194,8 @@ public sealed class Domain
                     if (i == want) break;
                     pfns[i++] = pfn;
                 }
-                // ARM guests are populated in 2 MiB extents where possible, so stage 2 can map blocks.
-                if (Config.Paging == PagingModeKind.Arm) Paging.Arm.BlockPlacement.ArrangeForBlocks(pfns, mfns);
+                // ARM and HAP guests are populated in 2 MiB extents where possible, so stage 2 / the EPT can map blocks.
+                if (Config.Paging is PagingModeKind.Arm or PagingModeKind.Hap) Paging.Arm.BlockPlacement.ArrangeForBlocks(pfns, mfns);
                 ulong k = 0;
                 try
                 {

@@ -18,7 +18,7 @@ public class WalkPictureTests
         var host = new XenHost(4UL << 30);
         var c = TestDomains.Config("walk", 64, 128);
         c.Paging = mode;
-        c.PagingOptions = c.PagingOptions with { HapGpaCacheEntries = gpaCache };
+        c.PagingOptions = c.PagingOptions with { HapGpaCacheEntries = gpaCache, HapSuperpages = false };   // 4 KiB EPT leaves: the 5x5 grid
         var d = host.CreateDomain(c);
         d.Kernel.Map(Va, DataGfn, 4, MapFlags.Writable);
         return d;

@@ -21,8 +21,14 @@ public static class BlockPlacement
         if (pfns.Length != mfns.Length) throw new ArgumentException("one frame per pfn");
         int n = mfns.Length;
         var sorted = new ulong[n];
-        for (int i = 0; i < n; i++) sorted[i] = mfns[i].Value;
-        Array.Sort(sorted);
+        // The allocator hands frames out highest first: then reversing sorts them (no O(n log n) sort of a big domain).
+        bool descending = true;
+        for (int i = 0; i < n; i++)
+        {
+            sorted[n - 1 - i] = mfns[i].Value;
+            if (i > 0 && mfns[i].Value >= mfns[i - 1].Value) descending = false;
+        }
+        if (!descending) Array.Sort(sorted);
         // Aligned, contiguous runs of 512 frames, highest first.
         var runs = new List<ulong>();
         for (int j = n - FramesPerBlock; j >= 0;)
@@ -37,14 +43,14 @@ public static class BlockPlacement
         }
         if (runs.Count == 0) return;
         var result = new ulong[n];
-        var taken = new HashSet<ulong>();
+        var taken = new bool[n == 0 ? 1 : (int)(sorted[n - 1] / FramesPerBlock) + 1];   // by block number: no hashing per frame
         int next = 0;
         var placed = new bool[n];
         for (int i = 0; i + FramesPerBlock <= n && next < runs.Count; i++)
         {
             if ((pfns[i] & (FramesPerBlock - 1)) != 0 || pfns[i + FramesPerBlock - 1] != pfns[i] + FramesPerBlock - 1) continue;
             ulong run = runs[next++];
-            taken.Add(run);
+            taken[(int)(run / FramesPerBlock)] = true;
             for (int k = 0; k < FramesPerBlock; k++)
             {
                 result[i + k] = run + (ulong)k;
@@ -57,7 +63,7 @@ public static class BlockPlacement
         for (int i = 0; i < n; i++)
         {
             ulong v = mfns[i].Value;
-            if (taken.Contains(v & ~(ulong)(FramesPerBlock - 1))) continue;    // in a run given to a block
+            if (taken[(int)(v / FramesPerBlock)]) continue;    // in a run given to a block
             while (r < n && placed[r]) r++;
             result[r++] = v;
         }

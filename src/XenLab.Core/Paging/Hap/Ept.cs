@@ -12,6 +12,15 @@
 // marked (the mark moves one level down), and at the last level the whole leaf table is
 // recalculated (p2m_recalc_type: ram_rw/ram_logdirty from the log-dirty ranges). So the first
 // access in each 2 MiB region after a change takes exactly one misconfiguration exit.
+//
+// Superpages: RAM whose aligned 2 MiB of gfns sits on aligned, contiguous machine frames of one
+// type is mapped by a 2 MiB leaf (an EPDE with the page-size bit 7). A page-granular change
+// inside one (a type change of one page, balloon, PML's D bit) splits it first, as
+// ept_set_entry does with ept_split_super_page: 512 leaves of the same type, marks and frames.
+// resolve_misconfig keeps a marked superpage whole when its 512 gfns recalculate to one type
+// and splits it when they would differ. So log-dirty splits lazily: enabling it only marks the
+// superpage (ram_logdirty, read-only even with PML, as ept_p2m_type_to_flags keeps superpages),
+// and the first write to it takes the violation whose type change splits it (counted: ept_split).
 using System;
 using System.Collections.Generic;
 using XenLab.Diagnostics;
@@ -30,6 +39,8 @@ public static class EptEntry
     public const ulong MemTypeWriteBack = 6UL << MemTypeShift;
     public const ulong MemTypeUncacheable = 0UL << MemTypeShift;
     public const ulong IgnorePat = 1UL << 6;
+    /// <summary>Bit 7 of an EPDE: a 2 MiB leaf rather than a table.</summary>
+    public const ulong PageSize = 1UL << 7;
     public const ulong Accessed = 1UL << 8;
     public const ulong Dirty = 1UL << 9;
     /// <summary>Software bit 10: the type must be recalculated (ept_entry_t.recalc).</summary>
@@ -50,6 +61,11 @@ public static class EptEntry
     public static bool IsChangeable(P2mType t) => t is P2mType.RamRw or P2mType.RamLogDirty;
     public static P2mType TypeOf(ulong e) => (P2mType)((e & TypeMask) >> TypeShift);
     public static ulong FrameOf(ulong e) => (e & FrameMask) >> 12;
+    /// <summary>A present level-2 entry that maps 2 MiB itself.</summary>
+    public static bool IsSuperpage(ulong e) => IsPresent(e) && (e & PageSize) != 0;
+    /// <summary>The 4 KiB leaf a superpage gives <paramref name="gfn"/>: same bits, the frame within, no page-size bit.</summary>
+    public static ulong PageOf(ulong super, ulong gfn) =>
+        (super & ~(PageSize | FrameMask)) | ((FrameOf(super) + (gfn & 511)) << 12);
 
     /// <summary>The leaf Xen writes for a frame of a type (ept_p2m_type_to_flags).</summary>
     public static ulong Leaf(ulong mfn, P2mType type)
@@ -70,6 +86,8 @@ public static class EptEntry
     public static string Describe(ulong e, int level)
     {
         if (!IsPresent(e)) return e == 0 ? "not present" : $"not present ({P2mTypeInfo.Name(TypeOf(e))})";
+        if (level == 2 && (e & PageSize) != 0)
+            return $"{(IsMisconfigured(e) ? "misconfigured (emt=7" + ((e & Recalc) != 0 ? ", recalc)" : ")") : ((e & Read) != 0 ? "R" : "-") + ((e & Write) != 0 ? "W" : "-") + ((e & Exec) != 0 ? "X" : "-"))} 2M {P2mTypeInfo.Name(TypeOf(e))} -> mfn 0x{FrameOf(e):x}";
         if (IsMisconfigured(e)) return level == 1
             ? $"misconfigured (emt=7{((e & Recalc) != 0 ? ", recalc" : "")}) {P2mTypeInfo.Name(TypeOf(e))} -> mfn 0x{FrameOf(e):x}"
             : $"misconfigured (emt=7{((e & Recalc) != 0 ? ", recalc" : "")}) table -> mfn 0x{FrameOf(e):x}";
@@ -100,11 +118,13 @@ public sealed class Ept
     public bool Pml { get; init; }
 
     /// <summary>The leaf Xen writes for a frame of a type in this EPT (with PML: D clear only on ram_logdirty).</summary>
-    public ulong LeafFor(ulong mfn, P2mType type)
+    public ulong LeafFor(ulong mfn, P2mType type, bool superpage = false)
     {
         ulong e = EptEntry.Leaf(mfn, type);
+        if (superpage && EptEntry.IsPresent(e)) e |= EptEntry.PageSize;
         if (!Pml || !EptEntry.IsPresent(e)) return e;
-        if (type == P2mType.RamLogDirty) return e | EptEntry.Write | EptEntry.Accessed;
+        // A ram_logdirty superpage stays write-protected even with PML, so the first write splits it.
+        if (type == P2mType.RamLogDirty) return superpage ? e | EptEntry.Accessed : e | EptEntry.Write | EptEntry.Accessed;
         return (e & EptEntry.Write) != 0 ? e | EptEntry.Accessed | EptEntry.Dirty : e | EptEntry.Accessed;
     }
 
@@ -127,6 +147,7 @@ public sealed class Ept
             if (level == 1) return e;
             if (!EptEntry.IsPresent(e)) return 0;
             if (EptEntry.IsMisconfigured(e)) return e;      // the CPU stops here: EPT misconfiguration
+            if (level == 2 && (e & EptEntry.PageSize) != 0) return EptEntry.PageOf(e, gfn);   // a 2 MiB leaf: 3 reads
             table = EptEntry.FrameOf(e);
         }
         return 0;
@@ -136,15 +157,20 @@ public sealed class Ept
     /// The leaf for <paramref name="gfn"/> as ept_get_entry reads it: <paramref name="recalc"/> says
     /// whether any entry on the way (or the leaf) is marked, so the type must be recalculated.
     /// </summary>
-    public ulong PeekWithRecalc(ulong gfn, out bool recalc)
+    public ulong PeekWithRecalc(ulong gfn, out bool recalc) => PeekWithRecalc(gfn, out recalc, out _);
+
+    /// <summary>As <see cref="PeekWithRecalc(ulong, out bool)"/>; <paramref name="superpage"/> says the leaf came from a 2 MiB entry.</summary>
+    public ulong PeekWithRecalc(ulong gfn, out bool recalc, out bool superpage)
     {
         recalc = false;
+        superpage = false;
         ulong table = Root.Value;
         for (int level = 4; level > 1; level--)
         {
             ulong e = _machine.ReadUInt64(new Mfn(table), (int)((gfn >> (9 * (level - 1))) & 511) * 8);
             if (!EptEntry.IsPresent(e)) return 0;
             if ((e & EptEntry.Recalc) != 0) recalc = true;
+            if (level == 2 && (e & EptEntry.PageSize) != 0) { superpage = true; return EptEntry.PageOf(e, gfn); }
             table = EptEntry.FrameOf(e);
         }
         ulong leaf = _machine.ReadUInt64(new Mfn(table), (int)(gfn & 511) * 8);
@@ -175,7 +201,8 @@ public sealed class Ept
             ulong e = _machine.ReadUInt64(new Mfn(table), (int)i * 8);
             if (!EptEntry.IsPresent(e)) continue;
             ulong s = baseGfn + (i << shift), end = s + span - 1;
-            if (s >= first && end <= last || level == 1)
+            // A superpage partly in the range is marked whole: resolve_misconfig splits it if its pages would differ.
+            if (s >= first && end <= last || level == 1 || level == 2 && (e & EptEntry.PageSize) != 0)
             {
                 _machine.WriteUInt64(new Mfn(table), (int)i * 8, EptEntry.MarkMisconfigured(e, recalc: true));
                 n++;
@@ -199,7 +226,31 @@ public sealed class Ept
             int idx = (int)((gfn >> (9 * (level - 1))) & 511);
             ulong e = _machine.ReadUInt64(new Mfn(table), idx * 8);
             if (!EptEntry.IsPresent(e)) return n;
-            if (EptEntry.IsMisconfigured(e))
+            if (level == 2 && (e & EptEntry.PageSize) != 0)
+            {
+                if (!EptEntry.IsMisconfigured(e) && (e & EptEntry.Recalc) == 0) return n;
+                ulong first = gfn & ~511UL;
+                var t = EptEntry.TypeOf(e);
+                if ((e & EptEntry.Recalc) == 0 || !EptEntry.IsChangeable(t))
+                {
+                    _machine.WriteUInt64(new Mfn(table), idx * 8, LeafFor(EptEntry.FrameOf(e), t, superpage: true));
+                    _counters.Add(PerfCounter.EptRecalcEntries, n + 1);
+                    return n + 1;
+                }
+                var nt = recalc(first, t);
+                bool uniform = true;
+                for (ulong i = 1; i < 512 && uniform; i++) uniform = recalc(first + i, t) == nt;
+                if (uniform)
+                {
+                    _machine.WriteUInt64(new Mfn(table), idx * 8, LeafFor(EptEntry.FrameOf(e), nt, superpage: true));
+                    _counters.Add(PerfCounter.EptRecalcEntries, n + 1);
+                    return n + 1;
+                }
+                // Its pages would differ: split (the children keep the marks) and recalculate them below.
+                e = Split(new Mfn(table), idx, e);
+                n++;
+            }
+            else if (EptEntry.IsMisconfigured(e))
             {
                 // ept_invalidate_emt_subtree: every present child gets emt = MTRR_NUM_TYPES (and recalc if this had it).
                 bool rc = (e & EptEntry.Recalc) != 0;
@@ -241,9 +292,59 @@ public sealed class Ept
         {
             ulong e = _machine.ReadUInt64(new Mfn(table), (int)((gfn >> (9 * (level - 1))) & 511) * 8);
             if (!EptEntry.IsPresent(e)) return 0;
+            if (level == 2 && (e & EptEntry.PageSize) != 0) return EptEntry.PageOf(e, gfn);
             table = EptEntry.FrameOf(e);
         }
         return _machine.ReadUInt64(new Mfn(table), (int)(gfn & 511) * 8);
+    }
+
+    /// <summary>Maps the aligned 2 MiB at <paramref name="gfn"/> with one level-2 leaf (tables above created as needed).</summary>
+    public void SetSuperpage(ulong gfn, ulong leaf)
+    {
+        if ((gfn & 511) != 0 || (leaf & EptEntry.PageSize) == 0) throw new ArgumentException($"gfn 0x{gfn:x}: a superpage needs an aligned gfn and a 2 MiB leaf");
+        ulong table = Root.Value;
+        for (int level = 4; level > 2; level--)
+        {
+            int idx = (int)((gfn >> (9 * (level - 1))) & 511);
+            ulong e = _machine.ReadUInt64(new Mfn(table), idx * 8);
+            if (!EptEntry.IsPresent(e))
+            {
+                e = EptEntry.Table(NewTable().Value);
+                _machine.WriteUInt64(new Mfn(table), idx * 8, e);
+            }
+            table = EptEntry.FrameOf(e);
+        }
+        int i2 = (int)((gfn >> 9) & 511);
+        ulong old = _machine.ReadUInt64(new Mfn(table), i2 * 8);
+        if (EptEntry.IsPresent(old) && (old & EptEntry.PageSize) == 0) throw new InvalidOperationException($"gfn 0x{gfn:x}: a leaf table is already there");
+        _machine.WriteUInt64(new Mfn(table), i2 * 8, leaf);
+        _counters.Inc(PerfCounter.EptSuperpage);
+    }
+
+    /// <summary>
+    /// ept_split_super_page: a leaf table of 512 entries with the superpage's type, marks (emt,
+    /// recalc) and A/D bits and consecutive frames replaces it. Returns the new table entry.
+    /// </summary>
+    private ulong Split(Mfn table, int idx, ulong super)
+    {
+        var t = NewTable();
+        ulong baseMfn = EptEntry.FrameOf(super);
+        var type = EptEntry.TypeOf(super);
+        bool marked = EptEntry.IsMisconfigured(super), rc = (super & EptEntry.Recalc) != 0;
+        ulong ad = super & (EptEntry.Accessed | EptEntry.Dirty);
+        for (int i = 0; i < 512; i++)
+        {
+            ulong c = LeafFor(baseMfn + (ulong)i, type);
+            if (Pml && type == P2mType.RamLogDirty) c &= ~EptEntry.Dirty;     // each page logged on its own first write
+            else c |= ad;
+            if (marked) c = EptEntry.MarkMisconfigured(c, rc);
+            else if (rc) c |= EptEntry.Recalc;
+            _machine.WriteUInt64(t, i * 8, c);
+        }
+        ulong e = EptEntry.Table(t.Value);
+        _machine.WriteUInt64(table, idx * 8, e);
+        _counters.Inc(PerfCounter.EptSplit);
+        return e;
     }
 
     /// <summary>Writes the leaf for <paramref name="gfn"/>, creating tables on the way.</summary>
@@ -261,6 +362,7 @@ public sealed class Ept
                 e = EptEntry.Table(t.Value);
                 _machine.WriteUInt64(new Mfn(table), idx * 8, e);
             }
+            else if (level == 2 && (e & EptEntry.PageSize) != 0) e = Split(new Mfn(table), idx, e);   // one page of a superpage changes
             table = EptEntry.FrameOf(e);
         }
         _machine.WriteUInt64(new Mfn(table), (int)(gfn & 511) * 8, leaf);

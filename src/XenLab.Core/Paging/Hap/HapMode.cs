@@ -4,7 +4,10 @@
 // entries. The paging-structure cache modelled is a per-vCPU cache of guest-physical
 // translations (gfn -> EPT leaf, Intel's "guest-physical mappings"), which lets a walk skip
 // the 4 EPT reads of a gfn it has seen; it is flushed by INVEPT whenever the EPT changes.
-// No EPT superpages, no guest paging-structure (PML4/PDPT/PD) caches.
+// RAM on aligned, contiguous frames of one type is mapped with 2 MiB EPT leaves (Ept.cs): a
+// nested walk through one reads 3 entries, so a cold 4-level guest walk reads 5*4-1 = 19 when
+// every gfn on it is in a superpage. TLB entries stay 4 KiB. No 1 GiB leaves, no guest
+// paging-structure (PML4/PDPT/PD) caches.
 //
 // The p2m type lives only in the EPT leaf (sa_p2mt): HAP owns the domain's types
 // (IP2mTypeOwner). Changes between ram_rw and ram_logdirty over a range are lazy, as
@@ -105,13 +108,34 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
         var ept = new Ept(domain.Machine, domain.Counters) { Pml = _pml };
         try
         {
-            // RAM gets leaves now; identity (MMIO) gfns get mmio_direct on first touch.
+            // RAM gets leaves now; identity (MMIO) gfns get mmio_direct on first touch. An aligned
+            // 2 MiB of gfns on aligned, consecutive frames of one type gets one 2 MiB leaf: the run
+            // is held back until it is whole or broken (then its pages get 4 KiB leaves).
             ulong mapped = 0;
+            var run = new (ulong Pfn, ulong Mfn, P2mType Type)[512];
+            int held = 0;
             foreach (var (pfn, mfn) in domain.P2m.EnumerateRam())
             {
-                ept.Set(pfn, ept.LeafFor(mfn.Value, domain.GetP2mType(pfn)));
+                var type = domain.GetP2mType(pfn);
+                bool extends = held > 0 && pfn == run[held - 1].Pfn + 1 && mfn.Value == run[held - 1].Mfn + 1 && type == run[0].Type;
+                if (!extends && held > 0)
+                {
+                    for (int i = 0; i < held; i++) ept.Set(run[i].Pfn, ept.LeafFor(run[i].Mfn, run[i].Type));
+                    held = 0;
+                }
+                if (held > 0 || (_options.HapSuperpages && (pfn & 511) == 0 && (mfn.Value & 511) == 0 && type == P2mType.RamRw))
+                {
+                    run[held++] = (pfn, mfn.Value, type);
+                    if (held == 512)
+                    {
+                        ept.SetSuperpage(run[0].Pfn, ept.LeafFor(run[0].Mfn, type, superpage: true));
+                        held = 0;
+                    }
+                }
+                else ept.Set(pfn, ept.LeafFor(mfn.Value, type));
                 if ((++mapped & (Domain.BuildStepPages - 1)) == 0) domain.BuildCheckpoint(mapped);   // a big build can be stopped here
             }
+            for (int i = 0; i < held; i++) ept.Set(run[i].Pfn, ept.LeafFor(run[i].Mfn, run[i].Type));
         }
         catch
         {
@@ -390,14 +414,14 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
     {
         foreach (var (pfn, mfn) in _domain.P2m.EnumerateRam())
         {
-            ulong have = _ept!.PeekWithRecalc(pfn, out bool recalc);
+            ulong have = _ept!.PeekWithRecalc(pfn, out bool recalc, out bool super);
             if (!EptEntry.IsPresent(have) || EptEntry.FrameOf(have) != mfn.Value)
             {
                 problems.Add($"hap: gfn 0x{pfn:x}: EPT leaf 0x{have:x16} does not map mfn 0x{mfn.Value:x}");
                 continue;
             }
             if (recalc || EptEntry.IsMisconfigured(have)) continue;      // resolved on the next misconfiguration exit
-            ulong want = _ept.LeafFor(mfn.Value, EptEntry.TypeOf(have)) & ~(EptEntry.Accessed | EptEntry.Dirty);
+            ulong want = _ept.LeafFor(mfn.Value, EptEntry.TypeOf(have), super) & ~(EptEntry.Accessed | EptEntry.Dirty | EptEntry.PageSize);
             have &= ~(EptEntry.Accessed | EptEntry.Dirty);
             if (have != want)
                 problems.Add($"hap: gfn 0x{pfn:x}: EPT leaf 0x{have:x16}, its type says 0x{want:x16} ({EptEntry.Describe(want, 1)})");

@@ -60,6 +60,8 @@ public sealed record PagingOptions
     public ArmLeafLookup ArmLeafLookup { get; init; } = ArmLeafLookup.Walk;
     /// <summary>HAP's log-dirty mechanism: PML (as Xen on hardware that has it) or write protection.</summary>
     public HapLogDirty HapLogDirty { get; init; } = HapLogDirty.Pml;
+    /// <summary>Map RAM with 2 MiB EPT leaves where gfns and frames allow (as Xen does); off = 4 KiB leaves only.</summary>
+    public bool HapSuperpages { get; init; } = true;
 
     public static readonly PagingOptions Default = new();
 
@@ -81,7 +83,8 @@ public sealed record PagingOptions
     {
         PagingModeKind.Shadow => $"oos={Oos.ToString().ToLowerInvariant()} slots={OosSlots} prefetch={(ShadowPrefetch ? "on" : "off")}"
             + (ShadowWriteRemoval == ShadowWriteRemoval.Xen ? "" : " write_removal=rmap"),
-        PagingModeKind.Hap => HapLogDirty == HapLogDirty.Pml ? $"gpa_cache={HapGpaCacheEntries}" : $"gpa_cache={HapGpaCacheEntries} logdirty=wp",
+        PagingModeKind.Hap => (HapLogDirty == HapLogDirty.Pml ? $"gpa_cache={HapGpaCacheEntries}" : $"gpa_cache={HapGpaCacheEntries} logdirty=wp")
+            + (HapSuperpages ? "" : " superpages=off"),
         _ => $"leaf_lookup={ArmLeafLookup.ToString().ToLowerInvariant()}",
     };
 }
