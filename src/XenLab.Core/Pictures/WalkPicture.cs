@@ -101,7 +101,7 @@ public static class WalkPicture
         int guestLevels = rows.Count - 1, nestedLevels = columns.Count - 1;
         string subtitle = shadow
             ? $"{refs} references: the CPU reads only the shadow tables on a hit (a cold 2D walk under HAP reads 24)"
-            : $"{cold} memory references cold: ({guestLevels} guest levels + 1) x ({nestedLevels} nested levels + 1) - 1"
+            : ColdText(cold, guestLevels, nestedLevels)
               + (nestedCached is null ? "" : $"; the nested-walk cache saves {cached}: {refs} now");
         var result = new WalkDiagram
         {
@@ -218,5 +218,15 @@ public static class WalkPicture
         Func<ulong, bool>? cached = d.Mode is HapMode hap ? gfn => hap.IsNestedWalkCached(vcpu, gfn) : null;
         using var bmp = Draw(Layout(view, cached));
         return PictureKit.Save(bmp, path, "Walk") with { DomainName = d.Name };
+    }
+
+    /// <summary>The full 2D walk's count, and what a larger nested page (a 2 MiB EPT leaf or stage-2 block) saved.</summary>
+    private static string ColdText(int cold, int guestLevels, int nestedLevels)
+    {
+        int full = (guestLevels + 1) * (nestedLevels + 1) - 1;
+        string formula = $"({guestLevels} guest levels + 1) x ({nestedLevels} nested levels + 1) - 1 = {full}";
+        return cold == full
+            ? $"{cold} memory references cold: {formula}"
+            : $"{cold} references cold ({full} for a full ({guestLevels}+1) x ({nestedLevels}+1) - 1 walk; larger nested pages end early)";
     }
 }
