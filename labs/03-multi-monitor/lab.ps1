@@ -53,7 +53,8 @@ Get-XenFramebuffer -Domain $d | Format-Table Name, Width, Height, Tracked
 Write-Host "== The same frame under each strategy (pages reported for one 300x40 window)"
 $shade = 0x20
 $rows = foreach ($s in @(@{Mode='Shadow';Strategy='BackLinks'}, @{Mode='Shadow';Strategy='DirtyBit'},
-                         @{Mode='Shadow';Strategy='Memcmp'}, @{Mode='Hap';Strategy='Tracker'}, @{Mode='Arm';Strategy='Tracker'})) {
+                         @{Mode='Shadow';Strategy='Mainline'}, @{Mode='Shadow';Strategy='Memcmp'}, @{Mode='Hap';Strategy='Tracker'},
+                         @{Mode='Arm';Strategy='Tracker'})) {
     Set-XenVramTracking -Domain $d -Stop
     Set-XenPagingMode -Domain $d -Mode $s.Mode
     Set-XenVramTracking -Domain $d -Strategy $s.Strategy
