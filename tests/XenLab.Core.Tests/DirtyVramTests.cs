@@ -44,12 +44,7 @@ public class DirtyVramTests
         return d;
     }
 
-    private static List<int> Dirty(VramQueryResult r)
-    {
-        var list = new List<int>();
-        for (ulong i = 0; i < r.Pages; i++) if ((r.Bitmap[i >> 3] & (1 << (int)(i & 7))) != 0) list.Add((int)i);
-        return list;
-    }
+    private static List<int> Dirty(VramQueryResult r) => r.DirtyPageIndexes();
 
     [Theory]
     [MemberData(nameof(Setups))]

@@ -121,6 +121,14 @@ public interface IVramStrategy
 
 public readonly record struct VramQueryResult(ulong BeginPfn, ulong Pages, byte[] Bitmap, bool AllDirty, string Reason)
 {
+    /// <summary>The indexes (from BeginPfn) of the pages the bitmap reports dirty, ascending.</summary>
+    public List<int> DirtyPageIndexes()
+    {
+        var list = new List<int>();
+        for (ulong i = 0; i < Pages; i++) if ((Bitmap[i >> 3] & (1 << (int)(i & 7))) != 0) list.Add((int)i);
+        return list;
+    }
+
     public int DirtyPages
     {
         [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]

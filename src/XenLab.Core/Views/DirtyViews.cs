@@ -100,8 +100,7 @@ public static class DirtyViews
 
     private static DirtyVramView Of(Domain d, string name, FramebufferConfig? geometry, VramQueryResult r)
     {
-        var pages = new List<int>();
-        for (ulong i = 0; i < r.Pages; i++) if ((r.Bitmap[i >> 3] & (1 << (int)(i & 7))) != 0) pages.Add((int)i);
+        var pages = r.DirtyPageIndexes();
         var range = d.Vram.Find(r.BeginPfn, r.Pages);
         return new DirtyVramView(d.Name, name, r.BeginPfn, r.Pages, pages.Count, r.AllDirty, r.Reason, r.Bitmap, pages,
             range?.Strategy.ToString() ?? "", d.PagingMode.ToString(), geometry);
