@@ -88,8 +88,6 @@ public sealed class VramRange
     internal Paging.IPagingMode? ArmedBy { get; set; }
     /// <summary>How many times the range was armed (creation, mode switches, re-arms).</summary>
     public int Arms { get; internal set; }
-    /// <summary>Set when a back-link could not be had: every query reports all dirty from then on.</summary>
-    public bool AllDirtyForever { get; internal set; }
     /// <summary>Per page: a dirty mapping went away (or a direct write happened) since the last query.</summary>
     internal bool[] RemovedDirty { get; }
     /// <summary>Created or re-armed by a peek, or re-armed by a mode switch: the next query that clears must still say all dirty.</summary>
@@ -233,8 +231,8 @@ public sealed class DirtyVram
         }
         bool exact = StrategyFor(range).Collect(range, bitmap, clear: !peek);
         if (!peek) FlushAfterClear(range);
-        if (!exact || range.AllDirtyForever)
-            return AllDirty(range, bitmap, range.AllDirtyForever ? "back-links exhausted: always all dirty" : "strategy backed off");
+        if (!exact)
+            return AllDirty(range, bitmap, "strategy backed off");
         return new VramQueryResult(beginPfn, nr, bitmap, false, "");
     }
 
