@@ -143,7 +143,67 @@ public class MainlineVramTests
         Assert.Equal(before + 22 * XenLab.Cpu.X86Cpu.NsPerInstruction, rig.Domain.ClockNs);   // 1 ns per retired instruction
         rig.Domain.AdvanceClock(5);
         Assert.Equal(before + 27, rig.Domain.ClockNs);
-        Assert.Throws<XenLabException>(() => rig.Domain.AdvanceClock(-1));
+        Assert.Throws<DomainClockException>(() => rig.Domain.AdvanceClock(-1));
+    }
+
+    [Fact]
+    public void TheClockRefusesToGoBackOrOverflowAndNamesTheDomain()
+    {
+        var d = DirtyVramTests.Build(PagingModeKind.Shadow, VramStrategy.Mainline);
+        long start = d.ClockNs;
+        var back = Assert.Throws<DomainClockException>(() => d.AdvanceClock(-1));
+        Assert.Contains($"'{d.Name}'", back.Message);
+        Assert.Equal("DomainClockOutOfRange", back.ErrorId);
+        d.AdvanceClock(long.MaxValue - start);                                    // exactly to the end: allowed
+        Assert.Equal(long.MaxValue, d.ClockNs);
+        var over = Assert.Throws<DomainClockException>(() => d.AdvanceClock(1)); // one past: refused, unchanged
+        Assert.Contains($"'{d.Name}'", over.Message);
+        Assert.Equal(long.MaxValue, d.ClockNs);
+        d.AdvanceClock(0);
+        Assert.Equal(long.MaxValue, d.ClockNs);
+    }
+
+    [Fact]
+    public void MillisecondsBecomeWholeNanosecondsWithinTheClocksRange()
+    {
+        var d = DirtyVramTests.Build(PagingModeKind.Shadow, VramStrategy.Mainline);
+        Assert.Equal(16_700_000, d.ClockStepFromMilliseconds(16.7m));
+        Assert.Equal(2 * Second + 1, d.ClockStepFromMilliseconds(2000.000001m));
+        Assert.Equal(16_666_667, d.ClockStepFromMilliseconds(1000m / 60));       // rounded to the nearest
+        Assert.Equal(1, d.ClockStepFromMilliseconds(0.0000005m));                // half a nanosecond rounds up
+        Assert.Equal(0, d.ClockStepFromMilliseconds(0m));
+        Assert.Equal(long.MaxValue, d.ClockStepFromMilliseconds(long.MaxValue / 1_000_000m));
+        Assert.Throws<DomainClockException>(() => d.ClockStepFromMilliseconds(-0.000001m));
+        var e = Assert.Throws<DomainClockException>(() => d.ClockStepFromMilliseconds(9_223_372_036_855m));
+        Assert.Contains($"'{d.Name}'", e.Message);
+    }
+
+    [Fact]
+    public void TheTimeCounterAddsUpEveryStepAndAResetLeavesTheClock()
+    {
+        var rig = new XenLab.Tests.Cpu.CpuRig();
+        rig.Load("mov ecx, 10\ntop:\ndec rcx\njnz top\nhlt");
+        var d = rig.Domain;
+        long clock = d.ClockNs, counted = d.Counters[PerfCounter.DomainTimeNs];
+        rig.Cpu.Run(1000);                                                         // 22 instructions
+        var view = XenLab.Views.DomainClockView.Advance(d, 16_700_000);
+        Assert.Equal(clock + 22 + 16_700_000, d.ClockNs);
+        Assert.Equal(counted + 22 + 16_700_000, d.Counters[PerfCounter.DomainTimeNs]);
+        Assert.Equal(d.ClockNs, view.ClockNs);
+        Assert.Equal(16_700_000, view.AdvancedNs);
+        Assert.Equal(d.ClockNs / 1_000_000_000m, view.Seconds);
+        d.Counters.Reset();
+        Assert.Equal(clock + 22 + 16_700_000, d.ClockNs);                          // counters reset, the clock does not
+    }
+
+    [Fact]
+    public void ARemovedDomainsClockCannotBeAdvanced()
+    {
+        var host = new XenHost(256UL << 20);
+        var d = host.CreateDomain(new DomainConfig { Name = "gone", MemoryMiB = 16 });
+        host.DestroyDomain(d);
+        Assert.Throws<DomainRemovedException>(() => d.AdvanceClock(1));
+        Assert.Throws<DomainRemovedException>(() => XenLab.Views.DomainClockView.Advance(d, 1));
     }
 
     [Fact]

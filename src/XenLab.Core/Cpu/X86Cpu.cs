@@ -169,7 +169,7 @@ public sealed partial class X86Cpu
         FlushBlockCounters();
         long misses = _decodeMisses - missesBefore;
         InstructionsRetired += retired;
-        _domain.AdvanceClock(retired * NsPerInstruction);
+        _domain.AdvanceClockInOperation(retired * NsPerInstruction);
         _counters.Add(PerfCounter.CpuInstructionsRetired, retired);
         _counters.Add(PerfCounter.CpuDecodeMiss, misses);
         _counters.Add(PerfCounter.CpuDecodeHit, Math.Max(0, retired - misses));
