@@ -112,6 +112,7 @@ public class MainlineVramTests
         d.AdvanceClock(1 * Second);
         Assert.Equal(new[] { 3 }, Dirty(d.Vram.Track(FbGfn, 768)));               // last_dirty = now
         d.AdvanceClock(2 * Second);
+        // hvm.c: "if ( dirty_vram->last_dirty + SECONDS(2) < NOW() )", strictly less: exactly 2 s is not yet.
         Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));                            // exactly 2 s: not more than 2 s
         Assert.Equal(0, d.Counters[PerfCounter.VramMainlineWriteRemoved]);
         d.AdvanceClock(1);
@@ -129,6 +130,24 @@ public class MainlineVramTests
         Assert.Equal(new[] { 3 }, Dirty(d.Vram.Track(FbGfn, 768)));
         Assert.True(v.WriteVirtual(MountVa + 4 * 4096, new byte[] { 2 }).IsOk);
         Assert.Equal(new[] { 4 }, Dirty(d.Vram.Track(FbGfn, 768)));
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void RemovingWriteAccessFromManyPagesFlushesTlbsOnceAsXenDoes()
+    {
+        // shadow_track_dirty_vram ORs sh_remove_write_access's "flush needed" over the range and
+        // calls guest_flush_tlb_mask once at the end: one flush of every vCPU, not one per page.
+        var d = Armed(out var v);
+        for (int p = 0; p < 10; p++) Assert.True(v.WriteVirtual(MountVa + ((ulong)p << 12), new byte[] { 1 }).IsOk);
+        Assert.Equal(10, Dirty(d.Vram.Track(FbGfn, 768)).Count);
+        d.AdvanceClock(2 * Second + 1);
+        long flushes = d.Counters[PerfCounter.TlbFlushAll];
+        Assert.Empty(Dirty(d.Vram.Track(FbGfn, 768)));
+        Assert.Equal(1, d.Counters[PerfCounter.VramMainlineWriteRemoved]);
+        Assert.Equal(flushes + d.VcpuCount, d.Counters[PerfCounter.TlbFlushAll]);
+        for (int p = 0; p < 10; p++) Assert.True(v.WriteVirtual(MountVa + ((ulong)p << 12), new byte[] { 2 }).IsOk);
+        Assert.Equal(10, Dirty(d.Vram.Track(FbGfn, 768)).Count);                 // every write faulted back in and was seen
         ShadowModeTests.AssertAuditClean(d);
     }
 
