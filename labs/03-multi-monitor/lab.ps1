@@ -103,7 +103,15 @@ $series = foreach ($strategy in 'BackLinks', 'DirtyBit', 'Mainline', 'Memcmp') {
         if (-not $phase.Draw) { Add-FrameRow $strategy "$first-$($frame - 1) idle" $dirty $before }
     }
 }
-$series | Format-Table -AutoSize
+$series | Format-Table -Property (@("Strategy", "Frames", "Dirty") + @($costs.Keys)) -AutoSize | Out-String -Width 140 | Write-Host
 "Domain clock now: $((Get-XenDomain -Name $d.Name).ClockNs) ns"
+# What each strategy paid over the whole sequence (frame 0 included), on a log scale.
+$totals = foreach ($g in $series | Group-Object Strategy) {
+    $t = [ordered]@{ Strategy = $g.Name }
+    foreach ($k in 'Faults', 'TlbFlush', 'BfScan') { $t[$k] = ($g.Group | Measure-Object $k -Sum).Sum }
+    [pscustomobject]$t
+}
+$null = $totals | Export-XenChart -Category Strategy -Value Faults, TlbFlush, BfScan -LogScale -YLabel 'count over frames 0-125' `
+    -Title 'Lab 03: shadow VRAM tracking costs over 126 frames (draw, idle 2 s, draw)' -Path (Join-Path $PSScriptRoot 'costs-over-frames.png')
 "PNGs written to $PSScriptRoot"
 $d | Remove-XenDomain -Confirm:$false
