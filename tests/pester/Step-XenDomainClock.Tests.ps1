@@ -32,6 +32,12 @@ Describe 'Step-XenDomainClock' -Tag 'XenLab', 'Step-XenDomainClock' {
             ($text -split "`n" | Measure-Object -Maximum -Property Length).Maximum | Should -BeLessOrEqual 120
         }
 
+        It 'shows the clock in the domain''s list view (Get-XenDomain | Format-List)' {
+            Step-XenDomainClock -DomainName pester-clock -Milliseconds 16.7 | Out-Null
+            $text = Get-XenDomain pester-clock | Format-List | Out-String
+            $text | Should -Match "ClockNs\s+:\s+$($domain.ClockNs)"
+        }
+
         It 'moves nothing with -WhatIf' {
             $before = $domain.ClockNs
             Step-XenDomainClock -DomainName pester-clock -Milliseconds 5000 -WhatIf | Should -BeNullOrEmpty
