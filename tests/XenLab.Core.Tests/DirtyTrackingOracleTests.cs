@@ -33,6 +33,21 @@ public class DirtyTrackingOracleTests
     }
 
     [Fact]
+    public void TheOraclesIdlePeriodsMakeMainlineRemoveWriteAccessAndNoWriteIsMissedAfterIt()
+    {
+        var v = DirtyTrackingOracle.Variants.Single(x => x.Strategy == XenLab.Dirty.VramStrategy.Mainline);
+        using var run = new OracleRun(DirtyTrackingOracle.DefaultConfig(), v, auditInterval: 8, describe: false);
+        var rng = new System.Random(3);
+        for (int i = 0; i < 3000 && !run.Fatal; i++) run.Execute(DirtyTrackingOracle.Next(rng, modeSwitches: false), i, last: i == 2999);
+        Assert.True(run.FirstFailureStep < 0, string.Join("\n", run.Problems));
+        Assert.Equal(0, run.MissedPages);
+        Assert.True(run.Queries > 200, $"only {run.Queries} queries");
+        long removed = run.Domain.Counters[XenLab.Diagnostics.PerfCounter.VramMainlineWriteRemoved];
+        Assert.True(removed > 10, $"write access removed only {removed} time(s)");   // the 2 s rule really ran
+        Assert.True(run.Domain.ClockNs > 100L * 2_000_000_000);
+    }
+
+    [Fact]
     public void WithoutTheTlbFlushTheOracleFindsTheMissAndShrinksItToAFewReadableSteps()
     {
         // The teaching switch of seed 003: clearing D bits without a TLB flush loses writes.

@@ -146,11 +146,36 @@ public sealed class Domain
     /// </summary>
     public long ClockNs { get; private set; }
 
-    /// <summary>Lets domain time pass (a frame, an idle period) without running guest code.</summary>
+    /// <summary>
+    /// Lets domain time pass (a frame, an idle period) without running guest code. Refused, with
+    /// the clock unchanged, for a negative step or one past <see cref="long.MaxValue"/> ns (292 years).
+    /// </summary>
     public void AdvanceClock(long nanoseconds)
     {
-        if (nanoseconds < 0) throw new XenLabException($"Domain '{Name}': the clock cannot go back ({nanoseconds} ns).");
+        using var op = EnterOperation();
+        AdvanceClockInOperation(nanoseconds);
+    }
+
+    /// <summary>
+    /// A clock step of <paramref name="milliseconds"/> in whole nanoseconds (rounded to the nearest,
+    /// so 1000/60 ms is 16,666,667 ns). Refused when negative or beyond what the clock can hold.
+    /// </summary>
+    public long ClockStepFromMilliseconds(decimal milliseconds)
+    {
+        if (milliseconds < 0) throw new DomainClockException(Name, $"the clock cannot go back ({milliseconds} ms).");
+        if (milliseconds > long.MaxValue / 1_000_000m)
+            throw new DomainClockException(Name, $"{milliseconds} ms is more than the clock can hold ({long.MaxValue} ns, about 292 years).");
+        return (long)Math.Round(milliseconds * 1_000_000m, MidpointRounding.AwayFromZero);
+    }
+
+    /// <summary>AdvanceClock for callers already inside an operation (a guest run's retired instructions).</summary>
+    internal void AdvanceClockInOperation(long nanoseconds)
+    {
+        if (nanoseconds < 0) throw new DomainClockException(Name, $"the clock cannot go back ({nanoseconds} ns).");
+        if (nanoseconds > long.MaxValue - ClockNs)
+            throw new DomainClockException(Name, $"advancing the clock from {ClockNs} ns by {nanoseconds} ns would pass its end ({long.MaxValue} ns, about 292 years); nothing changed.");
         ClockNs += nanoseconds;
+        Counters.Add(PerfCounter.DomainTimeNs, nanoseconds);
     }
 
     /// <summary>Reports and stops a build in progress; nothing once built (later mode switches run to the end).</summary>
