@@ -130,6 +130,28 @@ public class ShadowDirtyBitVramTests
     }
 
     [Fact]
+    public void APeekThatBacksOffForgetsNothingAndDropsNothing()
+    {
+        var d = Armed(out var v);
+        Write(v, MountVa + 1 * 4096);
+        d.Kernel.Map(AliasVa, FbGfn, 768, MapFlags.Writable);
+        Write(v, AliasVa + 20 * 4096);
+        d.Kernel.Unmap(MountVa, 768);
+        foreach (var cpu in d.Vcpus) cpu.LoadCr3(cpu.Cr3);
+        Assert.True(d.Vram.Track(FbGfn, 768, peek: true).AllDirty);
+        Assert.Equal(1, d.Counters[PerfCounter.VramDbitBackoff]);
+        Assert.Equal(0, d.Counters[PerfCounter.VramDbitRelearnDrop]);         // a peek changes nothing
+        Write(v, AliasVa + 21 * 4096);                                       // still an alias: no relearning
+        Assert.Empty(DbitEvents(d, "va relearned"));
+        Assert.True(d.Vram.Track(FbGfn, 768).AllDirty);                      // the query that clears backs off...
+        Assert.Equal(2, d.Counters[PerfCounter.VramDbitRelearnDrop]);        // ...and drops 20 and 21 to relearn
+        Write(v, AliasVa + 22 * 4096);
+        Assert.Equal(AliasVa, Assert.Single(DbitEvents(d, "va relearned")).VirtualAddress);
+        Assert.Equal(new[] { 22 }, Query(d));
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
     public void AnEntryAtTheLearnedAddressThatMapsAnotherFrameBacksOff()
     {
         var d = Armed(out var v);
