@@ -5,7 +5,8 @@
 //   is "the VA of the writable mapping" (sh_page_fault's single equality test). A read-only
 //   mapping never teaches. Kept per range.
 // - Xen's PGT_writable_page count is kept per page: +1 when a writable shadow L1 entry is made,
-//   -1 when one is cleared, replaced or loses write access. A query never reads the reverse map.
+//   -1 when one is cleared, replaced or loses write access. A query reads no reverse map (only a
+//   back-off does, to drop mappings).
 // - A query walks the shadow tables from the learned address only, one pass: per page, the entry
 //   there is read and its D cleared; a page with a writable mapping other than that entry (count
 //   more than what the entry accounts for) is assumed dirty, as the review says of a writeable
@@ -22,10 +23,14 @@
 // maps another frame (the guest reused the address), or no page has a writable entry there while
 // some page has one elsewhere (the guest moved or unmapped it). Then the query backs off (all
 // dirty, as the thread says), forgets the address, and drops every writable shadow mapping of
-// the range (sh_remove_all_mappings, counted), so the guest's next write faults and teaches
-// again; dropping only the first page's would leave relearning to the guest writing that page.
-// Without a learned address, pages with a writable mapping are assumed dirty (counted) and those
-// mappings are dropped the same way.
+// the range (sh_remove_all_mappings, writable ones only, counted), so the guest's next write
+// faults and teaches again; dropping only the first page's would leave relearning to the guest
+// writing that page. Without a learned address, pages with a writable mapping are assumed dirty
+// (counted) and those mappings are dropped the same way.
+//
+// Left simple: the walk uses the first vCPU's top-level shadow (a guest whose vCPUs run other
+// kernel tables would need one walk per top); a partial writable alias that faults first teaches
+// its address, and pages outside it are then assumed dirty until that alias goes.
 using System;
 using XenLab.Diagnostics;
 using XenLab.Dirty;
