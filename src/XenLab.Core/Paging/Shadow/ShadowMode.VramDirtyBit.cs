@@ -30,7 +30,8 @@
 //
 // Left simple: the walk uses the first vCPU's top-level shadow (a guest whose vCPUs run other
 // kernel tables would need one walk per top); a partial writable alias that faults first teaches
-// its address, and pages outside it are then assumed dirty until that alias goes.
+// its address; pages outside it are then assumed dirty until that alias goes (or, where its
+// neighbouring addresses map other frames, the next query backs off and relearns).
 using System;
 using XenLab.Diagnostics;
 using XenLab.Dirty;
