@@ -58,7 +58,7 @@ $rows = foreach ($s in @(@{Mode='Shadow';Strategy='BackLinks'}, @{Mode='Shadow';
     Set-XenVramTracking -Domain $d -Stop
     Set-XenPagingMode -Domain $d -Mode $s.Mode
     Set-XenVramTracking -Domain $d -Strategy $s.Strategy
-    # The D-bit design reads shadow entries that exist: touch every page of the mapping once.
+    # Every page read once before arming (the D-bit design learns its address from the first write after).
     for ($p = 0; $p -lt 768; $p++) { $null = Read-XenGuestMemory -Domain $d -Virtual -Address (0x40000000 + $p * 4096) -Length 1 }
     $null = Get-DirtyVram -Domain $d -Framebuffer left                     # arm
     $shade += 0x10                                                          # new bytes, or memcmp sees no change

@@ -7,8 +7,8 @@ namespace XenLab.Tests;
 /// <summary>
 /// The product oracle (Test-XenDirtyTracking, xenlab --oracle) in its short seeded form over every
 /// mode and VRAM strategy, with mode switches: no written page is missed, the audit stays clean,
-/// nothing throws. Over-reports are allowed only as all-dirty answers (or the D-bit design's
-/// pages mapped writable twice), which the oracle does not count as over-reports.
+/// nothing throws. Over-reports are allowed only as all-dirty answers (or, page for page, as the
+/// pages the D-bit design counted as assumed dirty), which the oracle does not count as over-reports.
 /// </summary>
 public class DirtyTrackingOracleTests
 {

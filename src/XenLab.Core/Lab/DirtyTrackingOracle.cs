@@ -615,7 +615,7 @@ internal sealed class OracleRun : IDisposable
             idle = $"after {ns} ns idle, ";
         }
         long allDirtyBefore = _d.Counters[PerfCounter.VramAllDirty];
-        long multiBefore = _d.Counters[PerfCounter.VramMultiMapDirty];
+        long assumedBefore = _d.Counters[PerfCounter.VramMultiMapDirty] + _d.Counters[PerfCounter.VramDbitUnreadDirty];
         long stuckBefore = _d.Counters[PerfCounter.VramStuckDirty];
         VramQueryResult r;
         try
@@ -643,13 +643,17 @@ internal sealed class OracleRun : IDisposable
             if (m.Truth[i] && !reported) { missed++; if (firstMissed < 0) firstMissed = (int)i; }
             else if (!m.Truth[i] && reported) extra++;
         }
+        var strategy = _d.Vram.Find(m.Config.FirstGfn, m.Pages)?.Strategy;
+        // The D-bit design counts each page it reports only by assumption (mapped writable more than
+        // once, or writable where it cannot read D): that many extras are its design; more are over-reports.
+        long assumed = strategy == VramStrategy.DirtyBit
+            ? _d.Counters[PerfCounter.VramMultiMapDirty] + _d.Counters[PerfCounter.VramDbitUnreadDirty] - assumedBefore : 0;
         if (r.AllDirty && _d.Counters[PerfCounter.VramAllDirty] > allDirtyBefore) AllDirtyAnswers++;
         // Mainline over-reports by design (pages mapped writable more than once, mappings it did not
         // record, their removal): only its misses count.
-        else if (extra > 0 && !(_d.Vram.Find(m.Config.FirstGfn, m.Pages)?.Strategy == VramStrategy.DirtyBit && _d.Counters[PerfCounter.VramMultiMapDirty] > multiBefore)
-                 && _d.Vram.Find(m.Config.FirstGfn, m.Pages)?.Strategy != VramStrategy.Mainline
+        else if (extra > assumed && strategy != VramStrategy.Mainline
                  && _d.Counters[PerfCounter.VramStuckDirty] == stuckBefore)
-            OverReportedPages += extra;
+            OverReportedPages += extra - assumed;
         Note($"{step}: {idle}{(peek ? "peek" : "query")} {m.Config.Name}: {(r.AllDirty ? "all dirty (" + r.Reason + ")" : r.DirtyPages + " dirty page(s)")}{(missed > 0 ? $" -- MISSED {missed} written page(s), first page {firstMissed}" : "")}");
         if (missed > 0)
         {

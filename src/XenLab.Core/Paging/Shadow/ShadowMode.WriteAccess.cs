@@ -68,6 +68,7 @@ public sealed partial class ShadowMode
         if ((e & (X86Pte.Present | X86Pte.Writable)) != (X86Pte.Present | X86Pte.Writable) || l1.MappedGfn![index] != gfn) return false;
         _machine.WriteUInt64(l1.Smfn, index * 8, e & ~X86Pte.Writable);
         _counters.Inc(PerfCounter.ShadowWriteProtect);
+        if (_vramPages.Count != 0) VramOnWriteRemoved(gfn, l1, index, e);      // the D-bit design's writable count
         return true;
     }
 
