@@ -353,6 +353,38 @@ public sealed class P2mTree
         }
     }
 
+    /// <summary>
+    /// The RAM the tree maps as maximal runs whose pfns and mfns both go up by one, ascending:
+    /// what a builder maps with large leaves, read a leaf page at a time (one step per run, not per page).
+    /// </summary>
+    public System.Collections.Generic.IEnumerable<(ulong Pfn, ulong Mfn, ulong Count)> EnumerateRamRuns()
+    {
+        ulong runPfn = 0, runMfn = 0, runCount = 0;
+        for (int t = 0; t < EntriesPerPage; t++)
+        {
+            ulong[][] mid = _top[t];
+            if (IsShared(mid)) continue;
+            for (int m = 0; m < EntriesPerPage; m++)
+            {
+                ulong[] leaf = mid[m];
+                if (ReferenceEquals(leaf, _missing) || ReferenceEquals(leaf, _identity)) continue;
+                ulong basePfn = ((ulong)t << (2 * IndexBits)) | ((ulong)m << IndexBits);
+                for (int i = 0; i < EntriesPerPage; i++)
+                {
+                    ulong e = leaf[i];
+                    if (Classify(e) != P2mEntryKind.Ram) continue;
+                    ulong pfn = basePfn + (ulong)i;
+                    if (runCount > 0 && pfn == runPfn + runCount && e == runMfn + runCount) { runCount++; continue; }
+                    if (runCount > 0) yield return (runPfn, runMfn, runCount);
+                    runPfn = pfn;
+                    runMfn = e;
+                    runCount = 1;
+                }
+            }
+        }
+        if (runCount > 0) yield return (runPfn, runMfn, runCount);
+    }
+
     /// <summary>Every (pfn, mfn) the tree maps to RAM, descending.</summary>
     public System.Collections.Generic.IEnumerable<(ulong Pfn, Mfn Mfn)> EnumerateRamDescending()
     {
