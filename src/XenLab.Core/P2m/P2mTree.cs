@@ -184,6 +184,25 @@ public sealed class P2mTree
     public void SetMfn(ulong pfn, Mfn mfn) => Set(pfn, mfn.IsValid ? mfn.Value : InvalidEntry);
 
     /// <summary>
+    /// Sets <paramref name="count"/> RAM entries from <paramref name="pfn"/> to frames from
+    /// <paramref name="mfn"/> up (or down): as <see cref="Set"/> for each, a leaf page at a time.
+    /// </summary>
+    public void SetRange(ulong pfn, ulong mfn, ulong count, bool descending = false)
+    {
+        while (count > 0)
+        {
+            Set(pfn, mfn);                                   // allocates the leaf if needed: it is private now
+            ulong[] leaf = _top[TopIndex(pfn)][MidIndex(pfn)];
+            int i = LeafIndex(pfn);
+            int n = (int)Math.Min(count, (ulong)(EntriesPerPage - i));
+            for (int k = 1; k < n; k++) leaf[i + k] = descending ? mfn - (ulong)k : mfn + (ulong)k;
+            pfn += (ulong)n;
+            mfn = descending ? mfn - (ulong)n : mfn + (ulong)n;
+            count -= (ulong)n;
+        }
+    }
+
+    /// <summary>
     /// set_phys_range_identity(): makes [startPfn, endPfn) identity. Returns how many pfns
     /// the tree now answers identity for that it did not before, which with the coarse
     /// strategy can be far more than the range asked for.
