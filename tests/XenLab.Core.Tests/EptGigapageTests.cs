@@ -120,6 +120,22 @@ public class EptGigapageTests
     }
 
     [Fact]
+    public void TheAuditRefusesAOneGiBLeafOnAMisalignedFrame()
+    {
+        var d = Hap();
+        Assert.Empty(Audit(d));
+        // Move GiB 1's leaf one frame up: every page still maps a frame of the domain but the
+        // leaf's reserved bits 29:12 are set, which the CPU would refuse.
+        ulong e4 = d.Machine.ReadUInt64(EptOf(d).Root, 0);
+        var l3 = new Mfn(EptEntry.FrameOf(e4));
+        ulong e3 = d.Machine.ReadUInt64(l3, 8);
+        d.Machine.WriteUInt64(l3, 8, e3 + 0x1000);
+        Assert.Contains(Audit(d), p => p.Contains("1 GiB leaf") && p.Contains("not aligned"));
+        d.Machine.WriteUInt64(l3, 8, e3);
+        Assert.Empty(Audit(d));
+    }
+
+    [Fact]
     public void HapSuperpagesTwoMIsReadAndWrittenBack()
     {
         var c = XenLab.Config.DomainConfigLoader.Load("name: x\nmemory: 64\npaging: hap\nhap_superpages: 2m\n", "x.yaml");

@@ -416,6 +416,45 @@ public sealed class Ept
         _machine.WriteUInt64(new Mfn(table), (int)(gfn & 511) * 8, leaf);
     }
 
+    /// <summary>
+    /// The tables' shape, as the CPU would check it: the page-size bit only in an EPDE or EPDPTE,
+    /// a superpage's frame aligned to its size (bits 20:12 or 29:12 of a leaf are reserved), every
+    /// table one of this EPT's pages and reached once.
+    /// </summary>
+    public void AuditStructure(List<string> problems)
+    {
+        var owned = new HashSet<ulong>();
+        foreach (var m in _pages) owned.Add(m.Value);
+        int reached = 1;
+        AuditTable(Root.Value, 4, 0, owned, ref reached, problems);
+        if (reached != _pages.Count) problems.Add($"hap: {_pages.Count} EPT pages allocated, {reached} reachable from the root");
+    }
+
+    private void AuditTable(ulong table, int level, ulong baseGfn, HashSet<ulong> owned, ref int reached, List<string> problems)
+    {
+        for (int i = 0; i < 512; i++)
+        {
+            ulong e = _machine.ReadUInt64(new Mfn(table), i * 8);
+            if (!EptEntry.IsPresent(e) || level == 1) continue;
+            ulong gfn = baseGfn + ((ulong)i << (9 * (level - 1)));
+            if ((e & EptEntry.PageSize) != 0)
+            {
+                if (level == 4) problems.Add($"hap: gfn 0x{gfn:x}: the page-size bit is set in an EPML4E (reserved)");
+                else if ((EptEntry.FrameOf(e) & (EptEntry.Span(level) - 1)) != 0)
+                    problems.Add($"hap: gfn 0x{gfn:x}: {(level == 3 ? "1 GiB" : "2 MiB")} leaf on mfn 0x{EptEntry.FrameOf(e):x}, not aligned to its size");
+                continue;
+            }
+            ulong child = EptEntry.FrameOf(e);
+            if (!owned.Remove(child))
+            {
+                problems.Add($"hap: gfn 0x{gfn:x}: {EptEntry.LevelName(level)} points at mfn 0x{child:x}, not an EPT page (or one reached twice)");
+                continue;
+            }
+            reached++;
+            AuditTable(child, level - 1, gfn, owned, ref reached, problems);
+        }
+    }
+
     private Mfn NewTable()
     {
         var m = _machine.AllocateOne();

@@ -415,6 +415,7 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
 
     public void Audit(List<string> problems)
     {
+        _ept!.AuditStructure(problems);
         foreach (var (pfn, mfn) in _domain.P2m.EnumerateRam())
         {
             ulong have = _ept!.PeekWithRecalc(pfn, out bool recalc, out bool super);
