@@ -213,16 +213,16 @@ public sealed class P2mTree
             throw new ArgumentOutOfRangeException(nameof(endPfn), $"identity range [0x{startPfn:x}, 0x{endPfn:x}) is empty-reversed or beyond 0x{MaxPfn:x}.");
         if (strategy == IdentityStrategy.EdgesFirst) return SetIdentityRangeAsMerged(startPfn, endPfn);
         if (startPfn == endPfn) return 0;
-        ulong before = CountIdentity();
+        ulong before = CountIdentity(startPfn, endPfn);
         InstallIdentity(startPfn, endPfn);
-        return CountIdentity() - before;
+        return CountIdentity(startPfn, endPfn) - before;
     }
 
     private ulong SetIdentityRangeAsMerged(ulong startPfn, ulong endPfn)
     {
         // 2.6.39 gives up on a range whose end reaches MAX_P2M_PFN (pfn_e >= MAX_P2M_PFN).
         if (endPfn >= MaxPfn) return 0;
-        ulong before = CountIdentity();
+        ulong before = CountIdentity(startPfn, endPfn);
         // A mid page for every 1 GiB the range touches, even an empty range that is not
         // 1 GiB aligned (the loop runs from pfn_s rounded down to pfn_e rounded up).
         ulong alignedEnd = (endPfn + PfnsPerMid - 1) & ~(PfnsPerMid - 1);
@@ -234,7 +234,7 @@ public sealed class P2mTree
         EarlyAllocLeaf(startPfn);
         EarlyAllocLeaf(endPfn);
         InstallIdentity(startPfn, endPfn);
-        return CountIdentity() - before;
+        return CountIdentity(startPfn, endPfn) - before;
     }
 
     /// <summary>__early_alloc_p2m(): a private leaf where <paramref name="pfn"/> is not leaf-aligned and its leaf is p2m_missing.</summary>
@@ -336,11 +336,22 @@ public sealed class P2mTree
     }
 
     /// <summary>How many pfns below MaxPfn the tree answers identity for.</summary>
-    public ulong CountIdentity()
+    public ulong CountIdentity() => CountIdentityInTop(0, EntriesPerPage - 1);
+
+    /// <summary>
+    /// Identity pfns under the top entries [<paramref name="startPfn"/>, <paramref name="endPfn"/>)
+    /// touches: all an identity install over that range can change (a coarse swap switches at most
+    /// the whole mid page it is in), so a build does not count a whole big domain's leaves.
+    /// </summary>
+    private ulong CountIdentity(ulong startPfn, ulong endPfn) =>
+        CountIdentityInTop(TopIndex(startPfn), TopIndex(Math.Max(startPfn, endPfn - 1)));
+
+    private ulong CountIdentityInTop(int firstTop, int lastTop)
     {
         ulong n = 0;
-        foreach (var mid in _top)
+        for (int t = firstTop; t <= lastTop; t++)
         {
+            ulong[][] mid = _top[t];
             if (ReferenceEquals(mid, _midMissing)) continue;
             if (ReferenceEquals(mid, _midIdentity)) { n += PfnsPerMid; continue; }
             foreach (var leaf in mid)
