@@ -293,7 +293,7 @@ public sealed class P2mTree
         else if (ReferenceEquals(mid[m], _identity))
         {
             // Keep the neighbours' identity: a leaf replacing p2m_identity starts as identity.
-            var leaf = new ulong[EntriesPerPage];
+            var leaf = NewLeaf();
             ulong basePfn = pfn & ~(PfnsPerLeaf - 1);
             for (int i = 0; i < EntriesPerPage; i++) leaf[i] = IdentityFrame(basePfn + (ulong)i);
             mid[m] = leaf;
@@ -435,10 +435,17 @@ public sealed class P2mTree
 
     private static ulong[] NewFilled(ulong value)
     {
-        var page = new ulong[EntriesPerPage];
+        var page = NewLeaf();
         Array.Fill(page, value);
         return page;
     }
+
+    /// <summary>
+    /// A leaf page lives as long as its domain, like the page it models: allocated where the GC
+    /// never moves it (the pinned heap), so building a domain of hundreds of GiB does not copy
+    /// its hundreds of MiB of leaves through each GC generation.
+    /// </summary>
+    private static ulong[] NewLeaf() => GC.AllocateUninitializedArray<ulong>(EntriesPerPage, pinned: true);
 
     private static ulong[][] NewMid(ulong[] leaf)
     {
