@@ -1,5 +1,5 @@
 // An EPT (Intel's nested p2m) in its real format, in machine frames: four levels of 512
-// 8-byte entries; leaves map 4 KiB. Entry bits: R(0) W(1) X(2), memory type (5:3), ignore
+// 8-byte entries; leaves map 4 KiB (or 2 MiB / 1 GiB, below). Entry bits: R(0) W(1) X(2), memory type (5:3), ignore
 // PAT (6), page size (7), accessed (8), dirty (9), Xen's recalc flag in software-available
 // bit 10 (ept_entry_t.recalc), frame (51:12), and Xen's p2m type in the software-available bits
 // 57:52 (ept_entry_t.sa_p2mt). Under HAP that type is the only record of a page's type.
@@ -11,7 +11,8 @@
 // resolve_misconfig then walks down: a marked table entry is cleared after its 512 children are
 // marked (the mark moves one level down), and at the last level the whole leaf table is
 // recalculated (p2m_recalc_type: ram_rw/ram_logdirty from the log-dirty ranges). So the first
-// access in each 2 MiB region after a change takes exactly one misconfiguration exit.
+// access in each region after a change (a leaf table's 2 MiB, or a whole superpage) takes
+// exactly one misconfiguration exit.
 //
 // Superpages: RAM whose aligned 1 GiB (or 2 MiB) of gfns sits on aligned, contiguous machine
 // frames of one type is mapped by a 1 GiB leaf (an EPDPTE with the page-size bit 7) or a 2 MiB
