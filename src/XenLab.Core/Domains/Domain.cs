@@ -210,30 +210,41 @@ public sealed class Domain
                 if (want > _machine.FreeFrames) throw new MachineMemoryExhaustedException(want, _machine.FreeFrames);
                 // Populating is one half of the work, the paging mode mapping every page the other.
                 _build.Begin($"Building domain '{Name}' ({want} pages, {Config.Paging.ToString().ToLowerInvariant()})", (long)want * 2, "page");
-                var mfns = new Mfn[want];
-                _machine.Allocate(mfns);                          // all or nothing
-                var pfns = new ulong[want];
-                ulong i = 0;
-                foreach (ulong pfn in E820.RamPfns())
+                // Frames and pfns as runs and ranges, never an array of one entry a page.
+                var runs = _machine.AllocateRuns(want);           // all or nothing, highest frame first
+                var ranges = new List<(ulong First, ulong Count)>();
+                ulong left = want;
+                foreach (var e in E820.Entries)
                 {
-                    if (i == want) break;
-                    pfns[i++] = pfn;
+                    if (e.Type != E820Type.Ram || left == 0) continue;
+                    ulong n = Math.Min(left, (e.End >> Page.Shift) > e.FirstPfn ? (e.End >> Page.Shift) - e.FirstPfn : 0);
+                    if (n == 0) continue;
+                    ranges.Add((e.FirstPfn, n));
+                    left -= n;
                 }
-                // ARM and HAP guests are populated in 2 MiB extents where possible, so stage 2 / the EPT can map blocks.
-                if (Config.Paging is PagingModeKind.Arm or PagingModeKind.Hap) Paging.Arm.BlockPlacement.ArrangeForBlocks(pfns, mfns);
-                ulong k = 0;
+                // ARM and HAP guests are populated in 1 GiB, then 2 MiB extents where possible, so stage 2 / the EPT can map blocks.
+                var placed = Paging.Arm.BlockPlacement.Place(ranges, runs,
+                    Config.Paging is PagingModeKind.Arm or PagingModeKind.Hap ? Paging.Arm.BlockPlacement.BlockOrders : Array.Empty<int>());
+                int a = 0;
+                ulong off = 0, done = 0;
                 try
                 {
-                    for (; k < want; k++)
-                    {
-                        P2m.SetMfn(pfns[k], mfns[k]);
-                        if (((k + 1) & (BuildStepPages - 1)) == 0) _build.Step((long)(k + 1));
-                    }
+                    for (; a < placed.Count; a++, off = 0)
+                        while (off < placed[a].Count)
+                        {
+                            // Up to the next safe point: a stop leaves the p2m holding exactly what was set.
+                            ulong n = Math.Min(placed[a].Count - off, (ulong)BuildStepPages - (done & (BuildStepPages - 1)));
+                            P2m.SetRange(placed[a].Pfn + off, placed[a].MfnAt(off), n, placed[a].Descending);
+                            off += n;
+                            done += n;
+                            if ((done & (BuildStepPages - 1)) == 0) _build.Step((long)done);
+                        }
                 }
                 catch
                 {
                     // Stopped while populating: Destroy frees what the p2m holds, the rest is freed here.
-                    for (ulong j = k + 1; j < want; j++) _machine.Free(mfns[j]);
+                    for (; a < placed.Count; a++, off = 0)
+                        for (; off < placed[a].Count; off++) _machine.Free(new Mfn(placed[a].MfnAt(off)));
                     throw;
                 }
                 _populatedPages = want;
