@@ -48,6 +48,23 @@ public class DirtyTrackingOracleTests
     }
 
     [Fact]
+    public void The2GiBHapVariantsWritesGoThroughA1GiBEptLeafAndItsLazySplits()
+    {
+        // Its scratch pages lie in GiB 1 (gfns 0x40000..0x7ffff), all RAM: the builder maps it with
+        // one 1 GiB leaf, and log-dirty's first write there splits it (1 GiB -> 2 MiB -> 4 KiB).
+        var v = DirtyTrackingOracle.Variants.Single(x => x.MemoryMiB == 2048);
+        using var run = new OracleRun(DirtyTrackingOracle.DefaultConfig(), v, auditInterval: 64, describe: false);
+        var counters = run.Domain.Counters;
+        Assert.True(counters[XenLab.Diagnostics.PerfCounter.EptSuperpage1G] >= 1);
+        var rng = new System.Random(5);
+        for (int i = 0; i < 1500 && !run.Fatal; i++) run.Execute(DirtyTrackingOracle.Next(rng, modeSwitches: true), i, last: i == 1499);
+        Assert.True(run.FirstFailureStep < 0, string.Join("\n", run.Problems));
+        Assert.Equal(0, run.MissedPages);
+        Assert.True(counters[XenLab.Diagnostics.PerfCounter.EptSplit1G] >= 1, "no 1 GiB leaf was split");
+        Assert.True(run.LogDirtyReads > 0);
+    }
+
+    [Fact]
     public void WithoutTheTlbFlushTheOracleFindsTheMissAndShrinksItToAFewReadableSteps()
     {
         // The teaching switch of seed 003: clearing D bits without a TLB flush loses writes.

@@ -45,7 +45,13 @@ public enum OracleOpKind : byte
 public readonly record struct OracleOp(OracleOpKind Kind, int A, int B, int C, int D);
 
 /// <summary>One mode/strategy combination the oracle runs.</summary>
-public sealed record OracleVariant(string Name, PagingModeKind Mode, PagingOptions Options, VramStrategy Strategy, ulong? ShadowMemoryMiB = null)
+/// <remarks>
+/// <paramref name="MemoryMiB"/> and <paramref name="ScratchGfn"/> override the domain's size and
+/// where the log-dirty scratch pages lie: the 2 GiB HAP variant puts them in a GiB the builder maps
+/// with one 1 GiB EPT leaf, so the oracle's writes go through its lazy splits.
+/// </remarks>
+public sealed record OracleVariant(string Name, PagingModeKind Mode, PagingOptions Options, VramStrategy Strategy,
+    ulong? ShadowMemoryMiB = null, ulong? MemoryMiB = null, ulong? ScratchGfn = null)
 {
     public override string ToString() => Name;
 }
@@ -86,6 +92,8 @@ public static class DirtyTrackingOracle
     {
         new OracleVariant("hap/types", PagingModeKind.Hap, PagingOptions.Default, VramStrategy.Tracker),
         new OracleVariant("hap/memcmp", PagingModeKind.Hap, PagingOptions.Default, VramStrategy.Memcmp),
+        new OracleVariant("hap/types, 2 GiB, 1 GiB EPT leaves", PagingModeKind.Hap, PagingOptions.Default, VramStrategy.Tracker,
+            MemoryMiB: 2048, ScratchGfn: 0x40000 + 0x1F0),
         new OracleVariant("shadow oos=off/backlinks", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.Off }, VramStrategy.BackLinks),
         new OracleVariant("shadow oos=nosnapshot/backlinks", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.NoSnapshot }, VramStrategy.BackLinks),
         new OracleVariant("shadow oos=snapshot/backlinks", PagingModeKind.Shadow, PagingOptions.Default, VramStrategy.BackLinks),
@@ -278,6 +286,7 @@ internal sealed class OracleRun : IDisposable
         c.PagingOptions = variant.Options;
         c.VramStrategy = variant.Strategy;
         if (variant.ShadowMemoryMiB is { } pool) c.ShadowMemoryMiB = pool;
+        if (variant.MemoryMiB is { } mem) { c.MemoryMiB = mem; c.MaxMemMiB = null; }
         c.Workload = null;
         _host = new XenHost();
         _d = _host.CreateDomain(c);
@@ -305,7 +314,7 @@ internal sealed class OracleRun : IDisposable
             if (m.Plugged) { plugged++; for (int a = 0; a < 2; a++) Mount(m); }
         }
         // Scratch RAM for log-dirty: above the guest kernel's page-table pool.
-        _scratchGfn = _d.Kernel.PoolBaseGfn + (ulong)_d.Kernel.PoolPages + 64;
+        _scratchGfn = variant.ScratchGfn ?? _d.Kernel.PoolBaseGfn + (ulong)_d.Kernel.PoolPages + 64;
         _scratchOk = true;
         for (ulong g = _scratchGfn; g < _scratchGfn + ScratchPages; g++)
             if (!_d.TryGetRam(g, out _) || _d.IsFramebufferGfn(g)) _scratchOk = false;
