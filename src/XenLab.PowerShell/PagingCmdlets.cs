@@ -30,6 +30,9 @@ public sealed class SetXenPagingModeCommand : DomainCmdlet
     private bool? _shadowPrefetch;
     private int? _hapGpaCache;
     private ArmLeafLookup? _armLeafLookup;
+    private ShadowWriteRemoval? _shadowWriteRemoval;
+    private HapLogDirty? _hapLogDirty;
+    private string? _hapSuperpages;
 
     [Parameter(Mandatory = true, Position = 1)]
     public PagingModeKind Mode { get; set; }
@@ -52,9 +55,21 @@ public sealed class SetXenPagingModeCommand : DomainCmdlet
     public ArmLeafLookup ArmLeafLookup { get => _armLeafLookup.GetValueOrDefault(); set => _armLeafLookup = value; }
 
     [Parameter]
+    public ShadowWriteRemoval ShadowWriteRemoval { get => _shadowWriteRemoval.GetValueOrDefault(); set => _shadowWriteRemoval = value; }
+
+    [Parameter]
+    public HapLogDirty HapLogDirty { get => _hapLogDirty.GetValueOrDefault(); set => _hapLogDirty = value; }
+
+    // The YAML key's own words (hap_superpages: on | 2m | off).
+    [Parameter]
+    [ValidateSet("On", "2M", "Off")]
+    public string HapSuperpages { get => _hapSuperpages ?? "On"; set => _hapSuperpages = value; }
+
+    [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    private bool AnyOption => _oos is not null || _oosSlots is not null || _shadowPrefetch is not null || _hapGpaCache is not null || _armLeafLookup is not null;
+    private bool AnyOption => _oos is not null || _oosSlots is not null || _shadowPrefetch is not null || _hapGpaCache is not null
+        || _armLeafLookup is not null || _shadowWriteRemoval is not null || _hapLogDirty is not null || _hapSuperpages is not null;
 
     protected override void Process(Domain domain)
     {
@@ -66,6 +81,10 @@ public sealed class SetXenPagingModeCommand : DomainCmdlet
             ShadowPrefetch = _shadowPrefetch ?? current.ShadowPrefetch,
             HapGpaCacheEntries = _hapGpaCache ?? current.HapGpaCacheEntries,
             ArmLeafLookup = _armLeafLookup ?? current.ArmLeafLookup,
+            ShadowWriteRemoval = _shadowWriteRemoval ?? current.ShadowWriteRemoval,
+            HapLogDirty = _hapLogDirty ?? current.HapLogDirty,
+            HapSuperpages = _hapSuperpages is null ? current.HapSuperpages : !_hapSuperpages.Equals("Off", StringComparison.OrdinalIgnoreCase),
+            HapSuperpages1G = _hapSuperpages is null ? current.HapSuperpages1G : _hapSuperpages.Equals("On", StringComparison.OrdinalIgnoreCase),
         };
         // Each mode checks only its own options; this one is checked whatever the mode, so a
         // later switch to HAP cannot meet a bad value stored now.

@@ -80,6 +80,23 @@ Describe 'Set-XenPagingMode' -Tag 'XenLab', 'Set-XenPagingMode' {
             $domain.PagingOptionsText | Should -Be 'oos=snapshot slots=7 prefetch=off'
         }
 
+        It 'sets HAP''s log-dirty mechanism and EPT leaf sizes, and shadow''s write removal, as the YAML keys do' {
+            Set-XenPagingMode -DomainName pester-pm -Mode Hap -HapGpaCache 32 -HapLogDirty Wp -HapSuperpages 2M
+            $domain.PagingOptionsText | Should -Be 'gpa_cache=32 logdirty=wp superpages=2m'
+            $domain.Config.PagingOptions.HapLogDirty | Should -Be ([XenLab.Paging.Modes.HapLogDirty]::Wp)
+            Set-XenPagingMode -DomainName pester-pm -Mode Hap -HapLogDirty Pml -HapSuperpages Off
+            $domain.PagingOptionsText | Should -Be 'gpa_cache=32 superpages=off'
+            Set-XenPagingMode -DomainName pester-pm -Mode Shadow -ShadowWriteRemoval Rmap
+            $domain.PagingOptionsText | Should -BeLike '* write_removal=rmap'
+            Set-XenPagingMode -DomainName pester-pm -Mode Hap -HapSuperpages On
+            $domain.PagingOptionsText | Should -Be 'gpa_cache=32'
+        }
+
+        It 'refuses a -HapSuperpages value other than On, 2M or Off before running' {
+            { Set-XenPagingMode -DomainName pester-pm -Mode Hap -HapSuperpages 1G -ErrorAction Stop } |
+                Should -Throw -ErrorId 'ParameterArgumentValidationError,XenLab.PowerShell.SetXenPagingModeCommand'
+        }
+
         It 'writes nothing without -PassThru and the domain with it' {
             Set-XenPagingMode -DomainName pester-pm -Mode Shadow | Should -BeNullOrEmpty
             $d = Set-XenPagingMode -DomainName pester-pm -Mode Hap -PassThru
