@@ -86,6 +86,7 @@ public sealed partial class HapMode : IPagingMode, IP2mTypeOwner
     /// </summary>
     private void FlushPml(int vcpu)
     {
+        using var op = _domain.EnterOperation();        // once per flush (the general path took it per page)
         int n = _pmlCount[vcpu];
         if (n == 0) return;
         _pmlCount[vcpu] = 0;
