@@ -56,6 +56,7 @@
         'Invoke-XenGuestCode'
         'Get-XenVcpu'
         'Step-XenVcpu'
+        'Step-XenDomainClock'
         'Measure-XenVlpt'
     )
     FunctionsToExport    = @()

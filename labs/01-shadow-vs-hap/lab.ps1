@@ -23,6 +23,33 @@ $t = Get-XenTranslation -Domain $d -VirtualAddress 0x400000
 Get-XenTranslation -Domain $d -VirtualAddress 0x400000 -Step | Format-Table Step, Table, Name, Index, RawEntry, Decoded
 Export-XenPicture -Domain $d -Kind Walk -VirtualAddress 0x400000 -Path (Join-Path $PSScriptRoot 'walk-hap.png') | Format-Table Kind, Width, Height, Path
 
+Write-Host "== 1b. The data page under a 1 GiB, a 2 MiB and a 4 KiB EPT leaf (a 2 GiB guest, hap_superpages on / 2m / off)"
+# The guest's tables sit in region 0 (4 KiB EPT leaves in every case: 4 EPT reads per table);
+# the data page (gfn 0x40010, in GiB 1) costs its own nested walk: 2, 3 or 4 EPT reads.
+$yaml = Get-Content (Join-Path $PSScriptRoot 'gigapage.yaml') -Raw
+$leaves = foreach ($sp in 'on', '2m', 'off') {
+    $file = Join-Path ([System.IO.Path]::GetTempPath()) "xenlab-lab01-$sp-$PID.yaml"
+    $yaml -replace 'hap_superpages: on', "hap_superpages: $sp" -replace 'name: gigapage', "name: gigapage-$sp" | Set-Content -Path $file
+    try { $g = New-XenDomain -Path $file } finally { Remove-Item $file }
+    Add-XenGuestMapping -Domain $g -VirtualAddress 0x400000 -Gfn 0x40010 -Count 1
+    $steps = @(Get-XenTranslation -Domain $g -VirtualAddress 0x400000 -Step)
+    $lastGuest = [array]::FindLastIndex([object[]]$steps, [Predicate[object]] { param($s) $s.Table -ne 'ept' })
+    $dataWalk = $steps[($lastGuest + 1)..($steps.Count - 1)]
+    [pscustomobject]@{
+        hap_superpages = $sp
+        DataLeaf       = ($dataWalk[-1].Decoded -split ' ')[1] -replace '^(R|-).*', '4K'
+        DataEptReads   = $dataWalk.Count
+        References     = (Get-XenTranslation -Domain $g -VirtualAddress 0x400000).MemoryReferences
+        EptPages       = $g.PagingFrames
+    }
+    if ($sp -eq 'on') {
+        $dataWalk | Format-Table Step, Table, Name, Index, RawEntry, Decoded | Out-Host
+        Export-XenPicture -Domain $g -Kind Walk -VirtualAddress 0x400000 -Path (Join-Path $PSScriptRoot 'walk-hap-1g.png') | Format-Table Kind, Width, Height, Path | Out-Host
+    }
+    $g | Remove-XenDomain -Confirm:$false
+}
+$leaves | Format-Table -AutoSize
+
 Write-Host "== 2. The same address under shadow paging, after one access built the shadows"
 Set-XenPagingMode -Domain $d -Mode Shadow -Oos Off
 $null = Read-XenGuestMemory -Domain $d -Virtual -Address 0x400000 -Length 1

@@ -100,3 +100,11 @@ public sealed class WorkloadFaultException : XenLabException
     public WorkloadFaultException(string message) : base(message) { }
     public override string ErrorId => "WorkloadFault";
 }
+
+/// <summary>A step of a domain's clock (Domain.AdvanceClock) that is negative or would overflow it; the clock is unchanged.</summary>
+public sealed class DomainClockException : XenLabException
+{
+    public DomainClockException(string domainName, string reason) : base($"Domain '{domainName}': {reason}") => DomainName = domainName;
+    public string DomainName { get; }
+    public override string ErrorId => "DomainClockOutOfRange";
+}

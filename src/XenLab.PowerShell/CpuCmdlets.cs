@@ -82,6 +82,11 @@ public sealed class InvokeXenGuestCodeCommand : XenCmdlet
     [ValidateNotNullOrEmpty]
     public string PngDirectory { get; set; } = null!;
 
+    /// <summary>How long each frame lasts in domain time (16.7 at 60 Hz); 0, the default, is only the instructions' time.</summary>
+    [Parameter(ParameterSetName = ParameterSets.DomainWorkload)]
+    [Parameter(ParameterSetName = ParameterSets.DomainNameWorkload)]
+    public decimal FrameMilliseconds { get; set; }
+
     [Parameter]
     [ValidateRange(0L, (long)XenLab.Config.DomainConfigLoader.MaxBudget)]
     public long Budget { get => _budget ?? DefaultBudget; set => _budget = value; }
@@ -215,8 +220,16 @@ public sealed class InvokeXenGuestCodeCommand : XenCmdlet
         }
         int frames = _frames ?? workload.Frames;
         long budget = _budget ?? workload.BudgetPerFrame;
+        long intervalNs = d.ClockStepFromMilliseconds(FrameMilliseconds);       // negative or too large: DomainClockOutOfRange
+        if (intervalNs > GuestPrograms.MaxFrameIntervalNs)
+        {
+            WriteFailure("FrameIntervalOutOfRange", System.Management.Automation.ErrorCategory.InvalidArgument, d,
+                $"Domain '{d.Name}': a frame of {FrameMilliseconds} ms is longer than the {GuestPrograms.MaxFrameIntervalNs / 1_000_000} ms (one hour) a frame may last.");
+            return;
+        }
+        string paced = intervalNs > 0 ? $", each lasting {intervalNs} ns of domain time" : "";
         string kinds = string.Join(", ", workload.Steps.Select(s => s.Kind.ToString()));
-        if (!ShouldProcess(target, $"Load a frame loop of {workload.Steps.Count} step(s) ({kinds}) at {Hex(GuestPrograms.CodeVa)}, mount unmapped framebuffers, and run {frames} frame(s) of up to {budget} instruction(s)")) return;
+        if (!ShouldProcess(target, $"Load a frame loop of {workload.Steps.Count} step(s) ({kinds}) at {Hex(GuestPrograms.CodeVa)}, mount unmapped framebuffers, and run {frames} frame(s) of up to {budget} instruction(s){paced}")) return;
         string? png = null;
         if (PngDirectory is not null)
         {
@@ -231,7 +244,7 @@ public sealed class InvokeXenGuestCodeCommand : XenCmdlet
             WriteObject(report);
             if (!report.Completed)
                 WriteWarning($"Domain '{d.Name}': frame {report.Frame} did not end in a yield, so the workload stopped after {report.Frame + 1} of {frames} frame(s): {report.Stop}.");
-        }, Progress, StopToken);
+        }, Progress, StopToken, intervalNs);
     }
 }
 

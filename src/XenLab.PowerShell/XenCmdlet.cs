@@ -152,6 +152,7 @@ public abstract class XenCmdlet : PSCmdlet
         XenLab.Paging.Arm.VlptWindowFullException => ErrorCategory.LimitsExceeded,
         DomainNotFoundException => ErrorCategory.ObjectNotFound,
         DomainRemovedException => ErrorCategory.ObjectNotFound,
+        DomainClockException => ErrorCategory.InvalidArgument,
         XenLab.Dirty.VramException { Errno: XenLab.Dirty.VramErrno.ENODATA } => ErrorCategory.ResourceUnavailable,
         XenLab.Dirty.VramException => ErrorCategory.InvalidArgument,
         _ => ErrorCategory.NotSpecified,

@@ -158,6 +158,7 @@ public class BadParameterSweepTests(Xunit.Abstractions.ITestOutputHelper output)
     {
         if (t == typeof(Domain)) return new object?[] { d };
         if (t == typeof(double)) return new object?[] { 0.5, 0.0, -1.0, double.NaN, double.PositiveInfinity, 1e300 };
+        if (t == typeof(decimal)) return new object?[] { 16.7m, 0m, -1m, -0.0000001m, 0.0000005m, 9_223_372_036_854.775807m, 9_223_372_036_855m, decimal.MaxValue, decimal.MinValue };
         if (t == typeof(ulong))
         {
             ulong sane = n.Contains("va") || n.Contains("address") ? 0x400000

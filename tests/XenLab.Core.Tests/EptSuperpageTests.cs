@@ -48,7 +48,7 @@ public class EptSuperpageTests
             for (int i3 = 0; i3 < 512; i3++)
             {
                 ulong e3 = m.ReadUInt64(new Mfn(EptEntry.FrameOf(e4)), i3 * 8);
-                if (!EptEntry.IsPresent(e3)) continue;
+                if (!EptEntry.IsPresent(e3) || EptEntry.IsSuperpage(e3)) continue;      // a 1 GiB leaf: no EPDEs below
                 for (int i2 = 0; i2 < 512; i2++)
                 {
                     ulong e2 = m.ReadUInt64(new Mfn(EptEntry.FrameOf(e3)), i2 * 8);

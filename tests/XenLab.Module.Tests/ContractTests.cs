@@ -16,9 +16,9 @@ public class ContractTests
 
     /// <summary>
     /// Cmdlets whose verb is not a state-changing one but which change guest state (they load code
-    /// and run the vCPU, which writes registers and memory), so they support -WhatIf too.
+    /// and run the vCPU, which writes registers and memory, or move the domain's clock), so they support -WhatIf too.
     /// </summary>
-    private static readonly string[] ChangeGuestState = { "Invoke-XenGuestCode", "Step-XenVcpu", "Invoke-XenWorkload" };
+    private static readonly string[] ChangeGuestState = { "Invoke-XenGuestCode", "Step-XenVcpu", "Invoke-XenWorkload", "Step-XenDomainClock" };
 
     /// <summary>Cmdlets that write nothing and have no -PassThru: the only ones allowed no [OutputType].</summary>
     private static readonly string[] WritesNothing = { "Remove-XenDomain", "Remove-XenGuestMapping", "Remove-XenFramebuffer" };

@@ -93,7 +93,7 @@ Describe 'Get-DirtyVram' -Tag 'XenLab', 'Get-DirtyVram' {
         It 'tracks with the D-bit design under shadow paging' {
             Set-XenPagingMode -DomainName pester-vram -Mode Shadow
             Set-XenVramTracking -DomainName pester-vram -Strategy DirtyBit
-            # The D-bit design finds the mapping's shadow entries: touch every page once.
+            # Reads before the range exists teach nothing: the first write after it teaches the address.
             foreach ($p in 0..767) { Read-XenGuestMemory -DomainName pester-vram -Address (0x40000000 + $p * 4096) -Virtual -Length 1 | Out-Null }
             (Get-DirtyVram -DomainName pester-vram).Strategy | Should -Be 'DirtyBit'
             Write-XenGuestMemory -DomainName pester-vram -Address 0x4000B000 -Virtual -Value 1

@@ -218,6 +218,26 @@ workload:
             ($text -split "`n" | Measure-Object -Maximum -Property Length).Maximum | Should -BeLessOrEqual 120
         }
 
+        It 'makes each frame last -FrameMilliseconds of domain time, instructions included; without it only the instructions pass' {
+            $d = New-XenDomain -Path $yaml
+            $start = $d.ClockNs
+            $plain = @(Invoke-XenGuestCode -DomainName pester-gc-painter -Workload -Frames 2)
+            $plain[1].ClockNs | Should -Be ($start + $plain[0].Instructions + $plain[1].Instructions)
+            $start = $d.ClockNs
+            $paced = @(Invoke-XenGuestCode -DomainName pester-gc-painter -Workload -Frames 3 -FrameMilliseconds 16.7)
+            $paced.ClockNs | Should -Be ($start + 16700000), ($start + 33400000), ($start + 50100000)
+            $d.ClockNs | Should -Be ($start + 50100000)
+        }
+
+        It 'refuses a negative -FrameMilliseconds (DomainClockOutOfRange) and one over an hour (FrameIntervalOutOfRange), running nothing' {
+            $d = New-XenDomain -Path $yaml
+            Invoke-XenGuestCode -DomainName pester-gc-painter -Workload -Frames 1 -FrameMilliseconds -1 -ErrorVariable err -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+            $err[0].FullyQualifiedErrorId | Should -BeLike 'DomainClockOutOfRange,*'
+            Invoke-XenGuestCode -DomainName pester-gc-painter -Workload -Frames 1 -FrameMilliseconds 3600001 -ErrorVariable err2 -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+            $err2[0].FullyQualifiedErrorId | Should -BeLike 'FrameIntervalOutOfRange,*'
+            $d.ClockNs | Should -Be 0
+        }
+
         It 'refuses a domain without a workload and without -Step (NoWorkload)' {
             Invoke-XenGuestCode -DomainName pester-gc -Workload -ErrorVariable err -ErrorAction SilentlyContinue
             $err[0].FullyQualifiedErrorId | Should -BeLike 'NoWorkload,*'

@@ -252,7 +252,8 @@ public static class DomainConfigLoader
                         c.PagingOptions = c.PagingOptions with { HapLogDirty = Enum<XenLab.Paging.Modes.HapLogDirty>(value, "hap_logdirty", ("pml", XenLab.Paging.Modes.HapLogDirty.Pml), ("wp", XenLab.Paging.Modes.HapLogDirty.Wp)) };
                         break;
                     case "hap_superpages":
-                        c.PagingOptions = c.PagingOptions with { HapSuperpages = Enum<bool>(value, "hap_superpages", ("on", true), ("off", false), ("true", true), ("false", false)) };
+                        int sp = Enum<int>(value, "hap_superpages", ("on", 2), ("2m", 1), ("off", 0), ("true", 2), ("false", 0));
+                        c.PagingOptions = c.PagingOptions with { HapSuperpages = sp > 0, HapSuperpages1G = sp == 2 };
                         break;
                     case "hap_gpa_cache": c.PagingOptions = c.PagingOptions with { HapGpaCacheEntries = Int(value, "hap_gpa_cache", 0, 4096) }; break;
                     case "arm_leaf_lookup":

@@ -29,7 +29,7 @@ public static class DomainConfigWriter
         var d = Paging.Modes.PagingOptions.Default;
         if (o.Oos != d.Oos) sb.Append("oos: ").Append(o.Oos.ToString().ToLowerInvariant()).Append('\n');
         if (o.OosSlots != d.OosSlots) sb.Append(inv, $"oos_slots: {o.OosSlots}\n");
-        if (o.HapSuperpages != d.HapSuperpages) sb.Append("hap_superpages: ").Append(o.HapSuperpages ? "on" : "off").Append('\n');
+        if (o.HapSuperpageText != d.HapSuperpageText) sb.Append("hap_superpages: ").Append(o.HapSuperpageText).Append('\n');
         if (o.ShadowPrefetch != d.ShadowPrefetch) sb.Append("shadow_prefetch: ").Append(o.ShadowPrefetch ? "on" : "off").Append('\n');
         if (o.ShadowWriteRemoval != d.ShadowWriteRemoval) sb.Append("shadow_write_removal: ").Append(o.ShadowWriteRemoval.ToString().ToLowerInvariant()).Append('\n');
         if (o.HapGpaCacheEntries != d.HapGpaCacheEntries) sb.Append(inv, $"hap_gpa_cache: {o.HapGpaCacheEntries}\n");

@@ -110,6 +110,14 @@ public sealed partial class X86Cpu
         using var op = _domain.EnterOperation();          // once for the whole run (Domain's locking rule)
         if (_domain.PagingMode == PagingModeKind.Arm) ThrowHelper.ArmDomain(_domain.Name);
         if (_domain.Mode is null) ThrowHelper.NoPagingMode(_domain.Name);
+        // The domain's clock ends at 2^63-1 ns: a run never carries it past (it stops there, budget
+        // spent); a clock already stepped to its end refuses to run anything.
+        long room = (long.MaxValue - _domain.ClockNs) / NsPerInstruction;
+        if (budget > room)
+        {
+            if (room == 0) throw new DomainClockException(_domain.Name, $"the clock is at its end ({_domain.ClockNs} ns): no instruction can run.");
+            budget = room;
+        }
         _cache.NewGeneration();
         _pageVa = ulong.MaxValue;
         if (_breakpoints.Length < breakpoints.Length) _breakpoints = new ulong[breakpoints.Length];
@@ -169,7 +177,7 @@ public sealed partial class X86Cpu
         FlushBlockCounters();
         long misses = _decodeMisses - missesBefore;
         InstructionsRetired += retired;
-        _domain.AdvanceClock(retired * NsPerInstruction);
+        _domain.AdvanceClockInOperation(retired * NsPerInstruction);
         _counters.Add(PerfCounter.CpuInstructionsRetired, retired);
         _counters.Add(PerfCounter.CpuDecodeMiss, misses);
         _counters.Add(PerfCounter.CpuDecodeHit, Math.Max(0, retired - misses));

@@ -28,6 +28,8 @@ public enum TraceKind
     CpuStop,
     /// <summary>A fault raised by a guest instruction, delivered or stopping; Detail is the instruction.</summary>
     CpuFault,
+    /// <summary>The D-bit VRAM design learned, kept or forgot a framebuffer's address (VirtualAddress; Gfn: the range's first).</summary>
+    VramDbit,
 }
 
 /// <summary>One event. Fields not meaningful for a kind are zero; Detail is a short fixed word.</summary>

@@ -146,11 +146,36 @@ public sealed class Domain
     /// </summary>
     public long ClockNs { get; private set; }
 
-    /// <summary>Lets domain time pass (a frame, an idle period) without running guest code.</summary>
+    /// <summary>
+    /// Lets domain time pass (a frame, an idle period) without running guest code. Refused, with
+    /// the clock unchanged, for a negative step or one past <see cref="long.MaxValue"/> ns (292 years).
+    /// </summary>
     public void AdvanceClock(long nanoseconds)
     {
-        if (nanoseconds < 0) throw new XenLabException($"Domain '{Name}': the clock cannot go back ({nanoseconds} ns).");
+        using var op = EnterOperation();
+        AdvanceClockInOperation(nanoseconds);
+    }
+
+    /// <summary>
+    /// A clock step of <paramref name="milliseconds"/> in whole nanoseconds (rounded to the nearest,
+    /// so 1000/60 ms is 16,666,667 ns). Refused when negative or beyond what the clock can hold.
+    /// </summary>
+    public long ClockStepFromMilliseconds(decimal milliseconds)
+    {
+        if (milliseconds < 0) throw new DomainClockException(Name, $"the clock cannot go back ({milliseconds} ms).");
+        if (milliseconds > long.MaxValue / 1_000_000m)
+            throw new DomainClockException(Name, $"{milliseconds} ms is more than the clock can hold ({long.MaxValue} ns, about 292 years).");
+        return (long)Math.Round(milliseconds * 1_000_000m, MidpointRounding.AwayFromZero);
+    }
+
+    /// <summary>AdvanceClock for callers already inside an operation (a guest run's retired instructions).</summary>
+    internal void AdvanceClockInOperation(long nanoseconds)
+    {
+        if (nanoseconds < 0) throw new DomainClockException(Name, $"the clock cannot go back ({nanoseconds} ns).");
+        if (nanoseconds > long.MaxValue - ClockNs)
+            throw new DomainClockException(Name, $"advancing the clock from {ClockNs} ns by {nanoseconds} ns would pass its end ({long.MaxValue} ns, about 292 years); nothing changed.");
         ClockNs += nanoseconds;
+        Counters.Add(PerfCounter.DomainTimeNs, nanoseconds);
     }
 
     /// <summary>Reports and stops a build in progress; nothing once built (later mode switches run to the end).</summary>
@@ -185,30 +210,41 @@ public sealed class Domain
                 if (want > _machine.FreeFrames) throw new MachineMemoryExhaustedException(want, _machine.FreeFrames);
                 // Populating is one half of the work, the paging mode mapping every page the other.
                 _build.Begin($"Building domain '{Name}' ({want} pages, {Config.Paging.ToString().ToLowerInvariant()})", (long)want * 2, "page");
-                var mfns = new Mfn[want];
-                _machine.Allocate(mfns);                          // all or nothing
-                var pfns = new ulong[want];
-                ulong i = 0;
-                foreach (ulong pfn in E820.RamPfns())
+                // Frames and pfns as runs and ranges, never an array of one entry a page.
+                var runs = _machine.AllocateRuns(want);           // all or nothing, highest frame first
+                var ranges = new List<(ulong First, ulong Count)>();
+                ulong left = want;
+                foreach (var e in E820.Entries)
                 {
-                    if (i == want) break;
-                    pfns[i++] = pfn;
+                    if (e.Type != E820Type.Ram || left == 0) continue;
+                    ulong n = Math.Min(left, (e.End >> Page.Shift) > e.FirstPfn ? (e.End >> Page.Shift) - e.FirstPfn : 0);
+                    if (n == 0) continue;
+                    ranges.Add((e.FirstPfn, n));
+                    left -= n;
                 }
-                // ARM and HAP guests are populated in 2 MiB extents where possible, so stage 2 / the EPT can map blocks.
-                if (Config.Paging is PagingModeKind.Arm or PagingModeKind.Hap) Paging.Arm.BlockPlacement.ArrangeForBlocks(pfns, mfns);
-                ulong k = 0;
+                // ARM and HAP guests are populated in 1 GiB, then 2 MiB extents where possible, so stage 2 / the EPT can map blocks.
+                var placed = Paging.Arm.BlockPlacement.Place(ranges, runs,
+                    Config.Paging is PagingModeKind.Arm or PagingModeKind.Hap ? Paging.Arm.BlockPlacement.BlockOrders : Array.Empty<int>());
+                int a = 0;
+                ulong off = 0, done = 0;
                 try
                 {
-                    for (; k < want; k++)
-                    {
-                        P2m.SetMfn(pfns[k], mfns[k]);
-                        if (((k + 1) & (BuildStepPages - 1)) == 0) _build.Step((long)(k + 1));
-                    }
+                    for (; a < placed.Count; a++, off = 0)
+                        while (off < placed[a].Count)
+                        {
+                            // Up to the next safe point: a stop leaves the p2m holding exactly what was set.
+                            ulong n = Math.Min(placed[a].Count - off, (ulong)BuildStepPages - (done & (BuildStepPages - 1)));
+                            P2m.SetRange(placed[a].Pfn + off, placed[a].MfnAt(off), n, placed[a].Descending);
+                            off += n;
+                            done += n;
+                            if ((done & (BuildStepPages - 1)) == 0) _build.Step((long)done);
+                        }
                 }
                 catch
                 {
                     // Stopped while populating: Destroy frees what the p2m holds, the rest is freed here.
-                    for (ulong j = k + 1; j < want; j++) _machine.Free(mfns[j]);
+                    for (; a < placed.Count; a++, off = 0)
+                        for (; off < placed[a].Count; off++) _machine.Free(new Mfn(placed[a].MfnAt(off)));
                     throw;
                 }
                 _populatedPages = want;

@@ -29,6 +29,8 @@ public sealed record WorkloadConfig(int Frames, long BudgetPerFrame, IReadOnlyLi
 public sealed record FrameReport(string DomainName, int Frame, long Instructions, RunResult Stop, IReadOnlyList<DirtyVramView> Framebuffers)
 {
     public bool Completed => Stop.Reason == StopReason.Hypercall;
+    /// <summary>The domain's clock (ns) when the frame's dirty state was pulled: the frame's end.</summary>
+    public long ClockNs { get; init; }
     public override string ToString() => $"frame {Frame}: {Instructions} instruction(s), {Stop.Reason}";
 }
 
@@ -122,25 +124,35 @@ public static class GuestPrograms
         return Load(d, code, vcpu);
     }
 
-    /// <summary>Runs one frame: until the guest yields (or something stops it), then pulls every framebuffer's dirty state.</summary>
-    public static FrameReport RunFrame(Domain d, int frame, long budget, int vcpu = 0, string? pngDirectory = null)
+    /// <summary>
+    /// Runs one frame: until the guest yields (or something stops it), then pulls every
+    /// framebuffer's dirty state. With <paramref name="frameIntervalNs"/> &gt; 0 the frame lasts
+    /// that long in domain time, as a display paced by vsync: the guest's instructions (1 ns each)
+    /// count toward it and the rest passes idle before the pull. 0 (the default): only the
+    /// instructions' time passes.
+    /// </summary>
+    public static FrameReport RunFrame(Domain d, int frame, long budget, int vcpu = 0, string? pngDirectory = null, long frameIntervalNs = 0)
     {
         using var op = d.EnterOperation();
         CheckVcpu(d, vcpu);
         if (budget < 0) throw new InvalidConfigurationException($"A frame's budget of {budget} instructions is negative.");
+        CheckFrameInterval(frameIntervalNs);
         if (pngDirectory is not null && !Directory.Exists(pngDirectory))
             throw new InvalidConfigurationException($"The PNG folder '{pngDirectory}' does not exist.");
         var cpu = d.Vcpus[vcpu].Cpu;
+        long start = d.ClockNs;
         var stop = cpu.Run(budget);
         var views = new List<DirtyVramView>();
         if (stop.Reason == StopReason.DomainRemoved) return new FrameReport(d.Name, frame, stop.Instructions, stop, views);
+        long ran = d.ClockNs - start;
+        if (frameIntervalNs > ran) d.AdvanceClock(frameIntervalNs - ran);        // the idle rest of the frame
         foreach (var fb in d.Framebuffers)
         {
             if (pngDirectory is not null)
                 DirtyViews.ExportPng(d, fb.Name, Path.Combine(pngDirectory, $"{d.Name}-{fb.Name}-{frame:D4}.png"), highlightDirty: true);
             views.Add(DirtyViews.Query(d, fb.Name, peek: false));
         }
-        return new FrameReport(d.Name, frame, stop.Instructions, stop, views);
+        return new FrameReport(d.Name, frame, stop.Instructions, stop, views) { ClockNs = d.ClockNs };
     }
 
     /// <summary>Loads a workload and runs its frames; stops early at the first frame that did not end in a yield.</summary>
@@ -164,10 +176,11 @@ public static class GuestPrograms
     /// reports what frame 0 wrote. Returns the frames run. A stop comes between two frames.
     /// </summary>
     public static int RunFrames(Domain d, int frames, long budget, int vcpu, string? pngDirectory, Action<FrameReport> onFrame,
-        IProgress<LabProgress>? progress = null, CancellationToken cancel = default)
+        IProgress<LabProgress>? progress = null, CancellationToken cancel = default, long frameIntervalNs = 0)
     {
         // Everything is checked before tracking starts, so a refused call changes nothing.
         CheckVcpu(d, vcpu);
+        CheckFrameInterval(frameIntervalNs);
         ArgumentNullException.ThrowIfNull(onFrame);
         if (frames < 0 || frames > MaxFrames) throw new InvalidConfigurationException($"A workload runs 0 to {MaxFrames} frames (0 loads it only), not {frames}.");
         if (budget < 0) throw new InvalidConfigurationException($"A frame's budget of {budget} instructions is negative.");
@@ -179,7 +192,7 @@ public static class GuestPrograms
         int f = 0;
         while (f < frames)
         {
-            var r = RunFrame(d, f, budget, vcpu, pngDirectory);
+            var r = RunFrame(d, f, budget, vcpu, pngDirectory, frameIntervalNs);
             f++;
             onFrame(r);
             if (!r.Completed) break;
@@ -207,6 +220,15 @@ public static class GuestPrograms
             list.Add(new ChurnEntry(TableAliasVa + (leaf.EntryAddress - (k.PoolBaseGfn << Page.Shift)), leaf.VirtualAddress, a, b));
         }
         return list;
+    }
+
+    /// <summary>The longest frame interval: one hour of domain time, far beyond any display's refresh.</summary>
+    public const long MaxFrameIntervalNs = 3_600_000_000_000;
+
+    private static void CheckFrameInterval(long ns)
+    {
+        if (ns < 0 || ns > MaxFrameIntervalNs)
+            throw new InvalidConfigurationException($"A frame interval of {ns} ns is outside 0 to {MaxFrameIntervalNs} ns (one hour).");
     }
 
     private static void CheckVcpu(Domain d, int vcpu)

@@ -9,6 +9,7 @@
 // one owner, and its owner's domain lock orders its users), materialised on first write by a
 // compare-and-swap so two threads backing frames in the same chunk cannot lose each other's page.
 using System;
+using System.Collections.Generic;
 using System.Numerics;
 using System.Threading;
 
@@ -34,7 +35,8 @@ public sealed class MachineMemory
         FrameCount = sizeBytes >> Page.Shift;
         _chunks = new byte[]?[(int)((FrameCount + ChunkFrames - 1) >> ChunkShift)][];
         _freeBits = new ulong[(FrameCount + 63) / 64];
-        for (ulong i = 0; i < FrameCount; i++) _freeBits[i >> 6] |= 1UL << (int)(i & 63);
+        Array.Fill(_freeBits, ~0UL);                 // every frame free: a word at a time, not a frame
+        if ((FrameCount & 63) != 0) _freeBits[^1] = (1UL << (int)(FrameCount & 63)) - 1;
         _freeCount = FrameCount;
     }
 
@@ -74,6 +76,50 @@ public sealed class MachineMemory
             _freeBits[w] = bits;
         }
         _freeCount -= count;
+    }
+
+    /// <summary>
+    /// Allocates <paramref name="count"/> frames, highest free frame first, as runs of consecutive
+    /// frames [First, First + Count), highest run first: what <see cref="Allocate"/> hands out,
+    /// without an array of one entry a frame (a builder of hundreds of GiB). All or nothing.
+    /// </summary>
+    public List<(ulong First, ulong Count)> AllocateRuns(ulong count)
+    {
+        var runs = new List<(ulong First, ulong Count)>();
+        lock (_allocGate)
+        {
+            if (count > _freeCount) throw new MachineMemoryExhaustedException(count, _freeCount);
+            ulong left = count;
+            for (int w = _freeBits.Length - 1; w >= 0 && left > 0; w--)
+            {
+                ulong bits = _freeBits[w];
+                if (bits == 0) continue;
+                if (bits == ~0UL && left >= 64)
+                {
+                    Take((ulong)w << 6, 64);             // a whole free word
+                    _freeBits[w] = 0;
+                    left -= 64;
+                    continue;
+                }
+                while (bits != 0 && left > 0)
+                {
+                    int bit = 63 - BitOperations.LeadingZeroCount(bits);
+                    bits &= ~(1UL << bit);
+                    Take(((ulong)w << 6) | (uint)bit, 1);
+                    left--;
+                }
+                _freeBits[w] = bits;
+            }
+            _freeCount -= count;
+        }
+        return runs;
+
+        // Frames come highest first: a run grows downwards.
+        void Take(ulong first, ulong n)
+        {
+            if (runs.Count > 0 && runs[^1].First == first + n) runs[^1] = (first, runs[^1].Count + n);
+            else runs.Add((first, n));
+        }
     }
 
     public Mfn AllocateOne()

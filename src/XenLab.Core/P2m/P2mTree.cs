@@ -184,6 +184,25 @@ public sealed class P2mTree
     public void SetMfn(ulong pfn, Mfn mfn) => Set(pfn, mfn.IsValid ? mfn.Value : InvalidEntry);
 
     /// <summary>
+    /// Sets <paramref name="count"/> RAM entries from <paramref name="pfn"/> to frames from
+    /// <paramref name="mfn"/> up (or down): as <see cref="Set"/> for each, a leaf page at a time.
+    /// </summary>
+    public void SetRange(ulong pfn, ulong mfn, ulong count, bool descending = false)
+    {
+        while (count > 0)
+        {
+            Set(pfn, mfn);                                   // allocates the leaf if needed: it is private now
+            ulong[] leaf = _top[TopIndex(pfn)][MidIndex(pfn)];
+            int i = LeafIndex(pfn);
+            int n = (int)Math.Min(count, (ulong)(EntriesPerPage - i));
+            for (int k = 1; k < n; k++) leaf[i + k] = descending ? mfn - (ulong)k : mfn + (ulong)k;
+            pfn += (ulong)n;
+            mfn = descending ? mfn - (ulong)n : mfn + (ulong)n;
+            count -= (ulong)n;
+        }
+    }
+
+    /// <summary>
     /// set_phys_range_identity(): makes [startPfn, endPfn) identity. Returns how many pfns
     /// the tree now answers identity for that it did not before, which with the coarse
     /// strategy can be far more than the range asked for.
@@ -194,16 +213,16 @@ public sealed class P2mTree
             throw new ArgumentOutOfRangeException(nameof(endPfn), $"identity range [0x{startPfn:x}, 0x{endPfn:x}) is empty-reversed or beyond 0x{MaxPfn:x}.");
         if (strategy == IdentityStrategy.EdgesFirst) return SetIdentityRangeAsMerged(startPfn, endPfn);
         if (startPfn == endPfn) return 0;
-        ulong before = CountIdentity();
+        ulong before = CountIdentity(startPfn, endPfn);
         InstallIdentity(startPfn, endPfn);
-        return CountIdentity() - before;
+        return CountIdentity(startPfn, endPfn) - before;
     }
 
     private ulong SetIdentityRangeAsMerged(ulong startPfn, ulong endPfn)
     {
         // 2.6.39 gives up on a range whose end reaches MAX_P2M_PFN (pfn_e >= MAX_P2M_PFN).
         if (endPfn >= MaxPfn) return 0;
-        ulong before = CountIdentity();
+        ulong before = CountIdentity(startPfn, endPfn);
         // A mid page for every 1 GiB the range touches, even an empty range that is not
         // 1 GiB aligned (the loop runs from pfn_s rounded down to pfn_e rounded up).
         ulong alignedEnd = (endPfn + PfnsPerMid - 1) & ~(PfnsPerMid - 1);
@@ -215,7 +234,7 @@ public sealed class P2mTree
         EarlyAllocLeaf(startPfn);
         EarlyAllocLeaf(endPfn);
         InstallIdentity(startPfn, endPfn);
-        return CountIdentity() - before;
+        return CountIdentity(startPfn, endPfn) - before;
     }
 
     /// <summary>__early_alloc_p2m(): a private leaf where <paramref name="pfn"/> is not leaf-aligned and its leaf is p2m_missing.</summary>
@@ -274,7 +293,7 @@ public sealed class P2mTree
         else if (ReferenceEquals(mid[m], _identity))
         {
             // Keep the neighbours' identity: a leaf replacing p2m_identity starts as identity.
-            var leaf = new ulong[EntriesPerPage];
+            var leaf = NewLeaf();
             ulong basePfn = pfn & ~(PfnsPerLeaf - 1);
             for (int i = 0; i < EntriesPerPage; i++) leaf[i] = IdentityFrame(basePfn + (ulong)i);
             mid[m] = leaf;
@@ -317,11 +336,22 @@ public sealed class P2mTree
     }
 
     /// <summary>How many pfns below MaxPfn the tree answers identity for.</summary>
-    public ulong CountIdentity()
+    public ulong CountIdentity() => CountIdentityInTop(0, EntriesPerPage - 1);
+
+    /// <summary>
+    /// Identity pfns under the top entries [<paramref name="startPfn"/>, <paramref name="endPfn"/>)
+    /// touches: all an identity install over that range can change (a coarse swap switches at most
+    /// the whole mid page it is in), so a build does not count a whole big domain's leaves.
+    /// </summary>
+    private ulong CountIdentity(ulong startPfn, ulong endPfn) =>
+        CountIdentityInTop(TopIndex(startPfn), TopIndex(Math.Max(startPfn, endPfn - 1)));
+
+    private ulong CountIdentityInTop(int firstTop, int lastTop)
     {
         ulong n = 0;
-        foreach (var mid in _top)
+        for (int t = firstTop; t <= lastTop; t++)
         {
+            ulong[][] mid = _top[t];
             if (ReferenceEquals(mid, _midMissing)) continue;
             if (ReferenceEquals(mid, _midIdentity)) { n += PfnsPerMid; continue; }
             foreach (var leaf in mid)
@@ -353,6 +383,38 @@ public sealed class P2mTree
         }
     }
 
+    /// <summary>
+    /// The RAM the tree maps as maximal runs whose pfns and mfns both go up by one, ascending:
+    /// what a builder maps with large leaves, read a leaf page at a time (one step per run, not per page).
+    /// </summary>
+    public System.Collections.Generic.IEnumerable<(ulong Pfn, ulong Mfn, ulong Count)> EnumerateRamRuns()
+    {
+        ulong runPfn = 0, runMfn = 0, runCount = 0;
+        for (int t = 0; t < EntriesPerPage; t++)
+        {
+            ulong[][] mid = _top[t];
+            if (IsShared(mid)) continue;
+            for (int m = 0; m < EntriesPerPage; m++)
+            {
+                ulong[] leaf = mid[m];
+                if (ReferenceEquals(leaf, _missing) || ReferenceEquals(leaf, _identity)) continue;
+                ulong basePfn = ((ulong)t << (2 * IndexBits)) | ((ulong)m << IndexBits);
+                for (int i = 0; i < EntriesPerPage; i++)
+                {
+                    ulong e = leaf[i];
+                    if (Classify(e) != P2mEntryKind.Ram) continue;
+                    ulong pfn = basePfn + (ulong)i;
+                    if (runCount > 0 && pfn == runPfn + runCount && e == runMfn + runCount) { runCount++; continue; }
+                    if (runCount > 0) yield return (runPfn, runMfn, runCount);
+                    runPfn = pfn;
+                    runMfn = e;
+                    runCount = 1;
+                }
+            }
+        }
+        if (runCount > 0) yield return (runPfn, runMfn, runCount);
+    }
+
     /// <summary>Every (pfn, mfn) the tree maps to RAM, descending.</summary>
     public System.Collections.Generic.IEnumerable<(ulong Pfn, Mfn Mfn)> EnumerateRamDescending()
     {
@@ -373,10 +435,17 @@ public sealed class P2mTree
 
     private static ulong[] NewFilled(ulong value)
     {
-        var page = new ulong[EntriesPerPage];
+        var page = NewLeaf();
         Array.Fill(page, value);
         return page;
     }
+
+    /// <summary>
+    /// A leaf page lives as long as its domain, like the page it models: allocated where the GC
+    /// never moves it (the pinned heap), so building a domain of hundreds of GiB does not copy
+    /// its hundreds of MiB of leaves through each GC generation.
+    /// </summary>
+    private static ulong[] NewLeaf() => GC.AllocateUninitializedArray<ulong>(EntriesPerPage, pinned: true);
 
     private static ulong[][] NewMid(ulong[] leaf)
     {

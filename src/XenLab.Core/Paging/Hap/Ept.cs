@@ -1,5 +1,5 @@
 // An EPT (Intel's nested p2m) in its real format, in machine frames: four levels of 512
-// 8-byte entries; leaves map 4 KiB. Entry bits: R(0) W(1) X(2), memory type (5:3), ignore
+// 8-byte entries; leaves map 4 KiB (or 2 MiB / 1 GiB, below). Entry bits: R(0) W(1) X(2), memory type (5:3), ignore
 // PAT (6), page size (7), accessed (8), dirty (9), Xen's recalc flag in software-available
 // bit 10 (ept_entry_t.recalc), frame (51:12), and Xen's p2m type in the software-available bits
 // 57:52 (ept_entry_t.sa_p2mt). Under HAP that type is the only record of a page's type.
@@ -11,16 +11,23 @@
 // resolve_misconfig then walks down: a marked table entry is cleared after its 512 children are
 // marked (the mark moves one level down), and at the last level the whole leaf table is
 // recalculated (p2m_recalc_type: ram_rw/ram_logdirty from the log-dirty ranges). So the first
-// access in each 2 MiB region after a change takes exactly one misconfiguration exit.
+// access in each region after a change (a leaf table's 2 MiB, or a whole superpage) takes
+// exactly one misconfiguration exit.
 //
-// Superpages: RAM whose aligned 2 MiB of gfns sits on aligned, contiguous machine frames of one
-// type is mapped by a 2 MiB leaf (an EPDE with the page-size bit 7). A page-granular change
-// inside one (a type change of one page, balloon, PML's D bit) splits it first, as
-// ept_set_entry does with ept_split_super_page: 512 leaves of the same type, marks and frames.
-// resolve_misconfig keeps a marked superpage whole when its 512 gfns recalculate to one type
-// and splits it when they would differ. So log-dirty splits lazily: enabling it only marks the
-// superpage (ram_logdirty, read-only even with PML, as ept_p2m_type_to_flags keeps superpages),
-// and the first write to it takes the violation whose type change splits it (counted: ept_split).
+// Superpages: RAM whose aligned 1 GiB (or 2 MiB) of gfns sits on aligned, contiguous machine
+// frames of one type is mapped by a 1 GiB leaf (an EPDPTE with the page-size bit 7) or a 2 MiB
+// one (an EPDE with bit 7). A page-granular change inside one (a type change of one page,
+// balloon, PML's D bit) splits it first, as ept_set_entry does with ept_split_super_page down
+// to the target level: a 2 MiB leaf into 512 leaves of the same type, marks and frames; a 1 GiB
+// leaf into 512 2 MiB leaves, each of which is split again (Xen's recursion splits every child,
+// not only the one on the path: 513 new tables). resolve_misconfig keeps a marked superpage
+// whole when its gfns recalculate to one type (p2m_is_logdirty_range over its span) and splits
+// it one level (ept_split_super_page(level, level - 1), the children keep the marks) when they
+// would differ, then goes on down. So log-dirty splits lazily: enabling it only marks the top
+// entries; the first access takes one misconfiguration that keeps the superpage whole
+// (ram_logdirty, read-only even with PML, as ept_p2m_type_to_flags keeps superpages), and the
+// first write takes the violation whose one-page type change splits it. Counted apart:
+// ept_split_1g (1 GiB -> 2 MiB) and ept_split (2 MiB -> 4 KiB).
 using System;
 using System.Collections.Generic;
 using XenLab.Diagnostics;
@@ -39,7 +46,7 @@ public static class EptEntry
     public const ulong MemTypeWriteBack = 6UL << MemTypeShift;
     public const ulong MemTypeUncacheable = 0UL << MemTypeShift;
     public const ulong IgnorePat = 1UL << 6;
-    /// <summary>Bit 7 of an EPDE: a 2 MiB leaf rather than a table.</summary>
+    /// <summary>Bit 7 of an EPDE or EPDPTE: a 2 MiB or 1 GiB leaf rather than a table.</summary>
     public const ulong PageSize = 1UL << 7;
     public const ulong Accessed = 1UL << 8;
     public const ulong Dirty = 1UL << 9;
@@ -61,11 +68,15 @@ public static class EptEntry
     public static bool IsChangeable(P2mType t) => t is P2mType.RamRw or P2mType.RamLogDirty;
     public static P2mType TypeOf(ulong e) => (P2mType)((e & TypeMask) >> TypeShift);
     public static ulong FrameOf(ulong e) => (e & FrameMask) >> 12;
-    /// <summary>A present level-2 entry that maps 2 MiB itself.</summary>
+    /// <summary>A present level-2 or level-3 entry that maps 2 MiB or 1 GiB itself.</summary>
     public static bool IsSuperpage(ulong e) => IsPresent(e) && (e & PageSize) != 0;
-    /// <summary>The 4 KiB leaf a superpage gives <paramref name="gfn"/>: same bits, the frame within, no page-size bit.</summary>
-    public static ulong PageOf(ulong super, ulong gfn) =>
-        (super & ~(PageSize | FrameMask)) | ((FrameOf(super) + (gfn & 511)) << 12);
+    /// <summary>Gfns a leaf at <paramref name="level"/> maps: 1, 512 (2 MiB) or 262,144 (1 GiB).</summary>
+    public static ulong Span(int level) => 1UL << (9 * (level - 1));
+    /// <summary>The 4 KiB leaf a 2 MiB superpage gives <paramref name="gfn"/>: same bits, the frame within, no page-size bit.</summary>
+    public static ulong PageOf(ulong super, ulong gfn) => PageOf(super, gfn, 2);
+    /// <summary>The 4 KiB leaf a superpage at <paramref name="level"/> (2 or 3) gives <paramref name="gfn"/>.</summary>
+    public static ulong PageOf(ulong super, ulong gfn, int level) =>
+        (super & ~(PageSize | FrameMask)) | ((FrameOf(super) + (gfn & (Span(level) - 1))) << 12);
 
     /// <summary>The leaf Xen writes for a frame of a type (ept_p2m_type_to_flags).</summary>
     public static ulong Leaf(ulong mfn, P2mType type)
@@ -86,8 +97,8 @@ public static class EptEntry
     public static string Describe(ulong e, int level)
     {
         if (!IsPresent(e)) return e == 0 ? "not present" : $"not present ({P2mTypeInfo.Name(TypeOf(e))})";
-        if (level == 2 && (e & PageSize) != 0)
-            return $"{(IsMisconfigured(e) ? "misconfigured (emt=7" + ((e & Recalc) != 0 ? ", recalc)" : ")") : ((e & Read) != 0 ? "R" : "-") + ((e & Write) != 0 ? "W" : "-") + ((e & Exec) != 0 ? "X" : "-"))} 2M {P2mTypeInfo.Name(TypeOf(e))} -> mfn 0x{FrameOf(e):x}";
+        if ((level == 2 || level == 3) && (e & PageSize) != 0)
+            return $"{(IsMisconfigured(e) ? "misconfigured (emt=7" + ((e & Recalc) != 0 ? ", recalc)" : ")") : ((e & Read) != 0 ? "R" : "-") + ((e & Write) != 0 ? "W" : "-") + ((e & Exec) != 0 ? "X" : "-"))} {(level == 3 ? "1G" : "2M")} {P2mTypeInfo.Name(TypeOf(e))} -> mfn 0x{FrameOf(e):x}";
         if (IsMisconfigured(e)) return level == 1
             ? $"misconfigured (emt=7{((e & Recalc) != 0 ? ", recalc" : "")}) {P2mTypeInfo.Name(TypeOf(e))} -> mfn 0x{FrameOf(e):x}"
             : $"misconfigured (emt=7{((e & Recalc) != 0 ? ", recalc" : "")}) table -> mfn 0x{FrameOf(e):x}";
@@ -113,6 +124,12 @@ public sealed class Ept
         _counters = counters;
         Root = NewTable();
     }
+
+    /// <summary>
+    /// p2m_is_logdirty_range over [first, last]: 1 when all of it is log-dirty, 0 when none, -1
+    /// when mixed. resolve_misconfig asks it for a marked superpage (null: ask the per-gfn recalc).
+    /// </summary>
+    public Func<ulong, ulong, int>? LogDirtyRange { get; init; }
 
     /// <summary>PML in use: ram_logdirty leaves are writable with D clear, writable ones get A and D preset (ept_p2m_type_to_flags).</summary>
     public bool Pml { get; init; }
@@ -147,7 +164,7 @@ public sealed class Ept
             if (level == 1) return e;
             if (!EptEntry.IsPresent(e)) return 0;
             if (EptEntry.IsMisconfigured(e)) return e;      // the CPU stops here: EPT misconfiguration
-            if (level == 2 && (e & EptEntry.PageSize) != 0) return EptEntry.PageOf(e, gfn);   // a 2 MiB leaf: 3 reads
+            if ((e & EptEntry.PageSize) != 0) return EptEntry.PageOf(e, gfn, level);   // a 2 MiB leaf: 3 reads; 1 GiB: 2
             table = EptEntry.FrameOf(e);
         }
         return 0;
@@ -159,7 +176,7 @@ public sealed class Ept
     /// </summary>
     public ulong PeekWithRecalc(ulong gfn, out bool recalc) => PeekWithRecalc(gfn, out recalc, out _);
 
-    /// <summary>As <see cref="PeekWithRecalc(ulong, out bool)"/>; <paramref name="superpage"/> says the leaf came from a 2 MiB entry.</summary>
+    /// <summary>As <see cref="PeekWithRecalc(ulong, out bool)"/>; <paramref name="superpage"/> says the leaf came from a 2 MiB or 1 GiB entry.</summary>
     public ulong PeekWithRecalc(ulong gfn, out bool recalc, out bool superpage)
     {
         recalc = false;
@@ -170,7 +187,7 @@ public sealed class Ept
             ulong e = _machine.ReadUInt64(new Mfn(table), (int)((gfn >> (9 * (level - 1))) & 511) * 8);
             if (!EptEntry.IsPresent(e)) return 0;
             if ((e & EptEntry.Recalc) != 0) recalc = true;
-            if (level == 2 && (e & EptEntry.PageSize) != 0) { superpage = true; return EptEntry.PageOf(e, gfn); }
+            if ((e & EptEntry.PageSize) != 0) { superpage = true; return EptEntry.PageOf(e, gfn, level); }
             table = EptEntry.FrameOf(e);
         }
         ulong leaf = _machine.ReadUInt64(new Mfn(table), (int)(gfn & 511) * 8);
@@ -202,7 +219,7 @@ public sealed class Ept
             if (!EptEntry.IsPresent(e)) continue;
             ulong s = baseGfn + (i << shift), end = s + span - 1;
             // A superpage partly in the range is marked whole: resolve_misconfig splits it if its pages would differ.
-            if (s >= first && end <= last || level == 1 || level == 2 && (e & EptEntry.PageSize) != 0)
+            if (s >= first && end <= last || level == 1 || (e & EptEntry.PageSize) != 0)
             {
                 _machine.WriteUInt64(new Mfn(table), (int)i * 8, EptEntry.MarkMisconfigured(e, recalc: true));
                 n++;
@@ -226,10 +243,10 @@ public sealed class Ept
             int idx = (int)((gfn >> (9 * (level - 1))) & 511);
             ulong e = _machine.ReadUInt64(new Mfn(table), idx * 8);
             if (!EptEntry.IsPresent(e)) return n;
-            if (level == 2 && (e & EptEntry.PageSize) != 0)
+            if ((e & EptEntry.PageSize) != 0)
             {
                 if (!EptEntry.IsMisconfigured(e) && (e & EptEntry.Recalc) == 0) return n;
-                ulong first = gfn & ~511UL;
+                ulong span = EptEntry.Span(level), first = gfn & ~(span - 1);
                 var t = EptEntry.TypeOf(e);
                 if ((e & EptEntry.Recalc) == 0 || !EptEntry.IsChangeable(t))
                 {
@@ -237,17 +254,14 @@ public sealed class Ept
                     _counters.Add(PerfCounter.EptRecalcEntries, n + 1);
                     return n + 1;
                 }
-                var nt = recalc(first, t);
-                bool uniform = true;
-                for (ulong i = 1; i < 512 && uniform; i++) uniform = recalc(first + i, t) == nt;
-                if (uniform)
+                if (UniformRecalc(first, span, t, recalc, out var nt))
                 {
                     _machine.WriteUInt64(new Mfn(table), idx * 8, LeafFor(EptEntry.FrameOf(e), nt, superpage: true));
                     _counters.Add(PerfCounter.EptRecalcEntries, n + 1);
                     return n + 1;
                 }
-                // Its pages would differ: split (the children keep the marks) and recalculate them below.
-                e = Split(new Mfn(table), idx, e);
+                // Its pages would differ: split one level (the children keep the marks) and go on down.
+                e = Split(new Mfn(table), idx, e, level);
                 n++;
             }
             else if (EptEntry.IsMisconfigured(e))
@@ -284,6 +298,20 @@ public sealed class Ept
         return n;
     }
 
+    /// <summary>Whether the span's gfns all recalculate to one type (p2m_is_logdirty_range is 0 or 1), and which.</summary>
+    private bool UniformRecalc(ulong first, ulong span, P2mType t, Func<ulong, P2mType, P2mType> recalc, out P2mType nt)
+    {
+        if (LogDirtyRange is { } range)
+        {
+            int state = range(first, first + span - 1);
+            nt = state == 1 ? P2mType.RamLogDirty : P2mType.RamRw;
+            return state >= 0;
+        }
+        nt = recalc(first, t);
+        for (ulong i = 1; i < span; i++) if (recalc(first + i, t) != nt) return false;
+        return true;
+    }
+
     /// <summary>Reads the leaf without counting (the hypervisor's own lookup).</summary>
     public ulong Peek(ulong gfn)
     {
@@ -292,7 +320,7 @@ public sealed class Ept
         {
             ulong e = _machine.ReadUInt64(new Mfn(table), (int)((gfn >> (9 * (level - 1))) & 511) * 8);
             if (!EptEntry.IsPresent(e)) return 0;
-            if (level == 2 && (e & EptEntry.PageSize) != 0) return EptEntry.PageOf(e, gfn);
+            if ((e & EptEntry.PageSize) != 0) return EptEntry.PageOf(e, gfn, level);
             table = EptEntry.FrameOf(e);
         }
         return _machine.ReadUInt64(new Mfn(table), (int)(gfn & 511) * 8);
@@ -316,11 +344,15 @@ public sealed class Ept
     }
 
     /// <summary>Maps the aligned 2 MiB at <paramref name="gfn"/> with one level-2 leaf (tables above created as needed).</summary>
-    public void SetSuperpage(ulong gfn, ulong leaf)
+    public void SetSuperpage(ulong gfn, ulong leaf) => SetSuperpage(gfn, leaf, 2);
+
+    /// <summary>Maps the aligned 2 MiB (level 2) or 1 GiB (level 3) at <paramref name="gfn"/> with one leaf.</summary>
+    public void SetSuperpage(ulong gfn, ulong leaf, int leafLevel)
     {
-        if ((gfn & 511) != 0 || (leaf & EptEntry.PageSize) == 0) throw new ArgumentException($"gfn 0x{gfn:x}: a superpage needs an aligned gfn and a 2 MiB leaf");
+        if (leafLevel is not (2 or 3) || (gfn & (EptEntry.Span(leafLevel) - 1)) != 0 || (leaf & EptEntry.PageSize) == 0)
+            throw new ArgumentException($"gfn 0x{gfn:x}: a level-{leafLevel} superpage needs a gfn aligned to its size and a leaf with the page-size bit");
         ulong table = Root.Value;
-        for (int level = 4; level > 2; level--)
+        for (int level = 4; level > leafLevel; level--)
         {
             int idx = (int)((gfn >> (9 * (level - 1))) & 511);
             ulong e = _machine.ReadUInt64(new Mfn(table), idx * 8);
@@ -331,27 +363,29 @@ public sealed class Ept
             }
             table = EptEntry.FrameOf(e);
         }
-        int i2 = (int)((gfn >> 9) & 511);
-        ulong old = _machine.ReadUInt64(new Mfn(table), i2 * 8);
-        if (EptEntry.IsPresent(old) && (old & EptEntry.PageSize) == 0) throw new InvalidOperationException($"gfn 0x{gfn:x}: a leaf table is already there");
-        _machine.WriteUInt64(new Mfn(table), i2 * 8, leaf);
-        _counters.Inc(PerfCounter.EptSuperpage);
+        int at = (int)((gfn >> (9 * (leafLevel - 1))) & 511);
+        ulong old = _machine.ReadUInt64(new Mfn(table), at * 8);
+        if (EptEntry.IsPresent(old) && (old & EptEntry.PageSize) == 0) throw new InvalidOperationException($"gfn 0x{gfn:x}: a table is already there");
+        _machine.WriteUInt64(new Mfn(table), at * 8, leaf);
+        _counters.Inc(leafLevel == 3 ? PerfCounter.EptSuperpage1G : PerfCounter.EptSuperpage);
     }
 
     /// <summary>
-    /// ept_split_super_page: a leaf table of 512 entries with the superpage's type, marks (emt,
-    /// recalc) and A/D bits and consecutive frames replaces it. Returns the new table entry.
+    /// ept_split_super_page one level: a table of 512 entries with the superpage's type, marks
+    /// (emt, recalc) and A/D bits and consecutive frames replaces it: 4 KiB leaves for a 2 MiB
+    /// superpage (level 2), 2 MiB leaves for a 1 GiB one (level 3). Returns the new table entry.
     /// </summary>
-    private ulong Split(Mfn table, int idx, ulong super)
+    private ulong Split(Mfn table, int idx, ulong super, int level)
     {
         var t = NewTable();
-        ulong baseMfn = EptEntry.FrameOf(super);
+        ulong baseMfn = EptEntry.FrameOf(super), step = EptEntry.Span(level - 1);
+        bool childIsSuper = level == 3;
         var type = EptEntry.TypeOf(super);
         bool marked = EptEntry.IsMisconfigured(super), rc = (super & EptEntry.Recalc) != 0;
         ulong ad = super & (EptEntry.Accessed | EptEntry.Dirty);
         for (int i = 0; i < 512; i++)
         {
-            ulong c = LeafFor(baseMfn + (ulong)i, type);
+            ulong c = LeafFor(baseMfn + (ulong)i * step, type, childIsSuper);
             if (Pml && type == P2mType.RamLogDirty) c &= ~EptEntry.Dirty;     // each page logged on its own first write
             else c |= ad;
             if (marked) c = EptEntry.MarkMisconfigured(c, rc);
@@ -360,7 +394,22 @@ public sealed class Ept
         }
         ulong e = EptEntry.Table(t.Value);
         _machine.WriteUInt64(table, idx * 8, e);
-        _counters.Inc(PerfCounter.EptSplit);
+        _counters.Inc(level == 3 ? PerfCounter.EptSplit1G : PerfCounter.EptSplit);
+        return e;
+    }
+
+    /// <summary>
+    /// ept_split_super_page down to 4 KiB, as ept_set_entry does for an order-0 change inside a
+    /// superpage: a 1 GiB leaf becomes 512 2 MiB leaves and each of those is split too.
+    /// </summary>
+    private ulong SplitToPages(Mfn table, int idx, ulong super, int level)
+    {
+        ulong e = Split(table, idx, super, level);
+        if (level == 3)
+        {
+            var child = new Mfn(EptEntry.FrameOf(e));
+            for (int i = 0; i < 512; i++) Split(child, i, _machine.ReadUInt64(child, i * 8), 2);
+        }
         return e;
     }
 
@@ -379,10 +428,49 @@ public sealed class Ept
                 e = EptEntry.Table(t.Value);
                 _machine.WriteUInt64(new Mfn(table), idx * 8, e);
             }
-            else if (level == 2 && (e & EptEntry.PageSize) != 0) e = Split(new Mfn(table), idx, e);   // one page of a superpage changes
+            else if ((e & EptEntry.PageSize) != 0) e = SplitToPages(new Mfn(table), idx, e, level);   // one page of a superpage changes
             table = EptEntry.FrameOf(e);
         }
         _machine.WriteUInt64(new Mfn(table), (int)(gfn & 511) * 8, leaf);
+    }
+
+    /// <summary>
+    /// The tables' shape, as the CPU would check it: the page-size bit only in an EPDE or EPDPTE,
+    /// a superpage's frame aligned to its size (bits 20:12 or 29:12 of a leaf are reserved), every
+    /// table one of this EPT's pages and reached once.
+    /// </summary>
+    public void AuditStructure(List<string> problems)
+    {
+        var owned = new HashSet<ulong>();
+        foreach (var m in _pages) owned.Add(m.Value);
+        int reached = 1;
+        AuditTable(Root.Value, 4, 0, owned, ref reached, problems);
+        if (reached != _pages.Count) problems.Add($"hap: {_pages.Count} EPT pages allocated, {reached} reachable from the root");
+    }
+
+    private void AuditTable(ulong table, int level, ulong baseGfn, HashSet<ulong> owned, ref int reached, List<string> problems)
+    {
+        for (int i = 0; i < 512; i++)
+        {
+            ulong e = _machine.ReadUInt64(new Mfn(table), i * 8);
+            if (!EptEntry.IsPresent(e) || level == 1) continue;
+            ulong gfn = baseGfn + ((ulong)i << (9 * (level - 1)));
+            if ((e & EptEntry.PageSize) != 0)
+            {
+                if (level == 4) problems.Add($"hap: gfn 0x{gfn:x}: the page-size bit is set in an EPML4E (reserved)");
+                else if ((EptEntry.FrameOf(e) & (EptEntry.Span(level) - 1)) != 0)
+                    problems.Add($"hap: gfn 0x{gfn:x}: {(level == 3 ? "1 GiB" : "2 MiB")} leaf on mfn 0x{EptEntry.FrameOf(e):x}, not aligned to its size");
+                continue;
+            }
+            ulong child = EptEntry.FrameOf(e);
+            if (!owned.Remove(child))
+            {
+                problems.Add($"hap: gfn 0x{gfn:x}: {EptEntry.LevelName(level)} points at mfn 0x{child:x}, not an EPT page (or one reached twice)");
+                continue;
+            }
+            reached++;
+            AuditTable(child, level - 1, gfn, owned, ref reached, problems);
+        }
     }
 
     private Mfn NewTable()

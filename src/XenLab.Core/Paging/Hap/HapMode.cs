@@ -4,10 +4,11 @@
 // entries. The paging-structure cache modelled is a per-vCPU cache of guest-physical
 // translations (gfn -> EPT leaf, Intel's "guest-physical mappings"), which lets a walk skip
 // the 4 EPT reads of a gfn it has seen; it is flushed by INVEPT whenever the EPT changes.
-// RAM on aligned, contiguous frames of one type is mapped with 2 MiB EPT leaves (Ept.cs): a
-// nested walk through one reads 3 entries, so a cold 4-level guest walk reads 5*4-1 = 19 when
-// every gfn on it is in a superpage. TLB entries stay 4 KiB. No 1 GiB leaves, no guest
-// paging-structure (PML4/PDPT/PD) caches.
+// RAM on aligned, contiguous frames of one type is mapped with 1 GiB EPT leaves where a whole
+// aligned GiB allows, else 2 MiB ones (Ept.cs): a nested walk through a 2 MiB leaf reads 3
+// entries, through a 1 GiB leaf 2, so a cold 4-level guest walk reads 5*4-1 = 19 or 5*3-1 = 14
+// when every gfn on it is in such a leaf. TLB entries stay 4 KiB. No guest paging-structure
+// (PML4/PDPT/PD) caches.
 //
 // The p2m type lives only in the EPT leaf (sa_p2mt): HAP owns the domain's types
 // (IP2mTypeOwner). Changes between ram_rw and ram_logdirty over a range are lazy, as
@@ -130,37 +131,39 @@ public sealed partial class HapMode : IPagingMode, IP2mTypeOwner
     public void Attach(Domain domain)
     {
         _domain = domain;
-        var ept = new Ept(domain.Machine, domain.Counters) { Pml = _pml };
+        var ept = new Ept(domain.Machine, domain.Counters) { Pml = _pml, LogDirtyRange = LogDirtyRangeState };
         try
         {
-            // RAM gets leaves now; identity (MMIO) gfns get mmio_direct on first touch. An aligned
-            // 2 MiB of gfns on aligned, consecutive frames of one type gets one 2 MiB leaf: the run
-            // is held back until it is whole or broken (then its pages get 4 KiB leaves).
-            ulong mapped = 0;
-            var run = new (ulong Pfn, ulong Mfn, P2mType Type)[512];
-            int held = 0;
-            foreach (var (pfn, mfn) in domain.P2m.EnumerateRam())
+            // RAM gets leaves now; identity (MMIO) gfns get mmio_direct on first touch. As Xen's
+            // builder maps populated extents: an aligned GiB (or 2 MiB) of gfns on aligned,
+            // consecutive frames, all ram_rw, gets one 1 GiB (2 MiB) leaf; the rest 4 KiB leaves.
+            // Read from the p2m a run of consecutive frames at a time: the work is per leaf written.
+            bool typed = domain.Types.Count > 0;      // some RAM is not ram_rw (a mode switch): check spans page by page
+            ulong mapped = 0, nextCheckpoint = Domain.BuildStepPages;
+            foreach (var (first, firstMfn, count) in domain.P2m.EnumerateRamRuns())
             {
-                var type = domain.GetP2mType(pfn);
-                bool extends = held > 0 && pfn == run[held - 1].Pfn + 1 && mfn.Value == run[held - 1].Mfn + 1 && type == run[0].Type;
-                if (!extends && held > 0)
+                for (ulong pfn = first, mfn = firstMfn, end = first + count; pfn < end;)
                 {
-                    for (int i = 0; i < held; i++) ept.Set(run[i].Pfn, ept.LeafFor(run[i].Mfn, run[i].Type));
-                    held = 0;
-                }
-                if (held > 0 || (_options.HapSuperpages && (pfn & 511) == 0 && (mfn.Value & 511) == 0 && type == P2mType.RamRw))
-                {
-                    run[held++] = (pfn, mfn.Value, type);
-                    if (held == 512)
+                    int level = 1;
+                    if (_options.HapSuperpages)
+                        for (int l = _options.HapSuperpages1G ? 3 : 2; l >= 2 && level == 1; l--)
+                        {
+                            ulong span = EptEntry.Span(l);
+                            if (((pfn | mfn) & (span - 1)) == 0 && end - pfn >= span && (!typed || AllRamRw(domain, pfn, span))) level = l;
+                        }
+                    if (level > 1) ept.SetSuperpage(pfn, ept.LeafFor(mfn, P2mType.RamRw, superpage: true), level);
+                    else ept.Set(pfn, ept.LeafFor(mfn, domain.Types.GetRam(pfn)));
+                    ulong step = EptEntry.Span(level);
+                    pfn += step;
+                    mfn += step;
+                    mapped += step;
+                    if (mapped >= nextCheckpoint)
                     {
-                        ept.SetSuperpage(run[0].Pfn, ept.LeafFor(run[0].Mfn, type, superpage: true));
-                        held = 0;
+                        domain.BuildCheckpoint(mapped);       // a big build can be stopped here
+                        nextCheckpoint = mapped + Domain.BuildStepPages;
                     }
                 }
-                else ept.Set(pfn, ept.LeafFor(mfn.Value, type));
-                if ((++mapped & (Domain.BuildStepPages - 1)) == 0) domain.BuildCheckpoint(mapped);   // a big build can be stopped here
             }
-            for (int i = 0; i < held; i++) ept.Set(run[i].Pfn, ept.LeafFor(run[i].Mfn, run[i].Type));
         }
         catch
         {
@@ -438,6 +441,7 @@ public sealed partial class HapMode : IPagingMode, IP2mTypeOwner
 
     public void Audit(List<string> problems)
     {
+        _ept!.AuditStructure(problems);
         foreach (var (pfn, mfn) in _domain.P2m.EnumerateRam())
         {
             ulong have = _ept!.PeekWithRecalc(pfn, out bool recalc, out bool super);
@@ -455,6 +459,24 @@ public sealed partial class HapMode : IPagingMode, IP2mTypeOwner
     }
 
     // ---- p2m types in the EPT (IP2mTypeOwner) ---------------------------------------------
+
+    private static bool AllRamRw(Domain domain, ulong first, ulong span)
+    {
+        for (ulong g = first; g < first + span; g++) if (domain.Types.GetRam(g) != P2mType.RamRw) return false;
+        return true;
+    }
+
+    /// <summary>p2m_is_logdirty_range: 1 when all of [first, last] is in a log-dirty range, 0 when none of it, -1 when part.</summary>
+    private int LogDirtyRangeState(ulong first, ulong last)
+    {
+        foreach (var (s, e) in _logDirtyRanges)
+        {
+            if (e <= first) continue;
+            if (s > last) return 0;
+            return s <= first && e > last ? 1 : -1;
+        }
+        return 0;
+    }
 
     /// <summary>p2m_is_logdirty_range for one gfn.</summary>
     private bool InLogDirtyRange(ulong gfn)

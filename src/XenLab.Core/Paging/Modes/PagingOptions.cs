@@ -60,8 +60,12 @@ public sealed record PagingOptions
     public ArmLeafLookup ArmLeafLookup { get; init; } = ArmLeafLookup.Walk;
     /// <summary>HAP's log-dirty mechanism: PML (as Xen on hardware that has it) or write protection.</summary>
     public HapLogDirty HapLogDirty { get; init; } = HapLogDirty.Pml;
-    /// <summary>Map RAM with 2 MiB EPT leaves where gfns and frames allow (as Xen does); off = 4 KiB leaves only.</summary>
+    /// <summary>Map RAM with EPT superpages where gfns and frames allow (as Xen does); off = 4 KiB leaves only.</summary>
     public bool HapSuperpages { get; init; } = true;
+    /// <summary>With <see cref="HapSuperpages"/>: 1 GiB leaves too where a whole aligned GiB allows (hap_superpages: on), or 2 MiB only (2m).</summary>
+    public bool HapSuperpages1G { get; init; } = true;
+    /// <summary>The hap_superpages value: on (1 GiB and 2 MiB leaves), 2m (2 MiB only) or off (4 KiB only).</summary>
+    public string HapSuperpageText => !HapSuperpages ? "off" : HapSuperpages1G ? "on" : "2m";
 
     public static readonly PagingOptions Default = new();
 
@@ -84,7 +88,7 @@ public sealed record PagingOptions
         PagingModeKind.Shadow => $"oos={Oos.ToString().ToLowerInvariant()} slots={OosSlots} prefetch={(ShadowPrefetch ? "on" : "off")}"
             + (ShadowWriteRemoval == ShadowWriteRemoval.Xen ? "" : " write_removal=rmap"),
         PagingModeKind.Hap => (HapLogDirty == HapLogDirty.Pml ? $"gpa_cache={HapGpaCacheEntries}" : $"gpa_cache={HapGpaCacheEntries} logdirty=wp")
-            + (HapSuperpages ? "" : " superpages=off"),
+            + (HapSuperpages && HapSuperpages1G ? "" : " superpages=" + HapSuperpageText),
         _ => $"leaf_lookup={ArmLeafLookup.ToString().ToLowerInvariant()}",
     };
 }

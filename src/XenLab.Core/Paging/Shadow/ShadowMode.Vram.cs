@@ -54,7 +54,7 @@ public sealed partial class ShadowMode
         if (!_vramPages.TryGetValue(gfn, out var t)) return;
         int i = (int)(gfn - t.Range.BeginPfn);
         if (t.Range.State is MainlineVram mv) { MainlineOnMapped(mv, i, gfn, sp, index, entry); return; }
-        if (t.Links is null) { t.Range.RemovedDirty[i] = true; return; }   // D-bit design: made -> dirty
+        if (t.Links is null) { if (t.Range.State is DbitVram dv) DbitOnMapped(dv, i, entry); return; }   // D-bit design
         if ((entry & X86Pte.Writable) != 0) AddLink(t.Links, i, sp, index);   // read-only entries cannot dirty it
     }
 
@@ -64,7 +64,7 @@ public sealed partial class ShadowMode
         if (!_vramPages.TryGetValue(gfn, out var t)) return;
         int i = (int)(gfn - t.Range.BeginPfn);
         if (t.Range.State is MainlineVram mv) { MainlineOnUnmapped(mv, i, gfn, sp, index, oldEntry); return; }
-        if (t.Links is null) { t.Range.RemovedDirty[i] = true; return; }   // D-bit design: cleared -> dirty
+        if (t.Links is null) { if (t.Range.State is DbitVram dv) DbitOnUnmapped(dv, i, sp, index, oldEntry); return; }   // D-bit design
         var list = t.Links.Links[i];
         for (int k = 0; k < list.Count; k++)
         {

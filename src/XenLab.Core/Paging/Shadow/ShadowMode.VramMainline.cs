@@ -184,11 +184,12 @@ public sealed partial class ShadowMode
             }
             if (mv.LastDirty != -1 && _m._domain.ClockNs - mv.LastDirty > VramMainlineIdleNs)
             {
-                // Clean for more than two seconds: take write access away; the next write faults.
+                // Clean for more than two seconds (Xen: last_dirty + SECONDS(2) < NOW()): take write
+                // access away; the next write faults. One flush for the range, after the query.
                 for (ulong k = 0; k < r.Pages; k++)
                 {
                     ulong gfn = r.BeginPfn + k;
-                    if (_m.WritableCount(gfn) != 0) { _m.RemoveWriteAccess(gfn); flush = true; }
+                    if (_m.WritableCount(gfn) != 0) flush |= _m.RemoveWriteAccessFlushOwed(gfn);
                     mv.Sl1[k] = default;
                 }
                 mv.LastDirty = -1;

@@ -68,6 +68,7 @@ public sealed partial class ShadowMode
         if ((e & (X86Pte.Present | X86Pte.Writable)) != (X86Pte.Present | X86Pte.Writable) || l1.MappedGfn![index] != gfn) return false;
         _machine.WriteUInt64(l1.Smfn, index * 8, e & ~X86Pte.Writable);
         _counters.Inc(PerfCounter.ShadowWriteProtect);
+        if (_vramPages.Count != 0) VramOnWriteRemoved(gfn, l1, index, e);      // the D-bit design's writable count
         return true;
     }
 
@@ -88,11 +89,21 @@ public sealed partial class ShadowMode
     /// </summary>
     private void RemoveWriteAccess(ulong gfn, int vcpu = -1, int slot = -1)
     {
+        if (RemoveWriteAccessFlushOwed(gfn, vcpu, slot)) _domain.FlushAllTlbs();
+    }
+
+    /// <summary>
+    /// RemoveWriteAccess without the flush: true when one is owed. As Xen's sh_remove_write_access
+    /// ("returns non-zero if we need to flush TLBs"), for a caller that takes write access from
+    /// many pages and flushes once (shadow_track_dirty_vram).
+    /// </summary>
+    private bool RemoveWriteAccessFlushOwed(ulong gfn, int vcpu = -1, int slot = -1)
+    {
         if (_options.ShadowWriteRemoval == ShadowWriteRemoval.Rmap)
         {
-            RemoveWriteAccessByRmap(gfn);
+            bool any = RemoveWriteAccessByRmap(gfn);
             if (vcpu >= 0) _oosFixup[vcpu][slot] = default;
-            return;
+            return any;
         }
         bool flush = false;
         if (vcpu >= 0)
@@ -107,7 +118,7 @@ public sealed partial class ShadowMode
             flush = true;
             if (!GuessWritableMapping(gfn)) BruteForceWriteRemoval(gfn);
         }
-        if (flush) _domain.FlushAllTlbs();
+        return flush;
     }
 
     /// <summary>SHOPT_WRITABLE_HEURISTIC: look where a 64-bit guest's direct map would map the page, in vCPU 0's shadows.</summary>
@@ -143,11 +154,11 @@ public sealed partial class ShadowMode
     }
 
     /// <summary>The reverse map's way: straight to every shadow entry that maps the page.</summary>
-    private void RemoveWriteAccessByRmap(ulong gfn)
+    private bool RemoveWriteAccessByRmap(ulong gfn)
     {
-        if (!_rmap.TryGetValue(gfn, out var list)) return;
+        if (!_rmap.TryGetValue(gfn, out var list)) return false;
         bool any = false;
         foreach (var (page, index) in list) any |= RemoveWriteFromEntry(gfn, page, index);
-        if (any) _domain.FlushAllTlbs();
+        return any;
     }
 }

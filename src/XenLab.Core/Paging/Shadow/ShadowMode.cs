@@ -236,7 +236,11 @@ public sealed partial class ShadowMode : IPagingMode
             else emulate = true;
         }
         if (write && (gw.Rights & TlbRights.Writable) == 0) emulate = true;   // guest CR0.WP clear: allowed, not by hardware
+        // The D-bit VRAM design's one equality test (seed 003) runs where this entry is made, in
+        // VramOnMapped's range lookup: it needs the address and whether the guest maps it writable.
+        _writableFaultVa = (gw.Rights & TlbRights.Writable) != 0 ? va & ~Page.OffsetMask : NoFaultVa;
         SetL1(parent, l1idx, PropagateL1(gl1e, gfn0: (gl1e & X86Pte.FrameMask) >> 12, demandWrite: write), gl1e);
+        _writableFaultVa = NoFaultVa;
         if (parent.Type == ShadowType.L1) UpdateSnapshot(parent.Gfn, l1idx, gl1e);
         _counters.Inc(PerfCounter.ShadowPropagate);
         _counters.Inc(PerfCounter.ShadowFaultFixed);
