@@ -217,6 +217,17 @@ public class DirtyVramTests
     }
 
     [Fact]
+    public void DirtyPagesCountsEveryBitIncludingTheLastPartialWord()
+    {
+        // 8,100 pages: 1,013 bytes, 126 whole ulong words and a 5-byte tail.
+        var bitmap = new byte[1013];
+        foreach (int p in new[] { 0, 63, 64, 8063, 8064, 8099 }) bitmap[p >> 3] |= (byte)(1 << (p & 7));
+        var r = new VramQueryResult(0xC0000, 8100, bitmap, false, "");
+        Assert.Equal(6, r.DirtyPages);
+        Assert.Equal(new[] { 0, 63, 64, 8063, 8064, 8099 }, r.DirtyPageIndexes());
+    }
+
+    [Fact]
     public void AnUntrackedRangeIsAllDirtyAndARangeSurvivesZeroMappings()
     {
         var d = Build(PagingModeKind.Shadow, VramStrategy.BackLinks);

@@ -583,10 +583,20 @@ public sealed class Domain
     {
         using var op = EnterOperation();
         if (GetP2mType(gfn) != P2mType.RamLogDirty) return;
+        MarkDirtyAtFault(gfn);
+        SetP2mType(gfn, P2mType.RamRw);
+    }
+
+    /// <summary>
+    /// paging_mark_dirty for a first write the caller has already turned ram_logdirty -> ram_rw
+    /// (HAP's PML flush does the type change itself): the fault counted, the bitmap tree and the
+    /// VRAM ranges marked.
+    /// </summary>
+    internal void MarkDirtyAtFault(ulong gfn)
+    {
         Counters.Inc(PerfCounter.LogDirtyFault);
         LogDirty.MarkAtFault(gfn);                                    // paging_mark_dirty, now
         if (Vram.Ranges.Count != 0) Vram.NoteLogDirtyFault(gfn);
-        SetP2mType(gfn, P2mType.RamRw);
     }
 
     /// <summary>

@@ -42,6 +42,9 @@ public sealed class Tlb
     private readonly TlbEntry[] _entries;
     private readonly int _mask;
     private int _largeEntries;
+    // Fill is the only way an entry becomes valid: a flush with no fill since the last one has
+    // nothing to clear (several flushes in a row, e.g. one per VRAM range queried, are cheap).
+    private bool _filledSinceFlush;
 
     public Tlb(int entries = DefaultEntries)
     {
@@ -61,6 +64,7 @@ public sealed class Tlb
 
     public void Fill(ulong va, ulong gfn, ulong mfn, ulong flags, int pageShift)
     {
+        _filledSinceFlush = true;
         ref var e = ref Slot(va);
         if (e.Tag != 0 && e.PageShift != 12) _largeEntries--;
         e.Tag = (va >> 12) + 1;
@@ -109,8 +113,10 @@ public sealed class Tlb
 
     public void FlushAll()
     {
+        if (!_filledSinceFlush) return;            // nothing can be cached: a flush of an empty TLB costs nothing
         Array.Clear(_entries);
         _largeEntries = 0;
+        _filledSinceFlush = false;
     }
 
     public int ValidEntries

@@ -326,6 +326,23 @@ public sealed class Ept
         return _machine.ReadUInt64(new Mfn(table), (int)(gfn & 511) * 8);
     }
 
+    /// <summary>
+    /// The bytes of the leaf table that maps <paramref name="gfn"/>, for loops that change many
+    /// leaves (HapMode.ChangeTypeOne): null unless the way down is plain tables, none marked for
+    /// recalculation and none a superpage, so a leaf read there is what ept_get_entry would see.
+    /// </summary>
+    internal byte[]? PlainLeafTable(ulong gfn)
+    {
+        ulong table = Root.Value;
+        for (int level = 4; level > 1; level--)
+        {
+            ulong e = _machine.ReadUInt64(new Mfn(table), (int)((gfn >> (9 * (level - 1))) & 511) * 8);
+            if (!EptEntry.IsPresent(e) || (e & (EptEntry.Recalc | EptEntry.PageSize)) != 0 || EptEntry.IsMisconfigured(e)) return null;
+            table = EptEntry.FrameOf(e);
+        }
+        return _machine.MaterialisedFrame(table);
+    }
+
     /// <summary>Maps the aligned 2 MiB at <paramref name="gfn"/> with one level-2 leaf (tables above created as needed).</summary>
     public void SetSuperpage(ulong gfn, ulong leaf) => SetSuperpage(gfn, leaf, 2);
 

@@ -26,7 +26,7 @@ using XenLab.Paging.Modes;
 
 namespace XenLab.Paging.Hap;
 
-public sealed class HapMode : IPagingMode, IP2mTypeOwner
+public sealed partial class HapMode : IPagingMode, IP2mTypeOwner
 {
     private readonly PagingOptions _options;
     private Domain _domain = null!;
@@ -80,15 +80,40 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
         return leaf;
     }
 
-    /// <summary>vmx_vcpu_flush_pml_buffer: each logged gfn goes ram_logdirty -> ram_rw and is marked dirty.</summary>
+    /// <summary>
+    /// vmx_vcpu_flush_pml_buffer: each logged gfn goes ram_logdirty -> ram_rw (p2m_change_type_one)
+    /// and is marked dirty; a gfn no longer ram_logdirty (logged twice) is skipped. Type changes
+    /// are counted and traced per page as Domain.SetP2mType does; a plain leaf is changed in place.
+    /// </summary>
     private void FlushPml(int vcpu)
     {
+        using var op = _domain.EnterOperation();        // once per flush (the general path took it per page)
         int n = _pmlCount[vcpu];
         if (n == 0) return;
         _pmlCount[vcpu] = 0;
         _domain.Counters.Inc(PerfCounter.PmlFlush);
         var log = _pmlLog[vcpu];
-        for (int i = 0; i < n; i++) _domain.OnLogDirtyWrite(log[i]);
+        var cursor = default(LeafCursor);
+        bool needFlush = false;
+        long changed = 0;
+        string transition = P2mTypeInfo.Transition(P2mType.RamLogDirty, P2mType.RamRw);
+        for (int i = 0; i < n; i++)
+        {
+            ulong gfn = log[i];
+            var r = ChangeTypeOne(gfn, P2mType.RamLogDirty, P2mType.RamRw, ref cursor, ref needFlush);
+            if (r == ChangeOneResult.Slow)
+            {
+                _domain.OnLogDirtyWrite(gfn);        // resolves marks, splits, holes: the general path
+                cursor = default;
+                continue;
+            }
+            if (r == ChangeOneResult.NotFrom) continue;
+            changed++;
+            _domain.Trace.Add(TraceKind.P2mTypeChange, -1, 0, gfn, 0, (ulong)P2mType.RamRw, transition);
+            _domain.MarkDirtyAtFault(gfn);
+        }
+        _domain.Counters.Add(PerfCounter.P2mTypeChange, changed);
+        if (needFlush) InvEpt();
     }
 
     /// <summary>p2m_flush_hardware_cached_dirty: every vCPU's PML buffer, before a peek, clean or VRAM query.</summary>
@@ -352,7 +377,8 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
     }
 
     public XenLab.Dirty.IVramStrategy? CreateVramStrategy(XenLab.Dirty.VramStrategy kind) =>
-        kind == XenLab.Dirty.VramStrategy.Tracker ? new HapVramStrategy(_domain, this) : null;
+        kind == XenLab.Dirty.VramStrategy.Tracker ? _vramStrategy ??= new HapVramStrategy(_domain, this) : null;
+    private HapVramStrategy? _vramStrategy;     // stateless (the ranges hold the bits): one per mode instance, no allocation per query
     public void FlushTlbs() => InvEpt();
     public void OnCr3Load(Vcpu v) { }
     public void OnInvlpg(Vcpu v, ulong va) { }
@@ -498,10 +524,8 @@ public sealed class HapMode : IPagingMode, IP2mTypeOwner
         ulong want = _ept.LeafFor(mfn, type);
         if (want == have) return false;
         _ept.Set(gfn, want);
-        // Only a removed right or a moved frame can leave a stale cached translation.
-        // With PML a cleared D bit counts as a removed right: a TLB entry that saw it set would let writes by unlogged.
-        bool upgrade = EptEntry.IsPresent(have) && ((have & EptEntry.Rwx) & ~(want & EptEntry.Rwx)) == 0
-            && !(_pml && (have & EptEntry.Dirty) != 0 && (want & EptEntry.Dirty) == 0);
+        // Only a removed right (with PML, a cleared D bit) or a moved frame can leave a stale cached translation.
+        bool upgrade = !RemovesRight(have, want);
         if (upgrade) InvalidateCached(gfn);
         return !upgrade;
     }
