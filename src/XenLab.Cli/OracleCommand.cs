@@ -25,7 +25,7 @@ public static class OracleCommand
         "  --variant NAME    only variants whose name contains NAME (repeatable), e.g. 'hap', 'shadow oos=off', 'dbit'\n" +
         "  --audit-every N   run the paging audit every N steps (default 16)\n" +
         "  --no-switch       no paging-mode switches among the operations\n" +
-        "variants: " + "hap/types, hap/memcmp, hap/types 2 GiB (1 GiB EPT leaves), shadow oos=off|nosnapshot|snapshot/backlinks, shadow .../dbit, shadow .../types, shadow .../memcmp, arm walk|vlpt/avail, arm walk/memcmp\n";
+        "variants: " + "hap/types, hap/memcmp, hap 2 GiB/types (1 GiB EPT leaves), shadow oos=off|nosnapshot|snapshot/backlinks, shadow .../dbit, shadow .../types, shadow .../memcmp, arm walk|vlpt/avail, arm walk/memcmp\n";
 
     public static bool Handles(string[] args) => Array.IndexOf(args, "--oracle") >= 0;
 

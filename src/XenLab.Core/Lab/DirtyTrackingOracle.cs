@@ -92,7 +92,7 @@ public static class DirtyTrackingOracle
     {
         new OracleVariant("hap/types", PagingModeKind.Hap, PagingOptions.Default, VramStrategy.Tracker),
         new OracleVariant("hap/memcmp", PagingModeKind.Hap, PagingOptions.Default, VramStrategy.Memcmp),
-        new OracleVariant("hap/types, 2 GiB, 1 GiB EPT leaves", PagingModeKind.Hap, PagingOptions.Default, VramStrategy.Tracker,
+        new OracleVariant("hap 2 GiB/types, 1 GiB EPT leaves", PagingModeKind.Hap, PagingOptions.Default, VramStrategy.Tracker,
             MemoryMiB: 2048, ScratchGfn: 0x40000 + 0x1F0),
         new OracleVariant("shadow oos=off/backlinks", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.Off }, VramStrategy.BackLinks),
         new OracleVariant("shadow oos=nosnapshot/backlinks", PagingModeKind.Shadow, PagingOptions.Default with { Oos = OosMode.NoSnapshot }, VramStrategy.BackLinks),
