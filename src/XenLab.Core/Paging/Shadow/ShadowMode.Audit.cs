@@ -57,6 +57,7 @@ public sealed partial class ShadowMode
         int used = _shadows.Count + (Snapshots ? _oosSnapshot.Length * Slots : 0) + _linkPages;
         if (used != _pool.Used) problems.Add($"shadow: pool has {_pool.Used} frames in use, {used} accounted for");
         if (_linkPages < 0) problems.Add($"shadow: {_linkPages} back-link pages held");
+        AuditBackLinks(problems);
         _pool.Audit(problems);
     }
 

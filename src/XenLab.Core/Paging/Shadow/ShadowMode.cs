@@ -83,6 +83,7 @@ public sealed partial class ShadowMode : IPagingMode
     public void Detach()
     {
         _vramPages.Clear();
+        _backLinks.Clear();
         _shadows.Clear();
         _bySmfn.Clear();
         _levelsOf.Clear();
@@ -203,8 +204,9 @@ public sealed partial class ShadowMode : IPagingMode
             if (MarkDirty(gfn)) _counters.Inc(PerfCounter.ShadowLogDirtyDemandWrite);
         }
 
-        // 2. Make sure the pool can hold a full path, then build it top-down.
-        Prealloc(5);
+        // 2. Make sure the pool can hold a full path, and the back-link pages its entries may
+        // need (as shadow_prealloc reserves log-dirty's for an L1), then build it top-down.
+        Prealloc(5, LinksPerFault);
         var top = EnsureTop(v);
         if (top is null) return Translation.Fault(TranslateStatus.PhysicalMissing, va, v.Cr3 >> 12, 0, 0);
         var parent = top;
@@ -449,7 +451,7 @@ public sealed partial class ShadowMode : IPagingMode
             if (!_pool.TryAllocate(out smfn))
                 throw new InvalidOperationException("shadow pool exhausted after recycling; shadow_memory is too small for one walk.");
         }
-        sp = new ShadowPage(smfn, type, gfn) { LastUse = ++_clock };
+        sp = new ShadowPage(smfn, type, gfn) { LastUse = ++_clock, Frame = _machine.MaterialisedFrame(smfn.Value)! };
         _shadows[(gfn, type)] = sp;
         _bySmfn[smfn.Value] = sp;
         _counters.Inc(PerfCounter.ShadowAlloc);
@@ -499,28 +501,38 @@ public sealed partial class ShadowMode : IPagingMode
         _counters.Inc(PerfCounter.ShadowFree);
     }
 
-    /// <summary>shadow_prealloc: make room for <paramref name="pages"/> by unpinning LRU tops, then by blowing everything.</summary>
-    private void Prealloc(int pages)
+    /// <summary>
+    /// shadow_prealloc: make room for <paramref name="pages"/> by unpinning LRU tops, then by
+    /// blowing everything. A walk that may write <paramref name="newLinks"/> L1 entries of tracked
+    /// VRAM also makes room for the back-link pages they may need (VramLinkHeadroom), so that
+    /// SetL1, where nothing may be recycled, finds a free frame.
+    /// </summary>
+    private void Prealloc(int pages, int newLinks = 0)
     {
-        while (_pool.Free < pages)
+        while (_pool.Free < pages + (newLinks != 0 ? VramLinkHeadroom(pages, newLinks) : 0))
         {
-            ShadowPage? victim = null;
-            foreach (var sp in _shadows.Values)
-            {
-                if (sp.Type != ShadowType.L4 || !sp.Pinned || InUse(sp)) continue;
-                if (victim is null || sp.LastUse < victim.LastUse) victim = sp;
-            }
-            if (victim is null)
-            {
-                BlowTables();
-                return;
-            }
-            victim.Pinned = false;
-            _counters.Inc(PerfCounter.ShadowRecycle);
-            _domain.Trace.Add(TraceKind.ShadowRecycle, -1, 0, victim.Gfn, victim.Smfn.Value, 0, "unpin LRU top");
-            if (victim.RefCount == 0) Destroy(victim);
-            _domain.FlushAllTlbs();
+            if (RecycleLruTop(_pool.Free < pages ? "unpin LRU top" : "unpin LRU top: room for a vram back-link page")) continue;
+            BlowTables();
+            return;
         }
+    }
+
+    /// <summary>_shadow_prealloc's first stage, one top at a time: unpin the least recently used top no vCPU runs on. False when there is none.</summary>
+    private bool RecycleLruTop(string why)
+    {
+        ShadowPage? victim = null;
+        foreach (var sp in _shadows.Values)
+        {
+            if (sp.Type != ShadowType.L4 || !sp.Pinned || InUse(sp)) continue;
+            if (victim is null || sp.LastUse < victim.LastUse) victim = sp;
+        }
+        if (victim is null) return false;
+        victim.Pinned = false;
+        _counters.Inc(PerfCounter.ShadowRecycle);
+        _domain.Trace.Add(TraceKind.ShadowRecycle, -1, 0, victim.Gfn, victim.Smfn.Value, 0, why);
+        if (victim.RefCount == 0) Destroy(victim);
+        _domain.FlushAllTlbs();
+        return true;
     }
 
     private bool InUse(ShadowPage sp)
