@@ -13,9 +13,11 @@
 // shadow_alloc): room for it is made by recycling shadows at the fault handler's safe point
 // (and when a range is armed), before any shadow of the walk is touched, never inside SetL1.
 //
-// Layout, for a query that reads one word per clean page: the first link of each page inline
-// (the shadow L1 and the entry's index), further links in a per-range chain of slots, and a
-// bit per page saying it has a link, and one saying it is stuck.
+// Layout, for a query that costs little per page: the first link of each page inline (the
+// shadow L1's frame and the entry's index), further links in a per-range chain of slots; per
+// page a bit saying it has a link, one that it has more than one, one that it is stuck. Per 64
+// pages a "run": when each has one link and they are 64 consecutive entries of one shadow L1
+// (a framebuffer mapped in order, the usual case), the query reads those entries as one block.
 //
 // The D-bit design (seed 003, Tim Deegan's review): find the guest's one writable mapping of
 // the framebuffer by virtual address, walk its shadow L1 entries reading and clearing D; an
@@ -45,29 +47,41 @@ public sealed partial class ShadowMode
         {
             Range = r;
             int pages = (int)r.Pages;
-            FirstPage = new ShadowPage?[pages];
+            int words = (pages + 63) >> 6;
+            FirstFrame = new byte[]?[pages];
             FirstIndex = new ushort[pages];
             Count = new byte[pages];
             MoreHead = new int[pages];
-            Linked = new ulong[(pages + 63) >> 6];
-            Stuck = new ulong[(pages + 63) >> 6];
+            Linked = new ulong[words];
+            HasMore = new ulong[words];
+            Stuck = new ulong[words];
+            RunFrame = new byte[]?[words];
+            RunStart = new ushort[words];
+            RunChecked = new bool[words];
         }
 
         public readonly VramRange Range;
-        /// <summary>Per page: the shadow L1 holding its first link (null: none) and that entry's index.</summary>
-        public readonly ShadowPage?[] FirstPage;
+        /// <summary>Per page: the frame of the shadow L1 holding its first link (null: none; the frame names the shadow while it lives) and that entry's index.</summary>
+        public readonly byte[]?[] FirstFrame;
         public readonly ushort[] FirstIndex;
         /// <summary>Per page: links held (at most MaxLinksPerPage).</summary>
         public readonly byte[] Count;
         /// <summary>Per page: the slot (1-based, 0: none) of its second link; slots chain through MoreNext.</summary>
         public readonly int[] MoreHead;
-        public ShadowPage?[] MorePage = Array.Empty<ShadowPage?>();
+        public byte[]?[] MoreFrame = Array.Empty<byte[]?>();
         public ushort[] MoreIndex = Array.Empty<ushort>();
         public int[] MoreNext = Array.Empty<int>();
         public int MoreFree;                             // free slots, chained through MoreNext (1-based)
         public int MoreTop;                              // slots ever handed out
         /// <summary>Bit per page: it has a link.</summary>
         public readonly ulong[] Linked;
+        /// <summary>Bit per page: it has more than one.</summary>
+        public readonly ulong[] HasMore;
+        /// <summary>Per 64 pages: the frame whose entries RunStart..RunStart + 63 are, in order, their only links (null: not known to be a run).</summary>
+        public readonly byte[]?[] RunFrame;
+        public readonly ushort[] RunStart;
+        /// <summary>Per 64 pages: found not to be a run since their links last changed (not looked for again until they do).</summary>
+        public readonly bool[] RunChecked;
         /// <summary>Bit per page: a writable mapping of it has no link (always dirty).</summary>
         public readonly ulong[] Stuck;
         public readonly List<Mfn> PoolPages = new();
@@ -77,6 +91,13 @@ public sealed partial class ShadowMode
         public int Capacity => PoolPages.Count * LinksPerPoolPage;
 
         public bool IsStuck(int i) => (Stuck[i >> 6] & (1UL << i)) != 0;
+
+        /// <summary>Page i's links changed: its 64 pages are no longer known to be a run, or not to be one.</summary>
+        public void Changed(int i)
+        {
+            RunFrame[i >> 6] = null;
+            RunChecked[i >> 6] = false;
+        }
     }
 
     /// <summary>VRAM pages being tracked under shadow, and by what.</summary>
@@ -124,9 +145,7 @@ public sealed partial class ShadowMode
         int n = bl.Count[i];
         if (n != 0)
         {
-            if (ReferenceEquals(bl.FirstPage[i], sp) && bl.FirstIndex[i] == index) return;
-            for (int s = bl.MoreHead[i]; s != 0; s = bl.MoreNext[s - 1])
-                if (ReferenceEquals(bl.MorePage[s - 1], sp) && bl.MoreIndex[s - 1] == index) return;
+            if (IsLinked(bl, i, sp, index)) return;
         }
         if (n >= MaxLinksPerPage || (bl.Used >= bl.Capacity && !TakeLinkPage(bl)))
         {
@@ -138,18 +157,20 @@ public sealed partial class ShadowMode
         }
         if (n == 0)
         {
-            bl.FirstPage[i] = sp;
+            bl.FirstFrame[i] = sp.Frame;
             bl.FirstIndex[i] = (ushort)index;
             bl.Linked[i >> 6] |= 1UL << i;
         }
         else
         {
             int s = NewSlot(bl);
-            bl.MorePage[s - 1] = sp;
+            bl.MoreFrame[s - 1] = sp.Frame;
             bl.MoreIndex[s - 1] = (ushort)index;
             bl.MoreNext[s - 1] = bl.MoreHead[i];
             bl.MoreHead[i] = s;
+            bl.HasMore[i >> 6] |= 1UL << i;
         }
+        bl.Changed(i);
         bl.Count[i] = (byte)(n + 1);
         bl.Used++;
         _counters.Inc(PerfCounter.VramLinks);
@@ -163,11 +184,11 @@ public sealed partial class ShadowMode
             bl.MoreFree = bl.MoreNext[s - 1];
             return s;
         }
-        if (bl.MoreTop == bl.MorePage.Length)
+        if (bl.MoreTop == bl.MoreFrame.Length)
         {
             // Grows with the link pages (a page's worth at a time), never on a query.
-            int size = bl.MorePage.Length + LinksPerPoolPage;
-            Array.Resize(ref bl.MorePage, size);
+            int size = bl.MoreFrame.Length + LinksPerPoolPage;
+            Array.Resize(ref bl.MoreFrame, size);
             Array.Resize(ref bl.MoreIndex, size);
             Array.Resize(ref bl.MoreNext, size);
         }
@@ -177,18 +198,19 @@ public sealed partial class ShadowMode
     private static void RemoveLink(BackLinks bl, int i, ShadowPage sp, int index)
     {
         if (bl.Count[i] == 0) return;
-        if (ReferenceEquals(bl.FirstPage[i], sp) && bl.FirstIndex[i] == index)
+        var frame = sp.Frame;
+        if (ReferenceEquals(bl.FirstFrame[i], frame) && bl.FirstIndex[i] == index)
         {
             int s = bl.MoreHead[i];
             if (s == 0)
             {
-                bl.FirstPage[i] = null;
+                bl.FirstFrame[i] = null;
                 bl.Linked[i >> 6] &= ~(1UL << i);
             }
             else
             {
                 // The second link moves inline, its slot goes back.
-                bl.FirstPage[i] = bl.MorePage[s - 1];
+                bl.FirstFrame[i] = bl.MoreFrame[s - 1];
                 bl.FirstIndex[i] = bl.MoreIndex[s - 1];
                 bl.MoreHead[i] = bl.MoreNext[s - 1];
                 FreeSlot(bl, s);
@@ -198,7 +220,7 @@ public sealed partial class ShadowMode
         {
             int prev = 0;
             int s = bl.MoreHead[i];
-            while (s != 0 && !(ReferenceEquals(bl.MorePage[s - 1], sp) && bl.MoreIndex[s - 1] == index))
+            while (s != 0 && !(ReferenceEquals(bl.MoreFrame[s - 1], frame) && bl.MoreIndex[s - 1] == index))
             {
                 prev = s;
                 s = bl.MoreNext[s - 1];
@@ -208,13 +230,15 @@ public sealed partial class ShadowMode
             else bl.MoreNext[prev - 1] = bl.MoreNext[s - 1];
             FreeSlot(bl, s);
         }
+        if (bl.MoreHead[i] == 0) bl.HasMore[i >> 6] &= ~(1UL << i);
         bl.Count[i]--;
         bl.Used--;
+        bl.Changed(i);
     }
 
     private static void FreeSlot(BackLinks bl, int s)
     {
-        bl.MorePage[s - 1] = null;
+        bl.MoreFrame[s - 1] = null;
         bl.MoreNext[s - 1] = bl.MoreFree;
         bl.MoreFree = s;
     }
@@ -288,10 +312,12 @@ public sealed partial class ShadowMode
     private static void WriteEntry(byte[] frame, int index, ulong e) =>
         Unsafe.WriteUnaligned(ref frame[index << 3], BitConverter.IsLittleEndian ? e : System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(e));
 
-    /// <summary>Every link names a present entry mapping its page; every writable mapping of a tracked page is linked, or the page is stuck.</summary>
+    /// <summary>Every link names a present entry mapping its page; every writable mapping of a tracked page is linked, or the page is stuck; runs and bits agree with the links.</summary>
     private void AuditBackLinks(List<string> problems)
     {
         int held = 0;
+        var byFrame = new Dictionary<byte[], ShadowPage>(ReferenceEqualityComparer.Instance);
+        if (_backLinks.Count != 0) foreach (var sp in _shadows.Values) byFrame[sp.Frame] = sp;
         foreach (var bl in _backLinks)
         {
             held += bl.PoolPages.Count;
@@ -301,19 +327,22 @@ public sealed partial class ShadowMode
             {
                 ulong gfn = r.BeginPfn + (ulong)i;
                 int n = 0;
-                if (bl.FirstPage[i] is { } first)
+                if (bl.FirstFrame[i] is { } first)
                 {
                     n++;
-                    AuditLink(first, bl.FirstIndex[i], gfn, problems);
+                    AuditLink(byFrame, first, bl.FirstIndex[i], gfn, problems);
                 }
                 else if (bl.MoreHead[i] != 0) problems.Add($"vram: gfn 0x{gfn:x} has further back-links but no first one");
                 for (int s = bl.MoreHead[i]; s != 0 && n <= MaxLinksPerPage; s = bl.MoreNext[s - 1])
                 {
                     n++;
-                    AuditLink(bl.MorePage[s - 1]!, bl.MoreIndex[s - 1], gfn, problems);
+                    AuditLink(byFrame, bl.MoreFrame[s - 1]!, bl.MoreIndex[s - 1], gfn, problems);
                 }
                 if (n != bl.Count[i]) problems.Add($"vram: gfn 0x{gfn:x} has {n} back-links, {bl.Count[i]} counted");
                 if ((n != 0) != ((bl.Linked[i >> 6] & (1UL << i)) != 0)) problems.Add($"vram: gfn 0x{gfn:x} linked bit disagrees with its {n} back-links");
+                if ((n > 1) != ((bl.HasMore[i >> 6] & (1UL << i)) != 0)) problems.Add($"vram: gfn 0x{gfn:x} more-links bit disagrees with its {n} back-links");
+                if (bl.RunFrame[i >> 6] is { } run && (n != 1 || !ReferenceEquals(bl.FirstFrame[i], run) || bl.FirstIndex[i] != bl.RunStart[i >> 6] + (i & 63)))
+                    problems.Add($"vram: gfn 0x{gfn:x} is in a run its back-links do not follow");
                 links += n;
                 if (bl.IsStuck(i) || !_rmap.TryGetValue(gfn, out var maps)) continue;
                 foreach (var (p, x) in maps)
@@ -328,19 +357,20 @@ public sealed partial class ShadowMode
         if (held != _linkPages) problems.Add($"vram: ranges hold {held} link pages, {_linkPages} counted");
     }
 
-    private void AuditLink(ShadowPage sp, int index, ulong gfn, List<string> problems)
+    private static void AuditLink(Dictionary<byte[], ShadowPage> byFrame, byte[] frame, int index, ulong gfn, List<string> problems)
     {
-        if (!_bySmfn.TryGetValue(sp.Smfn.Value, out var live) || !ReferenceEquals(live, sp))
-            problems.Add($"vram: gfn 0x{gfn:x} links entry {index} of freed {sp}");
-        else if ((ReadEntry(sp.Frame, index) & X86Pte.Present) == 0 || sp.MappedGfn![index] != gfn)
+        if (!byFrame.TryGetValue(frame, out var sp))
+            problems.Add($"vram: gfn 0x{gfn:x} links entry {index} of a shadow that is gone");
+        else if ((ReadEntry(frame, index) & X86Pte.Present) == 0 || sp.MappedGfn![index] != gfn)
             problems.Add($"vram: gfn 0x{gfn:x} links {sp} entry {index}, which does not map it");
     }
 
     private static bool IsLinked(BackLinks bl, int i, ShadowPage sp, int index)
     {
-        if (ReferenceEquals(bl.FirstPage[i], sp) && bl.FirstIndex[i] == index) return true;
+        var frame = sp.Frame;
+        if (ReferenceEquals(bl.FirstFrame[i], frame) && bl.FirstIndex[i] == index) return true;
         for (int s = bl.MoreHead[i]; s != 0; s = bl.MoreNext[s - 1])
-            if (ReferenceEquals(bl.MorePage[s - 1], sp) && bl.MoreIndex[s - 1] == index) return true;
+            if (ReferenceEquals(bl.MoreFrame[s - 1], frame) && bl.MoreIndex[s - 1] == index) return true;
         return false;
     }
 
@@ -392,9 +422,11 @@ public sealed partial class ShadowMode
 
         /// <summary>
         /// Per 64 pages: one word says which have a link or are stuck, one test says whether any
-        /// mapping of them went away dirty; only those pages are looked at, each link's entry read
-        /// straight from its shadow frame. Nothing is allocated, nothing looked up per page.
+        /// mapping of them went away dirty; a run is read as one block of entries, other pages one
+        /// by one, each link's entry straight from its shadow frame. Nothing is allocated, nothing
+        /// looked up per page. Optimised from the first call: a query is a hot path from the start.
         /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public bool Collect(VramRange r, Span<byte> bitmap, bool clear)
         {
             var bl = (BackLinks)r.State!;
@@ -402,8 +434,11 @@ public sealed partial class ShadowMode
             int pages = (int)r.Pages;
             bool cleared = false;
             long stuckReported = 0;
+            int words = bl.Linked.Length;
+            for (int w = 0; w < RunsAhead && w < words; w++) PrefetchRun(bl, w);
             for (int w = 0, first = 0; first < pages; w++, first += 64)
             {
+                if (w + RunsAhead < words) PrefetchRun(bl, w + RunsAhead);
                 int count = Math.Min(64, pages - first);
                 ulong gone = RemovedBits(removed, first, count);
                 ulong stuck = bl.Stuck[w];
@@ -415,25 +450,17 @@ public sealed partial class ShadowMode
                     cleared = true;                            // a replaced entry's D may still be cached
                     if (clear) Array.Clear(removed, first, count);
                 }
-                while (todo != 0)
+                ulong seen;
+                if (bl.RunFrame[w] is { } run) seen = CollectRun(run, bl.RunStart[w], clear);
+                else
                 {
-                    int b = BitOperations.TrailingZeroCount(todo);
-                    todo &= todo - 1;
-                    int i = first + b;
-                    var frame = bl.FirstPage[i]!.Frame;
-                    int index = bl.FirstIndex[i];
-                    ulong e = ReadEntry(frame, index);
-                    if ((e & X86Pte.Dirty) != 0)
-                    {
-                        dirty |= 1UL << b;
-                        cleared = true;
-                        if (clear) WriteEntry(frame, index, e & ~X86Pte.Dirty);
-                    }
-                    if (bl.MoreHead[i] != 0 && CollectMore(bl, i, clear))
-                    {
-                        dirty |= 1UL << b;
-                        cleared = true;
-                    }
+                    seen = CollectPages(bl, first, todo, clear);
+                    if (!bl.RunChecked[w]) FindRun(bl, w, count);
+                }
+                if (seen != 0)
+                {
+                    dirty |= seen;
+                    cleared = true;
                 }
                 if (stuck != 0)
                 {
@@ -450,12 +477,82 @@ public sealed partial class ShadowMode
             return true;
         }
 
+        /// <summary>Runs whose entries are asked of memory ahead of their turn: a query after the caches went cold waits on memory, not on work.</summary>
+        private const int RunsAhead = 4;
+
+        /// <summary>Asks for a run's 512 bytes of entries (eight cache lines) before they are read.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static unsafe void PrefetchRun(BackLinks bl, int w)
+        {
+            if (!System.Runtime.Intrinsics.X86.Sse.IsSupported || bl.RunFrame[w] is not { } frame) return;
+            fixed (byte* p = &frame[bl.RunStart[w] << 3])
+                for (int k = 0; k < 64 * 8; k += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(p + k);
+        }
+
+        /// <summary>The D bits of 64 consecutive shadow entries, as a word; cleared when asked. Blocks of eight with none set are passed over whole.</summary>
+        private static ulong CollectRun(byte[] frame, int start, bool clear)
+        {
+            var entries = MemoryMarshal.Cast<byte, ulong>(frame.AsSpan(start << 3, 64 * 8));
+            ulong d = BitConverter.IsLittleEndian ? X86Pte.Dirty : System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(X86Pte.Dirty);   // in memory order
+            ulong bits = 0;
+            for (int j = 0; j < 64; j += 8)
+            {
+                if (((entries[j] | entries[j + 1] | entries[j + 2] | entries[j + 3] | entries[j + 4] | entries[j + 5] | entries[j + 6] | entries[j + 7]) & d) == 0) continue;
+                for (int k = j; k < j + 8; k++)
+                {
+                    ulong e = entries[k];
+                    if ((e & d) == 0) continue;
+                    bits |= 1UL << k;
+                    if (clear) entries[k] = e & ~d;
+                }
+            }
+            return bits;
+        }
+
+        /// <summary>The pages of <paramref name="todo"/> one by one: any of a page's links dirty makes it dirty.</summary>
+        private static ulong CollectPages(BackLinks bl, int first, ulong todo, bool clear)
+        {
+            ulong bits = 0;
+            ulong more = bl.HasMore[first >> 6];
+            while (todo != 0)
+            {
+                int b = BitOperations.TrailingZeroCount(todo);
+                todo &= todo - 1;
+                int i = first + b;
+                var frame = bl.FirstFrame[i]!;
+                int index = bl.FirstIndex[i];
+                ulong e = ReadEntry(frame, index);
+                if ((e & X86Pte.Dirty) != 0)
+                {
+                    bits |= 1UL << b;
+                    if (clear) WriteEntry(frame, index, e & ~X86Pte.Dirty);
+                }
+                if ((more & (1UL << b)) != 0 && CollectMore(bl, i, clear)) bits |= 1UL << b;
+            }
+            return bits;
+        }
+
+        /// <summary>Whether 64 pages are a run: each linked once, to consecutive entries of one shadow L1. Looked for once per change of their links.</summary>
+        private static void FindRun(BackLinks bl, int w, int count)
+        {
+            bl.RunChecked[w] = true;
+            if (count != 64 || bl.Linked[w] != ulong.MaxValue || bl.HasMore[w] != 0) return;
+            int first = w << 6;
+            var frame = bl.FirstFrame[first]!;
+            int start = bl.FirstIndex[first];
+            if (start > 512 - 64) return;
+            for (int j = 1; j < 64; j++)
+                if (!ReferenceEquals(bl.FirstFrame[first + j], frame) || bl.FirstIndex[first + j] != start + j) return;
+            bl.RunFrame[w] = frame;
+            bl.RunStart[w] = (ushort)start;
+        }
+
         private static bool CollectMore(BackLinks bl, int i, bool clear)
         {
             bool dirty = false;
             for (int s = bl.MoreHead[i]; s != 0; s = bl.MoreNext[s - 1])
             {
-                var frame = bl.MorePage[s - 1]!.Frame;
+                var frame = bl.MoreFrame[s - 1]!;
                 int index = bl.MoreIndex[s - 1];
                 ulong e = ReadEntry(frame, index);
                 if ((e & X86Pte.Dirty) == 0) continue;
