@@ -103,4 +103,21 @@ public class BackLinkLayoutTests
         Assert.Equal(new[] { 9 }, Query(d));
         Assert.Empty(Query(d));
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(70)]
+    [InlineData(8100)]
+    public void DirtyPagesCountsEveryReportedPageWhateverTheLength(int pages)
+    {
+        // The count reads the bitmap eight bytes at a time, then the tail: every third page set,
+        // and the last, must come to what the page list says.
+        var bitmap = new byte[(pages + 7) / 8];
+        int expected = 0;
+        for (int i = 0; i < pages; i++)
+            if (i % 3 == 0 || i == pages - 1) { bitmap[i >> 3] |= (byte)(1 << (i & 7)); expected++; }
+        var r = new VramQueryResult(0, (ulong)pages, bitmap, false, "");
+        Assert.Equal(expected, r.DirtyPages);
+        Assert.Equal(expected, r.DirtyPageIndexes().Count);
+    }
 }
