@@ -6,9 +6,9 @@
 // the shadow pool. Only writable mappings are linked (a read-only one cannot dirty the page, and
 // would spend the budget); when a link cannot be had tracking is never silently lost: that page
 // alone is stuck dirty (vram_link_exhausted, vram_stuck_dirty) until its last mapping goes. A
-// query test-and-clears the D bit of every
-// linked entry and adds the dirtiness of entries that went away since the last query; the
-// range is kept when its mapping count reaches zero (the guest may remap). A link page comes
+// query test-and-clears the D bit of every linked entry and adds the dirtiness of entries that
+// went away since the last query; the range is kept when its mapping count reaches zero (the
+// guest may remap). A link page comes
 // from the pool like Xen's p2m pages do (shadow_alloc_p2m_page: shadow_prealloc, then
 // shadow_alloc): room for it is made by recycling shadows at the fault handler's safe point
 // (and when a range is armed), before any shadow of the walk is touched, never inside SetL1.
