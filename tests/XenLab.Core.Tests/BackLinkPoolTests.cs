@@ -4,6 +4,7 @@ using XenLab.Diagnostics;
 using XenLab.Dirty;
 using XenLab.Domains;
 using XenLab.Guest;
+using XenLab.Paging;
 using XenLab.Paging.Modes;
 using XenLab.Paging.Shadow;
 
@@ -153,5 +154,62 @@ public class BackLinkPoolTests
         expectStuck.Add(100);
         Assert.Equal(expectStuck, d.Vram.Track(FbGfn, 512).DirtyPageIndexes());   // the rest stays exact
         ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void AnEmulatedPageTableWriteRecyclesForItsLinkPageToo()
+    {
+        // A guest write to its own (write-protected) L1 table is emulated and the shadow entry
+        // revalidated: a writable, dirty entry for a VRAM page is linked there, not at a fault.
+        // Room for its link page is made before the revalidation, as before a fault's walk.
+        var d = Build(new FramebufferConfig("mon0", 0xF0000000, 1024, 768, 32));
+        var mode = (ShadowMode)d.Mode!;
+        var v = d.Vcpus[0];
+        ulong kernelCr3 = v.Cr3;
+        d.MountFramebuffer("mon0", MountVa);
+        for (ulong p = 0; p < 768; p++) Assert.True(v.ReadVirtual(MountVa + (p << 12), new byte[1]).IsOk);
+        for (int i = 0; mode.PoolFree > 8; i++)
+        {
+            ulong root = d.Kernel.PoolBaseGfn + 100 + (ulong)i * 4;
+            ulong pdpt = root + 1, pd = root + 2, pt = root + 3;
+            foreach (var g in new[] { root, pdpt, pd, pt }) d.WriteGuestPhysical(g << 12, new byte[4096]);
+            d.WriteGuestPhysU64(root << 12, (pdpt << 12) | 7);
+            d.WriteGuestPhysU64(pdpt << 12, (pd << 12) | 7);
+            d.WriteGuestPhysU64(pd << 12, (pt << 12) | 7);
+            d.WriteGuestPhysU64(pt << 12, (0x2000UL << 12) | 3);
+            v.LoadCr3(root << 12);
+            Assert.True(v.ReadVirtual(0, new byte[1]).IsOk);
+        }
+        v.LoadCr3(kernelCr3);
+        Assert.True(d.Vram.Track(FbGfn, 768).AllDirty);
+        Assert.Equal(0, d.Counters[PerfCounter.ShadowRecycle]);
+
+        // The guest sets page 9's PTE writable, accessed and dirty itself (A and D set: the
+        // shadow entry may be writable at once), without a fault.
+        ulong pte = PteAddress(d, kernelCr3, MountVa + 9 * 4096);
+        Assert.True(d.TryReadPhysU64(pte, out ulong old));
+        long validates = d.Counters[PerfCounter.ShadowValidate];
+        long faults = d.Counters[PerfCounter.ShadowFaultFixed];
+        Assert.True(d.WriteGuestPhysU64(pte, old | X86Pte.Writable | X86Pte.Accessed | X86Pte.Dirty));
+        Assert.True(d.Counters[PerfCounter.ShadowValidate] > validates);     // emulated and revalidated
+        Assert.True(d.Counters[PerfCounter.ShadowRecycle] > 0);
+        Assert.Equal(1, d.Counters[PerfCounter.VramLinks]);
+        Assert.Equal(0, d.Counters[PerfCounter.VramLinkExhausted]);
+        Assert.True(v.WriteVirtual(MountVa + 9 * 4096, new byte[] { 1 }).IsOk);
+        Assert.Equal(faults, d.Counters[PerfCounter.ShadowFaultFixed]);      // the write needed no fault
+        Assert.Equal(new[] { 9 }, d.Vram.Track(FbGfn, 768).DirtyPageIndexes());
+        Assert.Empty(d.Vram.Track(FbGfn, 768).DirtyPageIndexes());
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    private static ulong PteAddress(Domain d, ulong cr3, ulong va)
+    {
+        ulong table = cr3 & X86Pte.FrameMask;
+        for (int level = 4; level > 1; level--)
+        {
+            Assert.True(d.TryReadPhysU64(table + (ulong)X86Pte.IndexAt(va, level) * 8, out ulong e));
+            table = e & X86Pte.FrameMask;
+        }
+        return table + (ulong)X86Pte.IndexAt(va, 1) * 8;
     }
 }

@@ -626,6 +626,13 @@ public sealed partial class ShadowMode : IPagingMode
     {
         if (!_levelsOf.TryGetValue(gfn, out int levels)) return;
         int first = offset / 8, last = (offset + length - 1) / 8;
+        if ((levels & (1 << (int)ShadowType.L1)) != 0 && _backLinks.Count != 0)
+        {
+            // Revalidated L1 entries may link VRAM: room for link pages is made now, before any
+            // shadow is looked at, as the fault handler does before its walk.
+            Prealloc(0, last - first + 1);
+            if (!_levelsOf.TryGetValue(gfn, out levels)) return;
+        }
         for (int level = 1; level <= 4; level++)
         {
             if ((levels & (1 << level)) == 0 || !_shadows.TryGetValue((gfn, (ShadowType)level), out var sp)) continue;
