@@ -38,7 +38,7 @@ public sealed partial class ShadowMode
 {
     public const int MaxLinksPerPage = 64;
     private const int LinksPerPoolPage = 256;           // 16-byte links in a 4 KiB page
-    /// <summary>Links one fault may add: the demand entry and the PREFETCH_DISTANCE - 1 entries sh_prefetch may fill after it.</summary>
+    /// <summary>Links one fault may add with prefetch on: the demand entry and the PREFETCH_DISTANCE - 1 entries sh_prefetch may fill after it.</summary>
     private const int LinksPerFault = PrefetchDistance;
 
     private sealed class BackLinks

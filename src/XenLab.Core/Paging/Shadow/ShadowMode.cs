@@ -206,7 +206,7 @@ public sealed partial class ShadowMode : IPagingMode
 
         // 2. Make sure the pool can hold a full path, and the back-link pages its entries may
         // need (as shadow_prealloc reserves log-dirty's for an L1), then build it top-down.
-        Prealloc(5, LinksPerFault);
+        Prealloc(5, _options.ShadowPrefetch ? LinksPerFault : 1);
         var top = EnsureTop(v);
         if (top is null) return Translation.Fault(TranslateStatus.PhysicalMissing, va, v.Cr3 >> 12, 0, 0);
         var parent = top;
