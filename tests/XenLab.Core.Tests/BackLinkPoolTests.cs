@@ -212,4 +212,59 @@ public class BackLinkPoolTests
         }
         return table + (ulong)X86Pte.IndexAt(va, 1) * 8;
     }
+
+    [Fact]
+    public void StoppingEveryRangeAfterTheTrackerMachineryWentOffStillGivesTheLinkPagesBack()
+    {
+        // Under shadow, a tracker range (pages 0..383) beside a back-links range (384..767):
+        // log-dirty on and off takes the tracker's machinery away, so queries answer -EINVAL
+        // until nr = 0 resets. That reset must still disarm the back-links range: its links and
+        // link pages go back to the pool, and a new range starts clean (the audit checks links).
+        var d = Build(new FramebufferConfig("mon0", 0xF0000000, 1024, 768, 32));
+        var mode = (ShadowMode)d.Mode!;
+        var v = d.Vcpus[0];
+        d.MountFramebuffer("mon0", MountVa);
+        d.Vram.Strategy = VramStrategy.Tracker;
+        d.Vram.Track(FbGfn, 384);
+        d.Vram.Strategy = VramStrategy.BackLinks;
+        d.Vram.Track(FbGfn + 384, 384);
+        for (ulong p = 384; p < 768; p++) Assert.True(v.WriteVirtual(MountVa + (p << 12), new byte[1]).IsOk);
+        Assert.Equal(2, d.Counters[PerfCounter.VramLinkPages]);            // 384 links
+        d.LogDirty.Enable();
+        d.LogDirty.Disable();
+        var e = Assert.Throws<VramException>(() => d.Vram.Track(FbGfn + 384, 384));
+        Assert.Equal(VramErrno.EINVAL, e.Errno);
+        d.Vram.Track(0, 0);                                                  // nr = 0: everything stops
+        Assert.Empty(d.Vram.Ranges);
+        ShadowModeTests.AssertAuditClean(d);
+        mode.BlowTables();
+        Assert.Equal(mode.PoolTotal - 3, mode.PoolFree);                    // all back but the 3 snapshots: no link page kept
+
+        // Tracked again: exact, and the audit finds no link left over from before.
+        Assert.True(d.Vram.Track(FbGfn + 384, 384).AllDirty);
+        Assert.True(v.WriteVirtual(MountVa + 400 * 4096, new byte[1]).IsOk);
+        Assert.Equal(new[] { 16 }, d.Vram.Track(FbGfn + 384, 384).DirtyPageIndexes());
+        mode.BlowTables();                                                   // every link goes with its shadow
+        ShadowModeTests.AssertAuditClean(d);
+    }
+
+    [Fact]
+    public void TheTrackerMachineryFlagGoesWithTheLastRange()
+    {
+        // A tracker range whose machinery log-dirty took away, then stopped: with no range left
+        // nothing is inconsistent, so a back-links range made afterwards is queried normally.
+        var d = Build(new FramebufferConfig("mon0", 0xF0000000, 1024, 768, 32));
+        var v = d.Vcpus[0];
+        d.MountFramebuffer("mon0", MountVa);
+        d.Vram.Strategy = VramStrategy.Tracker;
+        d.Vram.Track(FbGfn, 768);
+        d.LogDirty.Enable();
+        d.LogDirty.Disable();
+        d.Vram.Stop(d.Vram.Find(FbGfn, 768)!);
+        d.Vram.Strategy = VramStrategy.BackLinks;
+        Assert.True(d.Vram.Track(FbGfn, 768).AllDirty);
+        Assert.True(v.WriteVirtual(MountVa + 5 * 4096, new byte[1]).IsOk);
+        Assert.Equal(new[] { 5 }, d.Vram.Track(FbGfn, 768).DirtyPageIndexes());
+        ShadowModeTests.AssertAuditClean(d);
+    }
 }
