@@ -309,6 +309,7 @@ public sealed class DirtyVram
         using var op = _domain.EnterOperation();
         if (!_ranges.Remove(range)) return;
         Disarm(range);
+        if (_ranges.Count == 0) _machineryOff = false;   // no range left whose machinery is off
     }
 
     public void StopAll()
@@ -329,7 +330,9 @@ public sealed class DirtyVram
         var armedBy = r.ArmedBy;
         r.ArmedBy = null;
         if (r.Strategy == VramStrategy.Memcmp) { StrategyFor(r).Disarm(r); return; }
-        if (!ReferenceEquals(armedBy, _domain.Mode) || _domain.Mode is null || _machineryOff) { r.State = null; return; }
+        // Only a tracker range lost its machinery to log-dirty; any other range armed by this mode
+        // still holds state there (back-links and their pool pages) and is disarmed.
+        if (!ReferenceEquals(armedBy, _domain.Mode) || _domain.Mode is null || (_machineryOff && r.Strategy == VramStrategy.Tracker)) { r.State = null; return; }
         if (r.Strategy == VramStrategy.Tracker && _domain.LogDirty.Enabled) return;
         StrategyFor(r).Disarm(r);
     }
@@ -351,8 +354,8 @@ public sealed class DirtyVram
     /// </summary>
     internal void AfterModeSwitch()
     {
-        if (_ranges.Count == 0) return;
         _machineryOff = false;
+        if (_ranges.Count == 0) return;
         foreach (var r in _ranges)
         {
             if (r.Strategy == VramStrategy.Memcmp) continue;

@@ -58,6 +58,7 @@ public sealed partial class ShadowMode
         if (used != _pool.Used) problems.Add($"shadow: pool has {_pool.Used} frames in use, {used} accounted for");
         if (_linkPages < 0) problems.Add($"shadow: {_linkPages} back-link pages held");
         AuditDbit(problems);
+        AuditBackLinks(problems);
         _pool.Audit(problems);
     }
 

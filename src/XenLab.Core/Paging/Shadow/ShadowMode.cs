@@ -83,6 +83,7 @@ public sealed partial class ShadowMode : IPagingMode
     public void Detach()
     {
         _vramPages.Clear();
+        _backLinks.Clear();
         _shadows.Clear();
         _bySmfn.Clear();
         _levelsOf.Clear();
@@ -203,8 +204,9 @@ public sealed partial class ShadowMode : IPagingMode
             if (MarkDirty(gfn)) _counters.Inc(PerfCounter.ShadowLogDirtyDemandWrite);
         }
 
-        // 2. Make sure the pool can hold a full path, then build it top-down.
-        Prealloc(5);
+        // 2. Make sure the pool can hold a full path, and the back-link pages its entries may
+        // need (as shadow_prealloc reserves log-dirty's for an L1), then build it top-down.
+        Prealloc(5, _options.ShadowPrefetch ? LinksPerFault : 1);
         var top = EnsureTop(v);
         if (top is null) return Translation.Fault(TranslateStatus.PhysicalMissing, va, v.Cr3 >> 12, 0, 0);
         var parent = top;
@@ -453,7 +455,7 @@ public sealed partial class ShadowMode : IPagingMode
             if (!_pool.TryAllocate(out smfn))
                 throw new InvalidOperationException("shadow pool exhausted after recycling; shadow_memory is too small for one walk.");
         }
-        sp = new ShadowPage(smfn, type, gfn) { LastUse = ++_clock };
+        sp = new ShadowPage(smfn, type, gfn) { LastUse = ++_clock, Frame = _machine.MaterialisedFrame(smfn.Value)! };
         _shadows[(gfn, type)] = sp;
         _bySmfn[smfn.Value] = sp;
         _counters.Inc(PerfCounter.ShadowAlloc);
@@ -503,28 +505,38 @@ public sealed partial class ShadowMode : IPagingMode
         _counters.Inc(PerfCounter.ShadowFree);
     }
 
-    /// <summary>shadow_prealloc: make room for <paramref name="pages"/> by unpinning LRU tops, then by blowing everything.</summary>
-    private void Prealloc(int pages)
+    /// <summary>
+    /// shadow_prealloc: make room for <paramref name="pages"/> by unpinning LRU tops, then by
+    /// blowing everything. A walk that may write <paramref name="newLinks"/> L1 entries of tracked
+    /// VRAM also makes room for the back-link pages they may need (VramLinkHeadroom), so that
+    /// SetL1, where nothing may be recycled, finds a free frame.
+    /// </summary>
+    private void Prealloc(int pages, int newLinks = 0)
     {
-        while (_pool.Free < pages)
+        while (_pool.Free < pages + (newLinks != 0 ? VramLinkHeadroom(pages, newLinks) : 0))
         {
-            ShadowPage? victim = null;
-            foreach (var sp in _shadows.Values)
-            {
-                if (sp.Type != ShadowType.L4 || !sp.Pinned || InUse(sp)) continue;
-                if (victim is null || sp.LastUse < victim.LastUse) victim = sp;
-            }
-            if (victim is null)
-            {
-                BlowTables();
-                return;
-            }
-            victim.Pinned = false;
-            _counters.Inc(PerfCounter.ShadowRecycle);
-            _domain.Trace.Add(TraceKind.ShadowRecycle, -1, 0, victim.Gfn, victim.Smfn.Value, 0, "unpin LRU top");
-            if (victim.RefCount == 0) Destroy(victim);
-            _domain.FlushAllTlbs();
+            if (RecycleLruTop(_pool.Free < pages ? "unpin LRU top" : "unpin LRU top: room for a vram back-link page")) continue;
+            BlowTables();
+            return;
         }
+    }
+
+    /// <summary>_shadow_prealloc's first stage, one top at a time: unpin the least recently used top no vCPU runs on. False when there is none.</summary>
+    private bool RecycleLruTop(string why)
+    {
+        ShadowPage? victim = null;
+        foreach (var sp in _shadows.Values)
+        {
+            if (sp.Type != ShadowType.L4 || !sp.Pinned || InUse(sp)) continue;
+            if (victim is null || sp.LastUse < victim.LastUse) victim = sp;
+        }
+        if (victim is null) return false;
+        victim.Pinned = false;
+        _counters.Inc(PerfCounter.ShadowRecycle);
+        _domain.Trace.Add(TraceKind.ShadowRecycle, -1, 0, victim.Gfn, victim.Smfn.Value, 0, why);
+        if (victim.RefCount == 0) Destroy(victim);
+        _domain.FlushAllTlbs();
+        return true;
     }
 
     private bool InUse(ShadowPage sp)
@@ -618,6 +630,13 @@ public sealed partial class ShadowMode : IPagingMode
     {
         if (!_levelsOf.TryGetValue(gfn, out int levels)) return;
         int first = offset / 8, last = (offset + length - 1) / 8;
+        if ((levels & (1 << (int)ShadowType.L1)) != 0 && _backLinks.Count != 0)
+        {
+            // Revalidated L1 entries may link VRAM: room for link pages is made now, before any
+            // shadow is looked at, as the fault handler does before its walk.
+            Prealloc(0, last - first + 1);
+            if (!_levelsOf.TryGetValue(gfn, out levels)) return;
+        }
         for (int level = 1; level <= 4; level++)
         {
             if ((levels & (1 << level)) == 0 || !_shadows.TryGetValue((gfn, (ShadowType)level), out var sp)) continue;

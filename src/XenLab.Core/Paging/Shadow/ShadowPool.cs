@@ -30,6 +30,8 @@ public sealed class ShadowPage
     }
 
     public Mfn Smfn { get; }
+    /// <summary>The shadow frame's bytes (pool frames are materialised and never replaced while held): read without a lookup per entry.</summary>
+    internal byte[] Frame { get; init; } = System.Array.Empty<byte>();
     public ShadowType Type { get; }
     /// <summary>Guest frame shadowed (for FL1: the first gfn of the 2 MiB guest page).</summary>
     public ulong Gfn { get; }
