@@ -61,6 +61,7 @@ public static class OracleCommand
         var variants = new List<OracleVariant>();
         foreach (var v in DirtyTrackingOracle.Variants)
         {
+            if (file is not null && v.DefaultDomainOnly) continue;     // it would test another domain than the file's
             bool match = filters.Count == 0;
             foreach (var f in filters) match |= v.Name.Contains(f, StringComparison.OrdinalIgnoreCase);
             if (match) variants.Add(v);

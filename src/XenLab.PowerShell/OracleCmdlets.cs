@@ -64,7 +64,7 @@ public sealed class TestXenDirtyTrackingCommand : XenCmdlet
             _ => DirtyTrackingOracle.DefaultConfig(),
         };
         if (config is null) return;
-        var variants = Select();
+        var variants = Select(userDomain: ParameterSetName != DefaultSet);
         if (variants.Count == 0)
         {
             WriteFailure("NoOracleVariant", ErrorCategory.InvalidArgument, config.Name,
@@ -120,12 +120,13 @@ public sealed class TestXenDirtyTrackingCommand : XenCmdlet
         return DomainConfigLoader.LoadFile(file);
     }
 
-    /// <summary>The variants -Mode and -Strategy select (Auto: the mode's natural strategy).</summary>
-    private List<OracleVariant> Select()
+    /// <summary>The variants -Mode and -Strategy select (Auto: the mode's natural strategy); on a user's domain, not those that size their own.</summary>
+    private List<OracleVariant> Select(bool userDomain)
     {
         var list = new List<OracleVariant>();
         foreach (var v in DirtyTrackingOracle.Variants)
         {
+            if (userDomain && v.DefaultDomainOnly) continue;
             if (Mode is { Length: > 0 } && Array.IndexOf(Mode, v.Mode) < 0) continue;
             if (Strategy is { Length: > 0 })
             {

@@ -116,6 +116,25 @@ public class XenLabCommandLineTests
     }
 
     [Fact]
+    public void OracleOnALabFileSkipsTheVariantThatSizesItsOwnDomain()
+    {
+        // 'hap' matches hap/types, hap/memcmp and the 2 GiB variant; on a file only the first two test the file's domain.
+        string file = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"xenlab-oracle-{Guid.NewGuid():N}.yaml");
+        System.IO.File.WriteAllText(file, "name: cli-oracle\nmemory: 64\nvcpus: 2\n");
+        try
+        {
+            var (code, output, _) = Invoke("--oracle", file, "--steps", "50", "--variant", "hap", "--no-switch");
+            Assert.Equal(0, code);
+            Assert.Contains("on a copy of 'cli-oracle': 2 variant(s)", output);
+            Assert.DoesNotContain("2 GiB", output);
+            (code, output, _) = Invoke("--oracle", "--steps", "50", "--variant", "hap", "--no-switch");
+            Assert.Equal(0, code);
+            Assert.Contains("on a copy of 'oracle': 3 variant(s)", output);
+        }
+        finally { System.IO.File.Delete(file); }
+    }
+
+    [Fact]
     public void ALabErrorIsExitCode2NamingTheProblem()
     {
         var (code, _, error) = Invoke("no-such-lab.yaml");

@@ -53,6 +53,12 @@ public readonly record struct OracleOp(OracleOpKind Kind, int A, int B, int C, i
 public sealed record OracleVariant(string Name, PagingModeKind Mode, PagingOptions Options, VramStrategy Strategy,
     ulong? ShadowMemoryMiB = null, ulong? MemoryMiB = null, ulong? ScratchGfn = null)
 {
+    /// <summary>
+    /// A variant that sizes its own domain tests the oracle's default domain only: run on a
+    /// domain the user gave, it would test another domain than theirs, so callers skip it there.
+    /// </summary>
+    public bool DefaultDomainOnly => MemoryMiB is not null || ScratchGfn is not null;
+
     public override string ToString() => Name;
 }
 
