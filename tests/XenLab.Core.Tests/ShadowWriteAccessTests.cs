@@ -77,4 +77,29 @@ public class ShadowWriteAccessTests
         Assert.Equal(bruteForce, d.Counters[PerfCounter.ShadowWriteableBruteForce]);
         ShadowModeTests.AssertAuditClean(d);
     }
+
+    [Fact]
+    public void TheNextPageOfARunIsFoundInTheShadowWhereTheLastBruteForceSucceeded()
+    {
+        // common.c sh_remove_write_access: after the guesses, the L1 shadow of the vCPU's last
+        // successful brute-force search (last_writeable_pte_smfn, perf counter h_5) before any
+        // new brute force. Two future tables mapped side by side share one guest L1, so one shadow.
+        var d = Build(ShadowWriteRemoval.Xen);
+        var v = d.Vcpus[0];
+        const ulong mapVa = 0x800000;
+        d.Kernel.Map(mapVa, TableGfn, 2, MapFlags.Writable);
+        for (ulong k = 0; k < 2; k++)
+            Assert.True(v.WriteVirtual(mapVa + (k << 12), System.BitConverter.GetBytes((DataGfn << 12) | Pte)).IsOk);
+        ulong pd = GuestWalkerTests.GuestSteps(d, Va)[^2].EntryAddress >> 12;
+        d.WriteGuestPhysU64((pd << 12) + 5 * 8, (TableGfn << 12) | Upper);          // 0xA00000 through TableGfn
+        d.WriteGuestPhysU64((pd << 12) + 6 * 8, ((TableGfn + 1) << 12) | Upper);    // 0xC00000 through TableGfn + 1
+        Assert.True(v.ReadVirtual(0xA00000, new byte[1]).IsOk);
+        Assert.Equal(1, d.Counters[PerfCounter.ShadowWriteableBruteForce]);
+        Assert.Equal(0, d.Counters[PerfCounter.ShadowWriteableLast]);
+        Assert.True(v.ReadVirtual(0xC00000, new byte[1]).IsOk);
+        Assert.Equal(1, d.Counters[PerfCounter.ShadowWriteableBruteForce]);          // no second scan
+        Assert.Equal(1, d.Counters[PerfCounter.ShadowWriteableLast]);
+        Assert.True(v.WriteVirtual(mapVa + 4096 + 8, System.BitConverter.GetBytes(0UL)).IsOk);   // still writable for the guest: emulated now
+        ShadowModeTests.AssertAuditClean(d);
+    }
 }

@@ -145,7 +145,7 @@ public sealed partial class ShadowMode
     private void SyncBack(int v, int idx)
     {
         ulong gfn = _oosGfn[v][idx];
-        RemoveWriteAccess(gfn, v, idx);                   // oos_remove_write_access: fix-ups first
+        RemoveWriteAccess(gfn, v, v, idx);                // oos_remove_write_access: fix-ups first (on the slot's vCPU)
         ResyncEntries(gfn, _oosSnapshot[v][idx]);
         _oosPages.Remove(gfn);
         _oosGmfn[v][idx] = NoPage;

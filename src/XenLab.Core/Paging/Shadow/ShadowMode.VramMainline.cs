@@ -189,7 +189,8 @@ public sealed partial class ShadowMode
                 for (ulong k = 0; k < r.Pages; k++)
                 {
                     ulong gfn = r.BeginPfn + k;
-                    if (_m.WritableCount(gfn) != 0) flush |= _m.RemoveWriteAccessFlushOwed(gfn);
+                    // A hypercall from the device model: curr is not this domain's, so no heuristics.
+                    if (_m.WritableCount(gfn) != 0) flush |= _m.RemoveWriteAccessFlushOwed(gfn, NotCurrent);
                     mv.Sl1[k] = default;
                 }
                 mv.LastDirty = -1;

@@ -5,7 +5,11 @@
 // a third evicts the oldest and makes its entry read-only at once). A resync removes write
 // access through those fix-ups first; if writable mappings remain (Xen knows from the page's
 // type count, modelled here by counting), it tries the guess at the guest's direct map
-// (SHOPT_WRITABLE_HEURISTIC for a 64-bit guest), then scans every L1 shadow (brute force).
+// (SHOPT_WRITABLE_HEURISTIC for a 64-bit guest), then the L1 shadow where the current vCPU's last
+// brute-force search found a writable mapping (last_writeable_pte_smfn: the next page of a run
+// is likely in the same table), then scans every L1 shadow (brute force). Both heuristics run
+// only when the current vCPU belongs to the domain (`curr->domain == d`): a hypercall from the
+// device model (mainline VRAM tracking's two-second rule) goes straight to the brute force.
 using System;
 using XenLab.Diagnostics;
 using XenLab.Memory;
@@ -34,8 +38,15 @@ public sealed partial class ShadowMode
         0xffff880000000000UL, 0xffff810000000000UL, 0x0000010000000000UL, 0xfffffe0000000000UL, 0xffffff0000000000UL,
     };
 
+    /// <summary>Per vCPU: the L1 shadow where its last brute-force search removed a writable mapping.</summary>
+    private ShadowPage?[] _lastWriteablePte = Array.Empty<ShadowPage?>();
+
+    /// <summary>The caller is no vCPU of this domain (a toolstack or device-model hypercall).</summary>
+    private const int NotCurrent = -1;
+
     private void InitFixups(int vcpus)
     {
+        _lastWriteablePte = new ShadowPage?[vcpus];
         _oosFixup = new Fixup[vcpus][];
         for (int v = 0; v < vcpus; v++) _oosFixup[v] = new Fixup[Slots];
     }
@@ -87,17 +98,18 @@ public sealed partial class ShadowMode
     /// vCPU <paramref name="vcpu"/>, oos_remove_write_access): every shadow mapping of the page
     /// becomes read-only; TLBs are flushed if anything was taken away.
     /// </summary>
-    private void RemoveWriteAccess(ulong gfn, int vcpu = -1, int slot = -1)
+    private void RemoveWriteAccess(ulong gfn, int curr, int vcpu = -1, int slot = -1)
     {
-        if (RemoveWriteAccessFlushOwed(gfn, vcpu, slot)) _domain.FlushAllTlbs();
+        if (RemoveWriteAccessFlushOwed(gfn, curr, vcpu, slot)) _domain.FlushAllTlbs();
     }
 
     /// <summary>
     /// RemoveWriteAccess without the flush: true when one is owed. As Xen's sh_remove_write_access
     /// ("returns non-zero if we need to flush TLBs"), for a caller that takes write access from
-    /// many pages and flushes once (shadow_track_dirty_vram).
+    /// many pages and flushes once (shadow_track_dirty_vram). <paramref name="curr"/> is the vCPU
+    /// the work runs on, or <see cref="NotCurrent"/> for a hypercall from outside the domain.
     /// </summary>
-    private bool RemoveWriteAccessFlushOwed(ulong gfn, int vcpu = -1, int slot = -1)
+    private bool RemoveWriteAccessFlushOwed(ulong gfn, int curr, int vcpu = -1, int slot = -1)
     {
         if (_options.ShadowWriteRemoval == ShadowWriteRemoval.Rmap)
         {
@@ -116,15 +128,27 @@ public sealed partial class ShadowMode
         if (WritableCount(gfn) != 0)
         {
             flush = true;
-            if (!GuessWritableMapping(gfn)) BruteForceWriteRemoval(gfn);
+            if (curr == NotCurrent || (!GuessWritableMapping(gfn, curr) && !LastWriteablePte(gfn, curr)))
+                BruteForceWriteRemoval(gfn, curr);
         }
         return flush;
     }
 
-    /// <summary>SHOPT_WRITABLE_HEURISTIC: look where a 64-bit guest's direct map would map the page, in vCPU 0's shadows.</summary>
-    private bool GuessWritableMapping(ulong gfn)
+    /// <summary>The second heuristic: the L1 shadow where this vCPU's last brute-force search succeeded.</summary>
+    private bool LastWriteablePte(ulong gfn, int curr)
     {
-        var top = _top.Length > 0 ? _top[0] : null;
+        var last = _lastWriteablePte[curr];
+        if (last is null || !_bySmfn.TryGetValue(last.Smfn.Value, out var live) || !ReferenceEquals(live, last)) return false;
+        bool found = false;
+        for (int i = 0; i < 512; i++) found |= RemoveWriteFromEntry(gfn, last, i);
+        if (found) _counters.Inc(PerfCounter.ShadowWriteableLast);
+        return WritableCount(gfn) == 0;
+    }
+
+    /// <summary>SHOPT_WRITABLE_HEURISTIC: look where a 64-bit guest's direct map would map the page, in the current vCPU's shadows.</summary>
+    private bool GuessWritableMapping(ulong gfn, int curr)
+    {
+        var top = _top[curr];
         if (top is null) return false;
         foreach (ulong b in DirectMapGuesses)
         {
@@ -143,13 +167,15 @@ public sealed partial class ShadowMode
     }
 
     /// <summary>The brute-force search: every L1 and FL1 shadow, every entry, until no writable mapping is left.</summary>
-    private void BruteForceWriteRemoval(ulong gfn)
+    private void BruteForceWriteRemoval(ulong gfn, int curr)
     {
         _counters.Inc(PerfCounter.ShadowWriteableBruteForce);
         foreach (var sp in _shadows.Values)
         {
             if (sp.Type is not (ShadowType.L1 or ShadowType.FL1)) continue;
-            for (int i = 0; i < 512; i++) RemoveWriteFromEntry(gfn, sp, i);
+            bool found = false;
+            for (int i = 0; i < 512; i++) found |= RemoveWriteFromEntry(gfn, sp, i);
+            if (found && curr != NotCurrent) _lastWriteablePte[curr] = sp;   // sh_rm_write_access_from_l1 remembers it
         }
     }
 

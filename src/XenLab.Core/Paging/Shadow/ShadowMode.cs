@@ -462,7 +462,7 @@ public sealed partial class ShadowMode : IPagingMode
         if (type != ShadowType.FL1)
         {
             _levelsOf[gfn] = (_levelsOf.TryGetValue(gfn, out int l) ? l : 0) | (1 << (int)type);
-            RemoveWriteAccess(gfn);                       // promote: the guest table is now protected
+            RemoveWriteAccess(gfn, v.Id);                 // promote: the guest table is now protected
         }
         return sp;
     }
