@@ -18,6 +18,21 @@ public class MemoryWorkloadsTests
     }
 
     [Fact]
+    public void WorkloadsLetDomainTimePassOneNanosecondPerGuestAccess()
+    {
+        // Each access a workload makes through a vCPU counts as one guest instruction (1 ns), as
+        // guest code does: pt-churn's 100 rounds of 64 writes and 64 reads, pte-update's 10 a round.
+        var d = Build(PagingModeKind.Hap, OosMode.Snapshot);
+        long t0 = d.ClockNs;
+        var r = MemoryWorkloads.PageTableChurn(d, 100);
+        Assert.Equal(12_800, d.ClockNs - t0);
+        Assert.Equal(12_800, r[PerfCounter.DomainTimeNs]);
+        var u = MemoryWorkloads.PteUpdates(d, 16);
+        Assert.Equal(160, u[PerfCounter.DomainTimeNs]);
+        Assert.Equal(12_960, d.ClockNs - t0);
+    }
+
+    [Fact]
     public void OneRoundOfChurnUnderShadowEmulatesTheTopEntryAndTheUnmap()
     {
         // Round 0 maps 64 pages at 0x10000000: the kernel writes PML4[0] (the PML4 is shadowed as

@@ -244,7 +244,7 @@ public static class PerfCounterInfo
         ("vram_mainline_blow", "mainline VRAM tracking: a new range blew all shadow tables (answered -ENODATA, all dirty)"),
         ("vram_mainline_write_removed", "mainline VRAM tracking: clean for 2 s of domain time, write access to the range removed"),
         ("vram_mainline_unknown_mapping", "mainline VRAM tracking: one writable mapping but none recorded: dirty, all mappings removed"),
-        ("domain_time_ns", "domain time passed, in ns: guest instructions (1 ns each), frame intervals, Step-XenDomainClock (the clock itself is Domain.ClockNs, never reset)"),
+        ("domain_time_ns", "domain time passed, in ns: guest instructions and workload accesses (1 ns each), frame intervals, Step-XenDomainClock (the clock itself is Domain.ClockNs, never reset)"),
         ("stage2_abort", "stage-2 data aborts (all kinds)"),
         ("stage2_abort_translation", "stage-2 translation faults (no entry)"),
         ("stage2_abort_permission", "stage-2 permission faults (write to a write-protected leaf)"),

@@ -141,7 +141,8 @@ public sealed class Domain
 
     /// <summary>
     /// The domain's own clock in nanoseconds (Xen's NOW() for what a lab times, e.g. mainline VRAM
-    /// tracking's two seconds): advanced by guest instructions (1 ns each) and by AdvanceClock,
+    /// tracking's two seconds): advanced by guest instructions (1 ns each; a workload's or a
+    /// migration's guest access counts as one) and by AdvanceClock,
     /// never by the wall clock, so runs are reproducible.
     /// </summary>
     public long ClockNs { get; private set; }

@@ -95,15 +95,22 @@ public static class LiveMigration
             long writes = (long)Math.Ceiling(toSend * dirtyRatio);
             int hot = Math.Max(1, workingSetPages / 10);
             reporter.Begin($"Pre-copy migration of domain '{d.Name}': round {round}, {toSend} page(s) on the wire", writes, "guest write");
+            long timed = 0;                                                // writes whose time has passed on the domain clock
             for (long w = 0; w < writes; w++)
             {
-                if (w % WritesPerStep == 0 && w > 0) reporter.Step(w);     // safe point: between two whole guest writes
+                if (w % WritesPerStep == 0 && w > 0)
+                {
+                    d.AdvanceClockInOperation((w - timed) * Cpu.X86Cpu.NsPerInstruction);   // a guest write as one instruction
+                    timed = w;
+                    reporter.Step(w);                                      // safe point: between two whole guest writes
+                }
                 int page = rng.Next(10) < 9 ? rng.Next(hot) : rng.Next(workingSetPages);
                 BitConverter.TryWriteBytes(buf, w);
                 var v = d.Vcpus[(int)(w % d.Vcpus.Count)];
                 var r = v.WriteVirtual(WorkingSetVa + ((ulong)page << Page.Shift) + (ulong)rng.Next(4088), buf);
                 if (!r.IsOk) throw new WorkloadFaultException($"migration workload write failed: {r}");
             }
+            d.AdvanceClockInOperation((writes - timed) * Cpu.X86Cpu.NsPerInstruction);
             total += toSend;
             var log = d.LogDirty.Read(clean: true);
             rounds.Add(new MigrationRound(round, toSend, writes, log.DirtyPages, d.Counters[PerfCounter.LogDirtyFault] - faultsBefore));

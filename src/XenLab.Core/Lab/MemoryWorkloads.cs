@@ -8,6 +8,7 @@
 using System;
 using System.Collections.Generic;
 using System.Threading;
+using XenLab.Cpu;
 using XenLab.Diagnostics;
 using XenLab.Domains;
 using XenLab.Guest;
@@ -81,6 +82,7 @@ public static class MemoryWorkloads
                 ops += 2;
             }
             d.Kernel.Unmap(va, (ulong)pages);
+            d.AdvanceClockInOperation(2L * pages * X86Cpu.NsPerInstruction);   // each access as one guest instruction
             reporter.Step(r + 1);                                       // safe point: the round's pages are unmapped again
         }
         reporter.Complete(rounds);
@@ -141,6 +143,7 @@ public static class MemoryWorkloads
             }
             if (r % 16 == 15)
                 foreach (var cpu in d.Vcpus) cpu.LoadCr3(cpu.Cr3);     // a context switch on every CPU
+            d.AdvanceClockInOperation(10 * X86Cpu.NsPerInstruction);   // the round's 10 accesses, one guest instruction each
             reporter.Step(r + 1);                                       // safe point: every write of the round went through
         }
         reporter.Complete(rounds);
