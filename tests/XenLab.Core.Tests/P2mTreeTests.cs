@@ -299,4 +299,32 @@ public class P2mTreeTests
         for (ulong p = 0; p < pages; p++) t.SetMfn(p, new Mfn(0x10000000 - p));
         return t;
     }
+
+    [Fact]
+    public void RamRunsAreTheMaximalRunsOfConsecutivePfnsAndMfnsEntryByEntry()
+    {
+        // Runs crossing leaf pages, broken by a hole, an identity pfn, a foreign frame, a frame out
+        // of step, descending frames and a missing entry; the reference merges EnumerateRam's pairs.
+        var t = new P2mTree();
+        t.SetRange(0x100, 0x9000, 0x700);                     // crosses a leaf page boundary
+        t.Set(0x300, 0x12345);                                // out of step in the middle
+        t.Set(0x400, P2mTree.IdentityFrame(0x400));
+        t.Set(0x500, 0x9400 | P2mTree.ForeignFrameBit);
+        t.Set(0x600, P2mTree.InvalidEntry);
+        t.SetRange(0x900, 0x20000, 0x20, descending: true);
+        t.SetRange(0x40000 - 3, 0x80000 - 3, 10);             // crosses a mid (1 GiB) boundary
+        var expected = new List<(ulong, ulong, ulong)>();
+        foreach (var (pfn, mfn) in t.EnumerateRam())
+        {
+            if (expected.Count > 0)
+            {
+                var (p, m, n) = expected[^1];
+                if (pfn == p + n && mfn.Value == m + n) { expected[^1] = (p, m, n + 1); continue; }
+            }
+            expected.Add((pfn, mfn.Value, 1));
+        }
+        Assert.Equal(expected, new List<(ulong, ulong, ulong)>(t.EnumerateRamRuns()));
+        Assert.Contains((0x100UL, 0x9000UL, 0x200UL), expected);                 // up to the out-of-step frame
+        Assert.Contains((0x40000UL - 3, 0x80000UL - 3, 10UL), expected);         // one run across the GiB
+    }
 }

@@ -402,9 +402,18 @@ public sealed class P2mTree
                 for (int i = 0; i < EntriesPerPage; i++)
                 {
                     ulong e = leaf[i];
-                    if (Classify(e) != P2mEntryKind.Ram) continue;
                     ulong pfn = basePfn + (ulong)i;
-                    if (runCount > 0 && pfn == runPfn + runCount && e == runMfn + runCount) { runCount++; continue; }
+                    if (runCount > 0 && pfn == runPfn + runCount && e == runMfn + runCount)
+                    {
+                        // The run goes on (a RAM frame one up is RAM): take the rest of it in this leaf in one tight loop.
+                        int k = i + 1;
+                        ulong next = e + 1;
+                        while (k < EntriesPerPage && leaf[k] == next) { k++; next++; }
+                        runCount += (ulong)(k - i);
+                        i = k - 1;
+                        continue;
+                    }
+                    if (Classify(e) != P2mEntryKind.Ram) continue;
                     if (runCount > 0) yield return (runPfn, runMfn, runCount);
                     runPfn = pfn;
                     runMfn = e;

@@ -196,6 +196,28 @@ public sealed class Ept
     }
 
     /// <summary>
+    /// The entry that decides <paramref name="gfn"/>, for loops over whole entries (audit, mode
+    /// switch): a not-present entry (0) or a superpage at <paramref name="level"/> 4..2, else the
+    /// 4 KiB leaf (level 1) in <paramref name="table"/>. <paramref name="recalcAbove"/> says an
+    /// entry above it is marked (as PeekWithRecalc, the entry's own mark not included). Every gfn
+    /// of the entry's span (<see cref="EptEntry.Span"/>; for level 1 the leaf table's 512) shares it.
+    /// </summary>
+    internal ulong Locate(ulong gfn, out int level, out ulong table, out bool recalcAbove)
+    {
+        recalcAbove = false;
+        table = Root.Value;
+        for (level = 4; level > 1; level--)
+        {
+            ulong e = _machine.ReadUInt64(new Mfn(table), (int)((gfn >> (9 * (level - 1))) & 511) * 8);
+            if (!EptEntry.IsPresent(e)) return 0;
+            if ((e & EptEntry.PageSize) != 0) return e;
+            if ((e & EptEntry.Recalc) != 0) recalcAbove = true;
+            table = EptEntry.FrameOf(e);
+        }
+        return _machine.ReadUInt64(new Mfn(table), (int)(gfn & 511) * 8);
+    }
+
+    /// <summary>
     /// ept_change_entry_type_range / ept_invalidate_emt_range: marks the fewest present entries
     /// covering [first, last] (inclusive) for recalculation. Returns how many were marked.
     /// </summary>

@@ -186,12 +186,7 @@ public sealed partial class HapMode : IPagingMode, IP2mTypeOwner
     {
         // The next mode keeps types in the domain's table: hand ours over (ram_rw is the default).
         if (_ept is not null) FlushHardwareCachedDirty();
-        if (_ept is not null)
-            foreach (var (pfn, _) in _domain.P2m.EnumerateRam())
-            {
-                var t = TypeOf(pfn);
-                if (t != P2mType.RamRw) _domain.Types.Set(pfn, t);
-            }
+        if (_ept is not null) ExportTypes();
         _ept?.Free();
         _ept = null;
     }
@@ -439,23 +434,117 @@ public sealed partial class HapMode : IPagingMode, IP2mTypeOwner
         return _ept!.LeafFor(mfn.Value, _domain.GetP2mType(gfn));
     }
 
+    /// <summary>
+    /// Every RAM gfn's EPT leaf maps its p2m frame with the bits its type gives. Walked as the
+    /// p2m's runs against the EPT's entries, so the cost is per entry, not per gfn: inside one
+    /// run the p2m's frames go up by one, and inside a superpage so do the leaf's (its frame is
+    /// aligned, AuditStructure checks that), with every other bit shared; so the first gfn's
+    /// check holds for all of the run's gfns under the superpage. When it fails, each gfn is
+    /// checked on its own, giving the messages a per-gfn walk would.
+    /// </summary>
     public void Audit(List<string> problems)
     {
         _ept!.AuditStructure(problems);
-        foreach (var (pfn, mfn) in _domain.P2m.EnumerateRam())
-        {
-            ulong have = _ept!.PeekWithRecalc(pfn, out bool recalc, out bool super);
-            if (!EptEntry.IsPresent(have) || EptEntry.FrameOf(have) != mfn.Value)
+        var machine = _domain.Machine;
+        foreach (var (first, firstMfn, count) in _domain.P2m.EnumerateRamRuns())
+            for (ulong gfn = first, end = first + count; gfn < end;)
             {
-                problems.Add($"hap: gfn 0x{pfn:x}: EPT leaf 0x{have:x16} does not map mfn 0x{mfn.Value:x}");
-                continue;
+                ulong e = _ept.Locate(gfn, out int level, out ulong table, out bool recalcAbove);
+                ulong stop = EntryEnd(gfn, level, end);
+                if (level == 1)
+                    for (; gfn < stop; gfn++)
+                    {
+                        ulong leaf = machine.ReadUInt64(new Mfn(table), (int)(gfn & 511) * 8);
+                        AuditOne(gfn, firstMfn + (gfn - first), leaf, recalcAbove || (leaf & EptEntry.Recalc) != 0, false, problems);
+                    }
+                else if (!EptEntry.IsPresent(e))
+                    for (; gfn < stop; gfn++) AuditOne(gfn, firstMfn + (gfn - first), 0, false, false, problems);
+                else
+                {
+                    bool recalc = recalcAbove || (e & EptEntry.Recalc) != 0;
+                    if (!AuditOne(gfn, firstMfn + (gfn - first), EptEntry.PageOf(e, gfn, level), recalc, true, problems))
+                        for (ulong g = gfn + 1; g < stop; g++)
+                            AuditOne(g, firstMfn + (g - first), EptEntry.PageOf(e, g, level), recalc, true, problems);
+                    gfn = stop;
+                }
             }
-            if (recalc || EptEntry.IsMisconfigured(have)) continue;      // resolved on the next misconfiguration exit
-            ulong want = _ept.LeafFor(mfn.Value, EptEntry.TypeOf(have), super) & ~(EptEntry.Accessed | EptEntry.Dirty | EptEntry.PageSize);
-            have &= ~(EptEntry.Accessed | EptEntry.Dirty);
-            if (have != want)
-                problems.Add($"hap: gfn 0x{pfn:x}: EPT leaf 0x{have:x16}, its type says 0x{want:x16} ({EptEntry.Describe(want, 1)})");
+    }
+
+    /// <summary>The end of what the entry found for gfn at level decides (a leaf table's 512 gfns at level 1), within the run's end.</summary>
+    private static ulong EntryEnd(ulong gfn, int level, ulong end)
+    {
+        ulong span = level == 1 ? 512 : EptEntry.Span(level);
+        return System.Math.Min(end, (gfn | (span - 1)) + 1);
+    }
+
+    /// <summary>The audit of one RAM gfn's leaf (as PeekWithRecalc reads it); false when a problem was added.</summary>
+    private bool AuditOne(ulong pfn, ulong mfn, ulong have, bool recalc, bool super, List<string> problems)
+    {
+        if (!EptEntry.IsPresent(have) || EptEntry.FrameOf(have) != mfn)
+        {
+            problems.Add($"hap: gfn 0x{pfn:x}: EPT leaf 0x{have:x16} does not map mfn 0x{mfn:x}");
+            return false;
         }
+        if (recalc || EptEntry.IsMisconfigured(have)) return true;      // resolved on the next misconfiguration exit
+        ulong want = _ept!.LeafFor(mfn, EptEntry.TypeOf(have), super) & ~(EptEntry.Accessed | EptEntry.Dirty | EptEntry.PageSize);
+        have &= ~(EptEntry.Accessed | EptEntry.Dirty);
+        if (have == want) return true;
+        problems.Add($"hap: gfn 0x{pfn:x}: EPT leaf 0x{have:x16}, its type says 0x{want:x16} ({EptEntry.Describe(want, 1)})");
+        return false;
+    }
+
+    /// <summary>
+    /// Detach's hand-over: every RAM gfn not ram_rw gets its type (as TypeOf reads it) in the
+    /// domain's table. Walked as the audit is, per EPT entry: a superpage (or a hole) has one type
+    /// for all its gfns unless a pending recalculation makes it follow the log-dirty ranges, and
+    /// those are asked once per entry (p2m_is_logdirty_range); only a mixed entry goes per gfn.
+    /// </summary>
+    private void ExportTypes()
+    {
+        var machine = _domain.Machine;
+        var types = _domain.Types;
+        foreach (var (first, _, count) in _domain.P2m.EnumerateRamRuns())
+            for (ulong gfn = first, end = first + count; gfn < end;)
+            {
+                ulong e = _ept!.Locate(gfn, out int level, out ulong table, out bool recalcAbove);
+                ulong stop = EntryEnd(gfn, level, end);
+                if (level == 1)
+                {
+                    for (; gfn < stop; gfn++)
+                    {
+                        ulong leaf = machine.ReadUInt64(new Mfn(table), (int)(gfn & 511) * 8);
+                        P2mType t;
+                        if (!EptEntry.IsPresent(leaf)) t = _recalc(gfn, P2mType.RamRw);
+                        else
+                        {
+                            t = EptEntry.TypeOf(leaf);
+                            if ((recalcAbove || (leaf & EptEntry.Recalc) != 0) && EptEntry.IsChangeable(t)) t = _recalc(gfn, t);
+                        }
+                        if (t != P2mType.RamRw) types.Set(gfn, t);
+                    }
+                    continue;
+                }
+                P2mType type;
+                bool followsRanges = !EptEntry.IsPresent(e);
+                if (followsRanges) type = P2mType.RamRw;
+                else
+                {
+                    type = EptEntry.TypeOf(e);
+                    followsRanges = (recalcAbove || (e & EptEntry.Recalc) != 0) && EptEntry.IsChangeable(type);
+                }
+                if (followsRanges)
+                {
+                    int state = LogDirtyRangeState(gfn, stop - 1);
+                    if (state < 0)
+                    {
+                        for (; gfn < stop; gfn++) if (InLogDirtyRange(gfn)) types.Set(gfn, P2mType.RamLogDirty);
+                        continue;
+                    }
+                    type = state == 1 ? P2mType.RamLogDirty : P2mType.RamRw;
+                }
+                if (type != P2mType.RamRw) for (ulong g = gfn; g < stop; g++) types.Set(g, type);
+                gfn = stop;
+            }
     }
 
     // ---- p2m types in the EPT (IP2mTypeOwner) ---------------------------------------------
