@@ -33,6 +33,26 @@ public class BackLinkPoolTests
         return d;
     }
 
+    /// <summary>
+    /// Loads CR3s of fresh four-level address spaces (each mapping gfn 0x2000 at 0) and touches
+    /// them until the pool has at most the link reserve (8 frames) free: pinned tops fill it.
+    /// </summary>
+    private static void FillPoolWithOtherAddressSpaces(Domain d, ShadowMode mode, Vcpu v)
+    {
+        for (int i = 0; mode.PoolFree > 8; i++)
+        {
+            ulong root = d.Kernel.PoolBaseGfn + 100 + (ulong)i * 4;
+            ulong pdpt = root + 1, pd = root + 2, pt = root + 3;
+            foreach (var g in new[] { root, pdpt, pd, pt }) d.WriteGuestPhysical(g << 12, new byte[4096]);
+            d.WriteGuestPhysU64(root << 12, (pdpt << 12) | 7);
+            d.WriteGuestPhysU64(pdpt << 12, (pd << 12) | 7);
+            d.WriteGuestPhysU64(pd << 12, (pt << 12) | 7);
+            d.WriteGuestPhysU64(pt << 12, (0x2000UL << 12) | 3);
+            v.LoadCr3(root << 12);
+            Assert.True(v.ReadVirtual(0, new byte[1]).IsOk);
+        }
+    }
+
     [Fact]
     public void ANearlyFullPoolRecyclesShadowsForALinkPageInsteadOfGoingStuck()
     {
@@ -46,18 +66,7 @@ public class BackLinkPoolTests
         // Other address spaces fill the pool with pinned shadows, down to the link reserve (8
         // frames) or below, without a recycle yet: a link page taken in SetL1 now would fail.
         // (Before arming: once a range may want a link page, every walk keeps room for one.)
-        for (int i = 0; mode.PoolFree > 8; i++)
-        {
-            ulong root = d.Kernel.PoolBaseGfn + 100 + (ulong)i * 4;
-            ulong pdpt = root + 1, pd = root + 2, pt = root + 3;
-            foreach (var g in new[] { root, pdpt, pd, pt }) d.WriteGuestPhysical(g << 12, new byte[4096]);
-            d.WriteGuestPhysU64(root << 12, (pdpt << 12) | 7);
-            d.WriteGuestPhysU64(pdpt << 12, (pd << 12) | 7);
-            d.WriteGuestPhysU64(pd << 12, (pt << 12) | 7);
-            d.WriteGuestPhysU64(pt << 12, (0x2000UL << 12) | 3);
-            v.LoadCr3(root << 12);
-            Assert.True(v.ReadVirtual(0, new byte[1]).IsOk);
-        }
+        FillPoolWithOtherAddressSpaces(d, mode, v);
         Assert.Equal(0, d.Counters[PerfCounter.ShadowRecycle]);
         Assert.InRange(mode.PoolFree, 5, 8);
         v.LoadCr3(kernelCr3);
@@ -91,18 +100,7 @@ public class BackLinkPoolTests
         ulong kernelCr3 = v.Cr3;
         d.MountFramebuffer("mon0", MountVa);
         for (ulong p = 0; p < 300; p++) Assert.True(v.WriteVirtual(MountVa + (p << 12), new byte[1]).IsOk);   // 300 writable entries, untracked
-        for (int i = 0; mode.PoolFree > 8; i++)
-        {
-            ulong root = d.Kernel.PoolBaseGfn + 100 + (ulong)i * 4;
-            ulong pdpt = root + 1, pd = root + 2, pt = root + 3;
-            foreach (var g in new[] { root, pdpt, pd, pt }) d.WriteGuestPhysical(g << 12, new byte[4096]);
-            d.WriteGuestPhysU64(root << 12, (pdpt << 12) | 7);
-            d.WriteGuestPhysU64(pdpt << 12, (pd << 12) | 7);
-            d.WriteGuestPhysU64(pd << 12, (pt << 12) | 7);
-            d.WriteGuestPhysU64(pt << 12, (0x2000UL << 12) | 3);
-            v.LoadCr3(root << 12);
-            Assert.True(v.ReadVirtual(0, new byte[1]).IsOk);
-        }
+        FillPoolWithOtherAddressSpaces(d, mode, v);
         v.LoadCr3(kernelCr3);
         long recycles = d.Counters[PerfCounter.ShadowRecycle];
 
@@ -168,18 +166,7 @@ public class BackLinkPoolTests
         ulong kernelCr3 = v.Cr3;
         d.MountFramebuffer("mon0", MountVa);
         for (ulong p = 0; p < 768; p++) Assert.True(v.ReadVirtual(MountVa + (p << 12), new byte[1]).IsOk);
-        for (int i = 0; mode.PoolFree > 8; i++)
-        {
-            ulong root = d.Kernel.PoolBaseGfn + 100 + (ulong)i * 4;
-            ulong pdpt = root + 1, pd = root + 2, pt = root + 3;
-            foreach (var g in new[] { root, pdpt, pd, pt }) d.WriteGuestPhysical(g << 12, new byte[4096]);
-            d.WriteGuestPhysU64(root << 12, (pdpt << 12) | 7);
-            d.WriteGuestPhysU64(pdpt << 12, (pd << 12) | 7);
-            d.WriteGuestPhysU64(pd << 12, (pt << 12) | 7);
-            d.WriteGuestPhysU64(pt << 12, (0x2000UL << 12) | 3);
-            v.LoadCr3(root << 12);
-            Assert.True(v.ReadVirtual(0, new byte[1]).IsOk);
-        }
+        FillPoolWithOtherAddressSpaces(d, mode, v);
         v.LoadCr3(kernelCr3);
         Assert.True(d.Vram.Track(FbGfn, 768).AllDirty);
         Assert.Equal(0, d.Counters[PerfCounter.ShadowRecycle]);
