@@ -446,35 +446,48 @@ public sealed partial class HapMode : IPagingMode, IP2mTypeOwner
     {
         _ept!.AuditStructure(problems);
         var machine = _domain.Machine;
+        foreach (var x in RamEntrySpans())
+        {
+            if (x.Level == 1)
+                for (ulong gfn = x.First; gfn < x.Stop; gfn++)
+                {
+                    ulong leaf = machine.ReadUInt64(new Mfn(x.Table), (int)(gfn & 511) * 8);
+                    AuditOne(gfn, x.MfnOf(gfn), leaf, x.RecalcAbove || (leaf & EptEntry.Recalc) != 0, false, problems);
+                }
+            else if (!EptEntry.IsPresent(x.Entry))
+                for (ulong gfn = x.First; gfn < x.Stop; gfn++) AuditOne(gfn, x.MfnOf(gfn), 0, false, false, problems);
+            else
+            {
+                bool recalc = x.RecalcAbove || (x.Entry & EptEntry.Recalc) != 0;
+                if (!AuditOne(x.First, x.MfnOf(x.First), EptEntry.PageOf(x.Entry, x.First, x.Level), recalc, true, problems))
+                    for (ulong g = x.First + 1; g < x.Stop; g++)
+                        AuditOne(g, x.MfnOf(g), EptEntry.PageOf(x.Entry, g, x.Level), recalc, true, problems);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The RAM gfns [First, Stop) of one p2m run that one EPT entry decides: a superpage or a
+    /// not-present upper entry (Level &gt; 1, Entry), or the part of a leaf table's 512 gfns in the
+    /// run (Level 1, Table); RecalcAbove when a table entry above it is marked for recalculation.
+    /// </summary>
+    private readonly record struct RamEntrySpan(ulong First, ulong Stop, ulong RunFirst, ulong RunMfn, int Level, ulong Entry, ulong Table, bool RecalcAbove)
+    {
+        public ulong MfnOf(ulong gfn) => RunMfn + (gfn - RunFirst);
+    }
+
+    /// <summary>The p2m's RAM runs cut where the EPT's entries end: what the audit and the type hand-over walk, one step per entry.</summary>
+    private IEnumerable<RamEntrySpan> RamEntrySpans()
+    {
         foreach (var (first, firstMfn, count) in _domain.P2m.EnumerateRamRuns())
             for (ulong gfn = first, end = first + count; gfn < end;)
             {
-                ulong e = _ept.Locate(gfn, out int level, out ulong table, out bool recalcAbove);
-                ulong stop = EntryEnd(gfn, level, end);
-                if (level == 1)
-                    for (; gfn < stop; gfn++)
-                    {
-                        ulong leaf = machine.ReadUInt64(new Mfn(table), (int)(gfn & 511) * 8);
-                        AuditOne(gfn, firstMfn + (gfn - first), leaf, recalcAbove || (leaf & EptEntry.Recalc) != 0, false, problems);
-                    }
-                else if (!EptEntry.IsPresent(e))
-                    for (; gfn < stop; gfn++) AuditOne(gfn, firstMfn + (gfn - first), 0, false, false, problems);
-                else
-                {
-                    bool recalc = recalcAbove || (e & EptEntry.Recalc) != 0;
-                    if (!AuditOne(gfn, firstMfn + (gfn - first), EptEntry.PageOf(e, gfn, level), recalc, true, problems))
-                        for (ulong g = gfn + 1; g < stop; g++)
-                            AuditOne(g, firstMfn + (g - first), EptEntry.PageOf(e, g, level), recalc, true, problems);
-                    gfn = stop;
-                }
+                ulong e = _ept!.Locate(gfn, out int level, out ulong table, out bool recalcAbove);
+                ulong span = level == 1 ? 512 : EptEntry.Span(level);
+                ulong stop = System.Math.Min(end, (gfn | (span - 1)) + 1);
+                yield return new RamEntrySpan(gfn, stop, first, firstMfn, level, e, table, recalcAbove);
+                gfn = stop;
             }
-    }
-
-    /// <summary>The end of what the entry found for gfn at level decides (a leaf table's 512 gfns at level 1), within the run's end.</summary>
-    private static ulong EntryEnd(ulong gfn, int level, ulong end)
-    {
-        ulong span = level == 1 ? 512 : EptEntry.Span(level);
-        return System.Math.Min(end, (gfn | (span - 1)) + 1);
     }
 
     /// <summary>The audit of one RAM gfn's leaf (as PeekWithRecalc reads it); false when a problem was added.</summary>
@@ -503,48 +516,44 @@ public sealed partial class HapMode : IPagingMode, IP2mTypeOwner
     {
         var machine = _domain.Machine;
         var types = _domain.Types;
-        foreach (var (first, _, count) in _domain.P2m.EnumerateRamRuns())
-            for (ulong gfn = first, end = first + count; gfn < end;)
+        foreach (var x in RamEntrySpans())
+        {
+            if (x.Level == 1)
             {
-                ulong e = _ept!.Locate(gfn, out int level, out ulong table, out bool recalcAbove);
-                ulong stop = EntryEnd(gfn, level, end);
-                if (level == 1)
+                for (ulong gfn = x.First; gfn < x.Stop; gfn++)
                 {
-                    for (; gfn < stop; gfn++)
+                    ulong leaf = machine.ReadUInt64(new Mfn(x.Table), (int)(gfn & 511) * 8);
+                    P2mType t;
+                    if (!EptEntry.IsPresent(leaf)) t = _recalc(gfn, P2mType.RamRw);
+                    else
                     {
-                        ulong leaf = machine.ReadUInt64(new Mfn(table), (int)(gfn & 511) * 8);
-                        P2mType t;
-                        if (!EptEntry.IsPresent(leaf)) t = _recalc(gfn, P2mType.RamRw);
-                        else
-                        {
-                            t = EptEntry.TypeOf(leaf);
-                            if ((recalcAbove || (leaf & EptEntry.Recalc) != 0) && EptEntry.IsChangeable(t)) t = _recalc(gfn, t);
-                        }
-                        if (t != P2mType.RamRw) types.Set(gfn, t);
+                        t = EptEntry.TypeOf(leaf);
+                        if ((x.RecalcAbove || (leaf & EptEntry.Recalc) != 0) && EptEntry.IsChangeable(t)) t = _recalc(gfn, t);
                     }
+                    if (t != P2mType.RamRw) types.Set(gfn, t);
+                }
+                continue;
+            }
+            P2mType type;
+            bool followsRanges = !EptEntry.IsPresent(x.Entry);
+            if (followsRanges) type = P2mType.RamRw;
+            else
+            {
+                type = EptEntry.TypeOf(x.Entry);
+                followsRanges = (x.RecalcAbove || (x.Entry & EptEntry.Recalc) != 0) && EptEntry.IsChangeable(type);
+            }
+            if (followsRanges)
+            {
+                int state = LogDirtyRangeState(x.First, x.Stop - 1);
+                if (state < 0)
+                {
+                    for (ulong gfn = x.First; gfn < x.Stop; gfn++) if (InLogDirtyRange(gfn)) types.Set(gfn, P2mType.RamLogDirty);
                     continue;
                 }
-                P2mType type;
-                bool followsRanges = !EptEntry.IsPresent(e);
-                if (followsRanges) type = P2mType.RamRw;
-                else
-                {
-                    type = EptEntry.TypeOf(e);
-                    followsRanges = (recalcAbove || (e & EptEntry.Recalc) != 0) && EptEntry.IsChangeable(type);
-                }
-                if (followsRanges)
-                {
-                    int state = LogDirtyRangeState(gfn, stop - 1);
-                    if (state < 0)
-                    {
-                        for (; gfn < stop; gfn++) if (InLogDirtyRange(gfn)) types.Set(gfn, P2mType.RamLogDirty);
-                        continue;
-                    }
-                    type = state == 1 ? P2mType.RamLogDirty : P2mType.RamRw;
-                }
-                if (type != P2mType.RamRw) for (ulong g = gfn; g < stop; g++) types.Set(g, type);
-                gfn = stop;
+                type = state == 1 ? P2mType.RamLogDirty : P2mType.RamRw;
             }
+            if (type != P2mType.RamRw) for (ulong g = x.First; g < x.Stop; g++) types.Set(g, type);
+        }
     }
 
     // ---- p2m types in the EPT (IP2mTypeOwner) ---------------------------------------------
