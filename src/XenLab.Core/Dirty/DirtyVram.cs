@@ -19,6 +19,7 @@ using XenLab.Config;
 using XenLab.Diagnostics;
 using XenLab.Domains;
 using XenLab.Memory;
+using XenLab.Paging;
 
 namespace XenLab.Dirty;
 
@@ -400,18 +401,36 @@ public sealed class DirtyVram
     {
         var mode = _domain.Mode!;
         if (s == VramStrategy.Auto) return mode.Kind == PagingModeKind.Shadow ? VramStrategy.BackLinks : VramStrategy.Tracker;
-        if (s is VramStrategy.Memcmp or VramStrategy.Tracker || mode.CreateVramStrategy(s) is not null) return s;
+        if (s is VramStrategy.Memcmp or VramStrategy.Tracker || StrategyOf(s) is not null) return s;
         // A shadow-only design asked for in another mode (the domain switched): use the mode's own.
         _domain.Trace.Add(TraceKind.ModeSwitch, -1, 0, 0, 0, (ulong)s, $"vram strategy {s} unavailable in {mode.Kind}: using the mode's own");
         return Resolve(VramStrategy.Auto);
     }
 
-    private IVramStrategy StrategyFor(VramRange r) => r.Strategy switch
+    // Strategies keep no state (a range's state is in the range): one per kind and mode instance,
+    // made on first use, so a query allocates none.
+    private IPagingMode? _strategiesOf;
+    private readonly IVramStrategy?[] _strategies = new IVramStrategy?[Enum.GetValues<VramStrategy>().Length];
+
+    /// <summary>The current mode's strategy of this kind, or null if the mode has none.</summary>
+    private IVramStrategy? StrategyOf(VramStrategy kind)
     {
-        VramStrategy.Memcmp => new MemcmpVramStrategy(_domain),
-        VramStrategy.Tracker => _domain.Mode!.CreateVramStrategy(VramStrategy.Tracker) ?? new TrackerVramStrategy(_domain),
-        _ => _domain.Mode!.CreateVramStrategy(r.Strategy) ?? throw new InvalidConfigurationException($"VRAM strategy {r.Strategy} is not available in {_domain.PagingMode} mode."),
-    };
+        var mode = _domain.Mode!;
+        if (!ReferenceEquals(_strategiesOf, mode))
+        {
+            Array.Clear(_strategies);
+            _strategiesOf = mode;
+        }
+        return _strategies[(int)kind] ??= kind switch
+        {
+            VramStrategy.Memcmp => new MemcmpVramStrategy(_domain),
+            VramStrategy.Tracker => mode.CreateVramStrategy(VramStrategy.Tracker) ?? new TrackerVramStrategy(_domain),
+            _ => mode.CreateVramStrategy(kind),
+        };
+    }
+
+    private IVramStrategy StrategyFor(VramRange r) =>
+        StrategyOf(r.Strategy) ?? throw new InvalidConfigurationException($"VRAM strategy {r.Strategy} is not available in {_domain.PagingMode} mode.");
 }
 
 /// <summary>A range's dirty bits kept by the mode and marked at fault time (HAP).</summary>

@@ -60,7 +60,7 @@ public interface IPagingMode
     /// </summary>
     void OnP2mChanged(ulong startGfn, ulong endGfn, bool flush = true);
 
-    /// <summary>A mode-specific dirty-VRAM strategy (shadow's back-links or D bits), or null if this mode has none of that kind.</summary>
+    /// <summary>A mode-specific dirty-VRAM strategy (shadow's back-links or D bits), or null if this mode has none of that kind. Strategies keep no state of their own: DirtyVram makes one per kind and mode instance.</summary>
     XenLab.Dirty.IVramStrategy? CreateVramStrategy(XenLab.Dirty.VramStrategy kind);
 
     /// <summary>How this mode notices first writes (log-dirty, type-based dirty VRAM).</summary>

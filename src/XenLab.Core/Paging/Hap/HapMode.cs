@@ -372,8 +372,7 @@ public sealed partial class HapMode : IPagingMode, IP2mTypeOwner
     }
 
     public XenLab.Dirty.IVramStrategy? CreateVramStrategy(XenLab.Dirty.VramStrategy kind) =>
-        kind == XenLab.Dirty.VramStrategy.Tracker ? _vramStrategy ??= new HapVramStrategy(_domain, this) : null;
-    private HapVramStrategy? _vramStrategy;     // stateless (the ranges hold the bits): one per mode instance, no allocation per query
+        kind == XenLab.Dirty.VramStrategy.Tracker ? new HapVramStrategy(_domain, this) : null;
     public void FlushTlbs() => InvEpt();
     public void OnCr3Load(Vcpu v) { }
     public void OnInvlpg(Vcpu v, ulong va) { }

@@ -104,11 +104,10 @@ public sealed partial class ShadowMode
     private readonly Dictionary<ulong, (VramRange Range, BackLinks? Links)> _vramPages = new();
     private readonly List<BackLinks> _backLinks = new();
     private int _linkPages;
-    private BackLinkStrategy? _backLinkStrategy;
 
     public IVramStrategy? CreateVramStrategy(VramStrategy kind) => kind switch
     {
-        VramStrategy.BackLinks => _backLinkStrategy ??= new BackLinkStrategy(this),   // stateless: one per mode, none per query
+        VramStrategy.BackLinks => new BackLinkStrategy(this),
         VramStrategy.DirtyBit => new DirtyBitStrategy(this),
         VramStrategy.Mainline => new MainlineStrategy(this),
         _ => null,
