@@ -1,4 +1,6 @@
-// Dirty VRAM under shadow paging, two designs side by side.
+// Dirty VRAM under shadow paging: back-links here, with what the strategies share (the page
+// table of tracked gfns and the hooks on shadow L1 entries made and cleared); the D-bit design
+// is in ShadowMode.VramDirtyBit.cs, mainline's in ShadowMode.VramMainline.cs.
 //
 // Back-links (seed 000, the multi-framebuffer patch as the reviewer asked for it): every
 // VRAM page keeps links to each shadow L1 entry that maps it (a guest may map a framebuffer
@@ -8,8 +10,7 @@
 // alone is stuck dirty (vram_link_exhausted, vram_stuck_dirty) until its last mapping goes. A
 // query test-and-clears the D bit of every linked entry and adds the dirtiness of entries that
 // went away since the last query; the range is kept when its mapping count reaches zero (the
-// guest may remap). A link page comes
-// from the pool like Xen's p2m pages do (shadow_alloc_p2m_page: shadow_prealloc, then
+// guest may remap). A link page comes from the pool like Xen's p2m pages do (shadow_alloc_p2m_page: shadow_prealloc, then
 // shadow_alloc): room for it is made by recycling shadows at the fault handler's safe point
 // (and when a range is armed), before any shadow of the walk is touched, never inside SetL1.
 //
@@ -18,11 +19,7 @@
 // page a bit saying it has a link, one that it has more than one, one that it is stuck. Per 64
 // pages a "run": when each has one link and they are 64 consecutive entries of one shadow L1
 // (a framebuffer mapped in order, the usual case), the query reads those entries as one block.
-//
-// The D-bit design (seed 003, Tim Deegan's review): find the guest's one writable mapping of
-// the framebuffer by virtual address, walk its shadow L1 entries reading and clearing D; an
-// entry that points elsewhere, or a mapping that is gone, backs off to "all dirty"; a page
-// mapped writable more than once is assumed dirty; entries made or cleared set the page's bit.
+
 using System;
 using System.Collections.Generic;
 using System.Numerics;
@@ -289,14 +286,7 @@ public sealed partial class ShadowMode
     private int WritableMappings(VramRange r)
     {
         int n = 0;
-        for (ulong i = 0; i < r.Pages; i++)
-        {
-            if (!_rmap.TryGetValue(r.BeginPfn + i, out var maps)) continue;
-            int k = 0;
-            foreach (var (p, x) in maps)
-                if ((ReadEntry(p.Frame, x) & X86Pte.Writable) != 0 && ++k == MaxLinksPerPage) break;
-            n += k;
-        }
+        for (ulong i = 0; i < r.Pages; i++) n += Math.Min(WritableCount(r.BeginPfn + i), MaxLinksPerPage);
         return n;
     }
 

@@ -177,10 +177,7 @@ public sealed partial class ShadowMode
             {
                 ulong gfn = r.BeginPfn + i;
                 _m._vramPages[gfn] = (r, null);
-                // Mappings made before arming are counted once here (not per query).
-                if (_m._rmap.TryGetValue(gfn, out var maps))
-                    foreach (var (p, x) in maps)
-                        if ((_m._machine.ReadUInt64(p.Smfn, x * 8) & X86Pte.Writable) != 0) dv.Writable[i]++;
+                dv.Writable[i] = _m.WritableCount(gfn);   // mappings made before arming, counted once here (not per query)
             }
         }
 
