@@ -179,20 +179,10 @@ public sealed class Ept
     /// <summary>As <see cref="PeekWithRecalc(ulong, out bool)"/>; <paramref name="superpage"/> says the leaf came from a 2 MiB or 1 GiB entry.</summary>
     public ulong PeekWithRecalc(ulong gfn, out bool recalc, out bool superpage)
     {
-        recalc = false;
-        superpage = false;
-        ulong table = Root.Value;
-        for (int level = 4; level > 1; level--)
-        {
-            ulong e = _machine.ReadUInt64(new Mfn(table), (int)((gfn >> (9 * (level - 1))) & 511) * 8);
-            if (!EptEntry.IsPresent(e)) return 0;
-            if ((e & EptEntry.Recalc) != 0) recalc = true;
-            if ((e & EptEntry.PageSize) != 0) { superpage = true; return EptEntry.PageOf(e, gfn, level); }
-            table = EptEntry.FrameOf(e);
-        }
-        ulong leaf = _machine.ReadUInt64(new Mfn(table), (int)(gfn & 511) * 8);
-        if ((leaf & EptEntry.Recalc) != 0) recalc = true;
-        return leaf;
+        ulong e = Locate(gfn, out int level, out _, out bool recalcAbove);
+        recalc = recalcAbove || (e & EptEntry.Recalc) != 0;          // a not-present upper entry reads 0
+        superpage = level > 1 && EptEntry.IsPresent(e);
+        return superpage ? EptEntry.PageOf(e, gfn, level) : e;
     }
 
     /// <summary>
@@ -337,15 +327,8 @@ public sealed class Ept
     /// <summary>Reads the leaf without counting (the hypervisor's own lookup).</summary>
     public ulong Peek(ulong gfn)
     {
-        ulong table = Root.Value;
-        for (int level = 4; level > 1; level--)
-        {
-            ulong e = _machine.ReadUInt64(new Mfn(table), (int)((gfn >> (9 * (level - 1))) & 511) * 8);
-            if (!EptEntry.IsPresent(e)) return 0;
-            if ((e & EptEntry.PageSize) != 0) return EptEntry.PageOf(e, gfn, level);
-            table = EptEntry.FrameOf(e);
-        }
-        return _machine.ReadUInt64(new Mfn(table), (int)(gfn & 511) * 8);
+        ulong e = Locate(gfn, out int level, out _, out _);
+        return level > 1 && EptEntry.IsPresent(e) ? EptEntry.PageOf(e, gfn, level) : e;
     }
 
     /// <summary>
